@@ -1,0 +1,48 @@
+# The one entry point. Every target installs what it needs and is safe to run twice.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test unit deps python-deps system-deps controlplane bench down clean-cluster crds
+
+## demo: the main job on the embedded dev cluster (control plane + wallet-rpc pool + operator + escrows)
+demo: deps controlplane
+	$(PY) hack/demo.py
+
+## test: the whole test suite (unit + integration on the real dev cluster)
+test: deps controlplane
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## unit: only the tests that need no cluster
+unit: python-deps
+	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)
+
+deps: system-deps python-deps
+
+system-deps:
+	@hack/install-system-deps.sh
+
+python-deps: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+## controlplane: etcd, kube-apiserver, kube-controller-manager, kubectl built from their Go modules (cached)
+controlplane:
+	@hack/build-controlplane.sh >/dev/null
+
+## bench: throughput benchmark on the dev cluster (see docs/performance.md)
+bench: deps controlplane
+	$(PY) hack/bench $(BENCH_ARGS)
+
+## crds: regenerate crds/ from the API models
+crds: python-deps
+	$(PY) -m escrow_operator.api.crdgen
+
+## down: stop a dev cluster left running by `make demo`
+down: python-deps
+	$(PY) -m hack.devcluster down

@@ -1,0 +1,397 @@
+"""Start, check and stop etcd, kube-apiserver, kube-controller-manager and the process kubelet."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from .errors import DevClusterError
+from .pki import Pki
+from .procs import pdeathsig_preexec, pid_alive, stop_pids
+
+ROOT = Path(__file__).resolve().parents[2]
+HACK = ROOT / "hack"
+CONTROLLERS = ",".join(
+    [
+        "statefulset-controller",
+        "replicaset-controller",
+        "deployment-controller",
+        "garbage-collector-controller",
+        "persistentvolume-binder-controller",
+        "serviceaccount-controller",
+        "serviceaccount-token-controller",
+        "namespace-controller",
+        "endpointslice-controller",
+        "disruption-controller",
+        "root-ca-certificate-publisher-controller",
+        "horizontal-pod-autoscaler-controller",
+    ]
+)
+
+
+def kube_version() -> str:
+    for line in (HACK / "controlplane.env").read_text().splitlines():
+        if line.startswith("KUBE_VERSION="):
+            return os.environ.get("KUBE_VERSION_OVERRIDE") or line.split("=", 1)[1].strip()
+    raise DevClusterError("hack/controlplane.env names no KUBE_VERSION")
+
+
+def cache_root() -> Path:
+    if env := os.environ.get("XMR_ESCROW_CACHE"):
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "xmr-escrow-operator"
+
+
+def bin_dir() -> Path:
+    return cache_root() / "controlplane" / kube_version() / "bin"
+
+
+def binary(name: str) -> Path:
+    path = bin_dir() / name
+    if not os.access(path, os.X_OK):
+        raise DevClusterError(
+            f"{name} is not built ({path} is missing). Build the control plane with: make controlplane"
+            " (runs hack/build-controlplane.sh; the first build takes a while)"
+        )
+    return path
+
+
+def require_wallet_rpc() -> str:
+    found = shutil.which("monero-wallet-rpc")
+    if not found:
+        raise DevClusterError(
+            "monero-wallet-rpc is not installed. Install Debian's monero package with: make deps"
+            " (or: apt-get install -y monero)"
+        )
+    return found
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Ports:
+    etcd: int
+    etcd_peer: int
+    apiserver: int
+    controller_manager: int
+
+    @classmethod
+    def from_base(cls, base: int) -> "Ports":
+        return cls(base, base + 1, base + 2, base + 3)
+
+    @classmethod
+    def find_free(cls, start: int = 20000, stop: int = 60000, step: int = 10) -> "Ports":
+        for base in range(start + (os.getpid() % 1000) * step, stop, step):
+            ports = cls.from_base(base)
+            if all(port_free(p) for p in asdict(ports).values()):
+                return ports
+        raise DevClusterError("no four free ports found on 127.0.0.1")
+
+
+class DevCluster:
+    """A real control plane plus the process kubelet, all as local processes under one state directory.
+
+    ``tie_to_parent`` makes every process die with the one that started it (pytest); the command
+    line leaves them running until ``down``.
+    """
+
+    def __init__(self, state_dir: Path, ports: Ports | None = None, *, tie_to_parent: bool = False) -> None:
+        self.state_dir = state_dir.resolve()
+        self.ports = ports or Ports.from_base(16380)
+        self.tie_to_parent = tie_to_parent
+        self.pki = Pki(self.state_dir / "pki")
+        self.pids: dict[str, int] = {}
+
+    # --- paths -----------------------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "admin.kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports.apiserver}"
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.state_dir / "kubelet"
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, state_dir: Path) -> "DevCluster | None":
+        """The cluster recorded in a state directory, if any."""
+        state_file = state_dir / "state.json"
+        if not state_file.exists():
+            return None
+        state = json.loads(state_file.read_text())
+        cluster = cls(state_dir, Ports(**state["ports"]))
+        cluster.pids = {k: int(v) for k, v in state["pids"].items()}
+        return cluster
+
+    def running_pids(self) -> dict[str, int]:
+        return {name: pid for name, pid in self.pids.items() if pid_alive(pid)}
+
+    def _save(self) -> None:
+        self.state_file.write_text(json.dumps({"ports": asdict(self.ports), "pids": self.pids}, indent=2))
+
+    def start(self, timeout: float = 120.0) -> "DevCluster":
+        previous = DevCluster.load(self.state_dir)
+        if previous and (alive := previous.running_pids()):
+            raise DevClusterError(
+                f"a dev cluster is already running from {self.state_dir} (pids {sorted(alive.values())}). "
+                "Stop it with: python -m hack.devcluster down"
+            )
+        require_wallet_rpc()
+        for name in ("etcd", "kube-apiserver", "kube-controller-manager"):
+            binary(name)
+        taken = [f"{name}={port}" for name, port in asdict(self.ports).items() if not port_free(port)]
+        if taken:
+            raise DevClusterError(
+                f"ports taken on 127.0.0.1: {', '.join(taken)} (another program, or a dev cluster started "
+                "elsewhere). Stop it, or choose another range with: python -m hack.devcluster up --port-base N"
+            )
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.pki.ensure()
+        self._write_admin_kubeconfig()
+        deadline = time.monotonic() + timeout
+        try:
+            self._start_etcd()
+            self._wait_http(f"http://127.0.0.1:{self.ports.etcd}/health", deadline, "etcd")
+            self._start_apiserver()
+            self._wait_https(f"{self.server}/readyz", deadline, "kube-apiserver")
+            self._start_controller_manager()
+            self._wait_https(
+                f"https://127.0.0.1:{self.ports.controller_manager}/healthz",
+                deadline,
+                "kube-controller-manager",
+                client_cert=False,
+            )
+            self._start_kubelet()
+            self._wait_node(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every process this cluster started, kubelet first (it stops the pods' processes)."""
+        order = ["kubelet", "kube-controller-manager", "kube-apiserver", "etcd"]
+        stop_pids([self.pids[n] for n in order if n in self.pids], grace=15.0)
+        self.pids = {}
+        if self.state_file.exists():
+            self._save()
+
+    # --- processes -------------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        log = open(self.logs / f"{name}.log", "ab")
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=pdeathsig_preexec if self.tie_to_parent else None,
+        )
+        log.close()
+        self.pids[name] = proc.pid
+        self._save()
+
+    def _start_etcd(self) -> None:
+        p = self.ports
+        self._spawn(
+            "etcd",
+            [
+                str(binary("etcd")),
+                "--name=devcluster",
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{p.etcd}",
+                f"--advertise-client-urls=http://127.0.0.1:{p.etcd}",
+                f"--listen-peer-urls=http://127.0.0.1:{p.etcd_peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{p.etcd_peer}",
+                f"--initial-cluster=devcluster=http://127.0.0.1:{p.etcd_peer}",
+                # A throwaway test store: durability is not what it is for, speed on 2 cores is.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+
+    def _start_apiserver(self) -> None:
+        p, k = self.ports, self.pki
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(binary("kube-apiserver")),
+                f"--etcd-servers=http://127.0.0.1:{p.etcd}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={p.apiserver}",
+                f"--tls-cert-file={k.serving_crt}",
+                f"--tls-private-key-file={k.serving_key}",
+                f"--client-ca-file={k.ca_crt}",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer={self.server}",
+                f"--service-account-key-file={k.sa_pub}",
+                f"--service-account-signing-key-file={k.sa_key}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+
+    def _start_controller_manager(self) -> None:
+        k = self.pki
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(binary("kube-controller-manager")),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports.controller_manager}",
+                f"--controllers={CONTROLLERS}",
+                f"--service-account-private-key-file={k.sa_key}",
+                f"--root-ca-file={k.ca_crt}",
+                "--leader-elect=false",
+                "--concurrent-statefulset-syncs=10",
+                "--horizontal-pod-autoscaler-sync-period=5s",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+
+    def _start_kubelet(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        # Console scripts of this interpreter (escrow-operator) are found like an image's entrypoint.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        self._spawn(
+            "kubelet",
+            [
+                sys.executable,
+                "-m",
+                "hack.devcluster",
+                "kubelet",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--root",
+                str(self.kubelet_root),
+            ]
+            + (["--tie-to-parent"] if self.tie_to_parent else []),
+            env=env,
+        )
+
+    # --- readiness -------------------------------------------------------------------------------
+    def _check_alive(self, name: str) -> None:
+        pid = self.pids.get(name)
+        if pid is None or not pid_alive(pid):
+            tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise DevClusterError(f"{name} exited during start; the end of its log {self.logs / (name + '.log')}:\n{tail}")
+
+    def _wait_http(self, url: str, deadline: float, name: str, context: ssl.SSLContext | None = None) -> None:
+        last: Exception | str = "no answer"
+        while time.monotonic() < deadline:
+            self._check_alive(name)
+            try:
+                with urllib.request.urlopen(url, timeout=2, context=context) as reply:
+                    if reply.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as exc:
+                last = exc
+            time.sleep(0.2)  # polling a process that has no event to wait on
+        raise DevClusterError(f"{name} did not become healthy at {url}: {last}")
+
+    def _wait_https(self, url: str, deadline: float, name: str, client_cert: bool = True) -> None:
+        context = ssl.create_default_context(cafile=str(self.pki.ca_crt))
+        if client_cert:
+            context.load_cert_chain(str(self.pki.admin_crt), str(self.pki.admin_key))
+        else:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE  # kube-controller-manager serves a self-signed cert
+        self._wait_http(url, deadline, name, context)
+
+    def _wait_node(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            self._check_alive("kubelet")
+            if (self.kubelet_root / "registered").exists():
+                return
+            time.sleep(0.2)  # the kubelet marks its registration with a file
+        raise DevClusterError(f"the process kubelet did not register its node; see {self.logs / 'kubelet.log'}")
+
+    # --- kubeconfigs -----------------------------------------------------------------------------
+    def _kubeconfig(self, user: dict) -> dict:
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "devcluster",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": base64.b64encode(self.pki.ca_crt.read_bytes()).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": "user", "user": user}],
+            "contexts": [{"name": "devcluster", "context": {"cluster": "devcluster", "user": "user"}}],
+            "current-context": "devcluster",
+        }
+
+    def _write_admin_kubeconfig(self) -> None:
+        config = self._kubeconfig(
+            {
+                "client-certificate-data": base64.b64encode(self.pki.admin_crt.read_bytes()).decode(),
+                "client-key-data": base64.b64encode(self.pki.admin_key.read_bytes()).decode(),
+            }
+        )
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        self.kubeconfig.chmod(0o600)
+
+    def mint_kubeconfig(
+        self, namespace: str, service_account: str, path: Path | None = None, expiration_seconds: int = 86400
+    ) -> Path:
+        """A kubeconfig that authenticates as a ServiceAccount (a bound token from the TokenRequest API)."""
+        from kubernetes import client, config
+
+        api = client.CoreV1Api(config.new_client_from_config(str(self.kubeconfig)))
+        token = api.create_namespaced_service_account_token(
+            service_account,
+            namespace,
+            client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(expiration_seconds=expiration_seconds)),
+        ).status.token
+        path = path or self.state_dir / f"sa-{namespace}-{service_account}.kubeconfig"
+        path.write_text(yaml.safe_dump(self._kubeconfig({"token": token})))
+        path.chmod(0o600)
+        return path

@@ -1,0 +1,806 @@
+"""The process kubelet: runs the dev cluster's pods as local processes.
+
+It registers one Node, binds unscheduled pods to it, and runs each container's command as a
+process. Every pod gets a loopback address of its own (127.0.x.y, never reused while the kubelet's
+root lives), so all pods listen on the same ports as they would in a cluster. Volumes become
+directories under the kubelet's root; a PersistentVolumeClaim of the ``devcluster`` StorageClass is
+provisioned as a host directory (a real PersistentVolume, bound by the real binder), so all pods
+of a pool share one directory, as they share a ReadWriteMany claim in a cluster. Paths that name a
+volume's mountPath in a container's command, args or env are rewritten to that directory.
+
+It reports phase, podIP, the Ready condition from the pod's own readiness probe (httpGet,
+tcpSocket, exec), container restarts, restarts crashed containers per restartPolicy, honours
+liveness probes, and stops the processes when the pod is deleted.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import logging
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from .procs import pdeathsig_preexec
+
+log = logging.getLogger("kubelet")
+
+NODE = "devcluster"
+STORAGE_CLASS = "devcluster"
+PROVISIONER = "xmrescrow.dev/devcluster-hostpath"
+MERGE = "application/merge-patch+json"
+#: Images whose entrypoint the process kubelet knows, for containers that give no command.
+ENTRYPOINTS: list[tuple[str, list[str]]] = [
+    ("wallet-rpc", ["monero-wallet-rpc"]),
+    ("operator", ["escrow-operator"]),
+]
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class IpAllocator:
+    """Loopback addresses 127.0.1.1 onwards, handed out once each (persisted), so none is reused."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.lock = threading.Lock()
+        self.next = int(state.read_text()) if state.exists() else int(ipaddress.ip_address("127.0.1.1"))
+
+    def allocate(self) -> str:
+        with self.lock:
+            addr = ipaddress.ip_address(self.next)
+            while addr.packed[3] in (0, 255):
+                addr += 1
+            if addr > ipaddress.ip_address("127.255.255.254"):
+                raise RuntimeError("loopback addresses exhausted; restart the dev cluster with a fresh state dir")
+            self.next = int(addr) + 1
+            self.state.write_text(str(self.next))
+            return str(addr)
+
+
+@dataclass
+class Probe:
+    spec: Any  # V1Probe
+    failures: int = 0
+    successes: int = 0
+    next_at: float = 0.0
+
+    @property
+    def period(self) -> float:
+        return float(self.spec.period_seconds or 10)
+
+
+@dataclass
+class Container:
+    spec: Any  # V1Container
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = "/"
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    ready: bool = False
+    started_at: str | None = None
+    last_terminated: dict | None = None
+    waiting: tuple[str, str] | None = ("ContainerCreating", "")
+    restart_at: float | None = None
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+
+
+class PodRunner:
+    """Runs one pod: one thread that starts, watches, probes and restarts its containers."""
+
+    def __init__(self, kubelet: "ProcessKubelet", pod: client.V1Pod) -> None:
+        self.kubelet = kubelet
+        self.pod = pod
+        self.uid: str = pod.metadata.uid
+        self.name: str = pod.metadata.name
+        self.namespace: str = pod.metadata.namespace
+        self.dir = kubelet.root / "pods" / self.uid
+        self.events: queue.Queue[tuple] = queue.Queue()
+        self.containers = [Container(spec=c) for c in pod.spec.containers]
+        self.ip: str | None = None
+        self.start_time = now()
+        self.transitions: dict[str, tuple[str, str]] = {}
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"pod-{self.namespace}/{self.name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def terminate(self, grace: float) -> None:
+        self.events.put(("terminate", grace))
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
+
+    # --- the pod's thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self.ip = self.kubelet.ips.allocate()
+            mounts = self._prepare_volumes()
+            for c in self.containers:
+                self._prepare_container(c, mounts)
+            for c in self.containers:
+                self._start(c)
+            self._report()
+            self._loop()
+        except _Terminate as t:
+            self._stop_all(t.grace)
+        except Exception as exc:  # the pod cannot run here: say why in its status
+            log.exception("pod %s/%s failed", self.namespace, self.name)
+            for c in self.containers:
+                c.waiting = ("CreateContainerError", str(exc)[:500])
+            self._report()
+            self._wait_for_termination()
+        finally:
+            self.stopped.set()
+
+    def _wait_for_termination(self) -> None:
+        while True:
+            event = self.events.get()
+            if event[0] == "terminate":
+                self._stop_all(event[1])
+                return
+
+    def _loop(self) -> None:
+        while True:
+            timeout = self._next_deadline() - time.monotonic()
+            try:
+                event = self.events.get(timeout=max(0.0, timeout))
+            except queue.Empty:
+                event = ("tick",)
+            changed = False
+            if event[0] == "terminate":
+                raise _Terminate(event[1])
+            if event[0] == "exited":
+                changed |= self._on_exit(event[1], event[2])
+            changed |= self._restart_due()
+            changed |= self._probe_due()
+            if changed:
+                self._report()
+
+    def _next_deadline(self) -> float:
+        times = [time.monotonic() + 30]
+        for c in self.containers:
+            if c.restart_at is not None:
+                times.append(c.restart_at)
+            for probe in (c.readiness, c.liveness):
+                if probe and c.proc and c.proc.poll() is None:
+                    times.append(probe.next_at)
+        return min(times)
+
+    # --- containers ---------------------------------------------------------------------------
+    def _prepare_container(self, c: Container, mounts: dict[str, str]) -> None:
+        spec = c.spec
+        env: dict[str, str] = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": self.name}
+        home = self.dir / "home" / spec.name
+        home.mkdir(parents=True, exist_ok=True)
+        env["HOME"] = str(home)
+        for source in spec.env_from or []:
+            if source.secret_ref:
+                data = self.kubelet.secret(self.namespace, source.secret_ref.name)
+            elif source.config_map_ref:
+                data = self.kubelet.config_map(self.namespace, source.config_map_ref.name)
+            else:
+                continue
+            env.update({(source.prefix or "") + k: v for k, v in data.items()})
+        for var in spec.env or []:
+            env[var.name] = _rewrite(_expand(self._env_value(var), env), mounts)
+        command = spec.command or _entrypoint(spec.image)
+        c.argv = [_rewrite(_expand(a, env), mounts) for a in command + (spec.args or [])]
+        c.env = env
+        c.cwd = _rewrite(spec.working_dir, mounts) if spec.working_dir else str(home)
+        if spec.readiness_probe:
+            c.readiness = Probe(spec.readiness_probe)
+        if spec.liveness_probe:
+            c.liveness = Probe(spec.liveness_probe)
+
+    def _env_value(self, var: Any) -> str:
+        if var.value_from is None:
+            return var.value or ""
+        ref = var.value_from
+        if ref.field_ref:
+            fields = {
+                "status.podIP": self.ip,
+                "status.podIPs": self.ip,
+                "status.hostIP": "127.0.0.1",
+                "metadata.name": self.name,
+                "metadata.namespace": self.namespace,
+                "metadata.uid": self.uid,
+                "spec.nodeName": NODE,
+                "spec.serviceAccountName": self.pod.spec.service_account_name or "default",
+            }
+            return fields.get(ref.field_ref.field_path, "") or ""
+        if ref.secret_key_ref:
+            data = self.kubelet.secret(self.namespace, ref.secret_key_ref.name)
+            return data.get(ref.secret_key_ref.key, "")
+        if ref.config_map_key_ref:
+            data = self.kubelet.config_map(self.namespace, ref.config_map_key_ref.name)
+            return data.get(ref.config_map_key_ref.key, "")
+        return ""
+
+    def _start(self, c: Container) -> None:
+        logs = self.dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        out = open(logs / f"{c.spec.name}.log", "ab")
+        try:
+            proc = subprocess.Popen(
+                c.argv,
+                env=c.env,
+                cwd=c.cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=pdeathsig_preexec,  # dies with this thread: no process outlives its pod
+            )
+        except OSError as exc:
+            c.waiting = ("RunContainerError", f"cannot start {c.argv[0]!r}: {exc}")
+            c.restart_at = time.monotonic() + self._backoff(c)
+            return
+        finally:
+            out.close()
+        c.proc, c.waiting, c.ready, c.restart_at = proc, None, False, None
+        c.started_at = now()
+        for probe in (c.readiness, c.liveness):
+            if probe:
+                probe.failures = probe.successes = 0
+                probe.next_at = time.monotonic() + float(probe.spec.initial_delay_seconds or 0)
+        if not c.readiness:
+            c.ready = True
+        threading.Thread(target=self._watch_exit, args=(c, proc), daemon=True).start()
+        self.kubelet.record_pid(self.uid, c.spec.name, proc.pid)
+
+    def _watch_exit(self, c: Container, proc: subprocess.Popen) -> None:
+        code = proc.wait()
+        self.events.put(("exited", c, proc, code))
+
+    def _on_exit(self, c: Container, proc: subprocess.Popen) -> bool:
+        if c.proc is not proc:
+            return False
+        code = proc.returncode
+        c.last_terminated = {
+            "exitCode": code if code >= 0 else 128 - code,
+            "reason": "Completed" if code == 0 else ("Error" if code > 0 else "Killed"),
+            "startedAt": c.started_at,
+            "finishedAt": now(),
+        }
+        c.proc, c.ready = None, False
+        policy = self.pod.spec.restart_policy or "Always"
+        if policy == "Always" or (policy == "OnFailure" and code != 0):
+            c.restart_at = time.monotonic() + self._backoff(c)
+            c.waiting = ("CrashLoopBackOff" if c.restarts else "Restarting", "")
+        return True
+
+    @staticmethod
+    def _backoff(c: Container) -> float:
+        # the kubelet's crash-loop policy, compressed: 0.2 s, 0.4 s, ... capped at 10 s
+        return min(10.0, 0.2 * (2 ** min(c.restarts, 6)))
+
+    def _restart_due(self) -> bool:
+        changed = False
+        for c in self.containers:
+            if c.restart_at is not None and time.monotonic() >= c.restart_at:
+                c.restarts += 1
+                self._start(c)
+                changed = True
+        return changed
+
+    def _probe_due(self) -> bool:
+        changed = False
+        for c in self.containers:
+            if not c.proc or c.proc.poll() is not None:
+                continue
+            t = time.monotonic()
+            if c.readiness and t >= c.readiness.next_at:
+                ok = self._probe(c.readiness.spec, c)
+                c.readiness.next_at = t + c.readiness.period
+                before = c.ready
+                if ok:
+                    c.readiness.failures, c.readiness.successes = 0, c.readiness.successes + 1
+                    if c.readiness.successes >= (c.readiness.spec.success_threshold or 1):
+                        c.ready = True
+                else:
+                    c.readiness.successes, c.readiness.failures = 0, c.readiness.failures + 1
+                    if c.readiness.failures >= (c.readiness.spec.failure_threshold or 3) or not c.ready:
+                        c.ready = False
+                changed |= before != c.ready
+            if c.liveness and t >= c.liveness.next_at:
+                ok = self._probe(c.liveness.spec, c)
+                c.liveness.next_at = t + c.liveness.period
+                c.liveness.failures = 0 if ok else c.liveness.failures + 1
+                if c.liveness.failures >= (c.liveness.spec.failure_threshold or 3):
+                    log.info("liveness probe of %s/%s %s failed; killing it", self.namespace, self.name, c.spec.name)
+                    _killpg(c.proc.pid, signal.SIGKILL)
+        return changed
+
+    def _probe(self, spec: Any, c: Container) -> bool:
+        timeout = float(spec.timeout_seconds or 1)
+        try:
+            if spec.http_get:
+                port = _port(spec.http_get.port, c.spec)
+                url = f"{(spec.http_get.scheme or 'HTTP').lower()}://{self.ip}:{port}{spec.http_get.path or '/'}"
+                with urllib.request.urlopen(url, timeout=timeout) as reply:
+                    return 200 <= reply.status < 400
+            if spec.tcp_socket:
+                with socket.create_connection((self.ip, _port(spec.tcp_socket.port, c.spec)), timeout=timeout):
+                    return True
+            if spec._exec:
+                done = subprocess.run(
+                    [_rewrite(a, {}) for a in spec._exec.command], env=c.env, timeout=timeout, capture_output=True
+                )
+                return done.returncode == 0
+        except (OSError, urllib.error.URLError, subprocess.TimeoutExpired):
+            return False
+        return False
+
+    def _stop_all(self, grace: float) -> None:
+        procs = [c.proc for c in self.containers if c.proc and c.proc.poll() is None]
+        for p in procs:
+            _killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        for c in self.containers:
+            self.kubelet.forget_pid(self.uid, c.spec.name)
+
+    # --- volumes ------------------------------------------------------------------------------
+    def _prepare_volumes(self) -> dict[str, str]:
+        volumes: dict[str, str] = {}
+        for v in self.pod.spec.volumes or []:
+            path = self.dir / "volumes" / v.name
+            if v.persistent_volume_claim:
+                volumes[v.name] = self.kubelet.claim_path(self.namespace, v.persistent_volume_claim.claim_name)
+                continue
+            if v.host_path:
+                volumes[v.name] = v.host_path.path
+                continue
+            path.mkdir(parents=True, exist_ok=True)
+            if v.secret:
+                self._write_items(path, self.kubelet.secret(self.namespace, v.secret.secret_name), v.secret.items)
+            elif v.config_map:
+                self._write_items(path, self.kubelet.config_map(self.namespace, v.config_map.name), v.config_map.items)
+            elif v.projected:
+                for src in v.projected.sources or []:
+                    if src.secret:
+                        self._write_items(path, self.kubelet.secret(self.namespace, src.secret.name), src.secret.items)
+                    if src.config_map:
+                        data = self.kubelet.config_map(self.namespace, src.config_map.name, optional=True)
+                        self._write_items(path, data, src.config_map.items)
+            volumes[v.name] = str(path)
+        mounts: dict[str, str] = {}
+        for c in self.pod.spec.containers:
+            for m in c.volume_mounts or []:
+                host = volumes.get(m.name)
+                if host is None:
+                    raise RuntimeError(f"volumeMount {m.name!r} names no volume of the pod")
+                if m.sub_path:
+                    host = os.path.join(host, m.sub_path)
+                    os.makedirs(host, exist_ok=True)
+                mounts[m.mount_path.rstrip("/") or "/"] = host
+        return mounts
+
+    @staticmethod
+    def _write_items(path: Path, data: dict[str, str], items: list | None) -> None:
+        pairs = [(i.key, i.path) for i in items] if items else [(k, k) for k in data]
+        for key, rel in pairs:
+            if key in data:
+                target = path / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(data[key])
+                target.chmod(0o400)
+
+    # --- status -------------------------------------------------------------------------------
+    def _condition(self, kind: str, status: bool) -> dict:
+        value = "True" if status else "False"
+        prev = self.transitions.get(kind)
+        if prev is None or prev[0] != value:
+            self.transitions[kind] = (value, now())
+        return {"type": kind, "status": value, "lastTransitionTime": self.transitions[kind][1], "lastProbeTime": None}
+
+    def _report(self) -> None:
+        statuses = []
+        for c in self.containers:
+            if c.proc is not None:
+                state = {"running": {"startedAt": c.started_at}}
+            else:
+                reason, message = c.waiting or ("ContainerCreating", "")
+                state = {"waiting": {"reason": reason, **({"message": message} if message else {})}}
+            statuses.append(
+                {
+                    "name": c.spec.name,
+                    "image": c.spec.image,
+                    "imageID": "",
+                    "containerID": f"process://{c.proc.pid}" if c.proc else None,
+                    "ready": c.ready,
+                    "started": c.proc is not None,
+                    "restartCount": c.restarts,
+                    "state": state,
+                    "lastState": {"terminated": c.last_terminated} if c.last_terminated else {},
+                }
+            )
+        all_ready = all(c.ready for c in self.containers)
+        running = all(c.started_at for c in self.containers)
+        status = {
+            "phase": "Running" if running else "Pending",
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": self.ip,
+            "podIPs": [{"ip": self.ip}] if self.ip else None,
+            "startTime": self.start_time,
+            "conditions": [
+                self._condition("PodReadyToStartContainers", True),
+                self._condition("Initialized", True),
+                self._condition("ContainersReady", all_ready),
+                self._condition("Ready", all_ready),
+                self._condition("PodScheduled", True),
+            ],
+            "containerStatuses": statuses,
+        }
+        try:
+            self.kubelet.core.patch_namespaced_pod_status(
+                self.name, self.namespace, {"status": status}, _content_type=MERGE
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("status of %s/%s not written: %s", self.namespace, self.name, exc.reason)
+
+
+class _Terminate(Exception):
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+
+
+class ProcessKubelet:
+    def __init__(self, kubeconfig: str, root: Path) -> None:
+        self.api = config.new_client_from_config(kubeconfig)
+        self.core = client.CoreV1Api(self.api)
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.ips = IpAllocator(root / "next-ip")
+        self.runners: dict[str, PodRunner] = {}
+        self.lock = threading.Lock()
+        self.pidfile = root / "pids"
+        self.pids: dict[tuple[str, str], int] = {}
+
+    # --- API helpers ------------------------------------------------------------------------------
+    def secret(self, namespace: str, name: str) -> dict[str, str]:
+        s = self.core.read_namespaced_secret(name, namespace)
+        return {k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()}
+
+    def config_map(self, namespace: str, name: str, optional: bool = False) -> dict[str, str]:
+        try:
+            return dict(self.core.read_namespaced_config_map(name, namespace).data or {})
+        except ApiException as exc:
+            if optional and exc.status == 404:
+                return {}
+            raise
+
+    def claim_path(self, namespace: str, claim: str) -> str:
+        """The host directory of a bound claim; waits for the binder to bind it."""
+        w = watch.Watch()
+        pvc = self.core.read_namespaced_persistent_volume_claim(claim, namespace)
+        if not pvc.spec.volume_name or pvc.status.phase != "Bound":
+            for event in w.stream(
+                self.core.list_namespaced_persistent_volume_claim,
+                namespace,
+                field_selector=f"metadata.name={claim}",
+                timeout_seconds=120,
+            ):
+                pvc = event["object"]
+                if pvc.spec.volume_name and pvc.status.phase == "Bound":
+                    w.stop()
+                    break
+            else:
+                raise RuntimeError(f"claim {namespace}/{claim} was not bound within 120 s")
+        pv = self.core.read_persistent_volume(pvc.spec.volume_name)
+        source = pv.spec.host_path or pv.spec.local
+        if source is None:
+            raise RuntimeError(f"volume {pv.metadata.name} is neither hostPath nor local")
+        return source.path
+
+    def record_pid(self, uid: str, container: str, pid: int) -> None:
+        with self.lock:
+            self.pids[(uid, container)] = pid
+            self._write_pids()
+
+    def forget_pid(self, uid: str, container: str) -> None:
+        with self.lock:
+            self.pids.pop((uid, container), None)
+            self._write_pids()
+
+    def _write_pids(self) -> None:
+        tmp = self.pidfile.with_suffix(".tmp")
+        tmp.write_text("".join(f"{uid} {c} {pid}\n" for (uid, c), pid in self.pids.items()))
+        tmp.replace(self.pidfile)
+
+    # --- node and storage -------------------------------------------------------------------------
+    def register(self) -> None:
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux"}},
+        }
+        try:
+            self.core.create_node(node)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        t = now()
+        status = {
+            "status": {
+                "capacity": {"cpu": str(os.cpu_count()), "memory": "24Gi", "pods": "250"},
+                "allocatable": {"cpu": str(os.cpu_count()), "memory": "24Gi", "pods": "250"},
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "process kubelet is posting ready status",
+                        "lastHeartbeatTime": t,
+                        "lastTransitionTime": t,
+                    }
+                ],
+                "nodeInfo": {
+                    "machineID": "devcluster",
+                    "systemUUID": "devcluster",
+                    "bootID": "devcluster",
+                    "kernelVersion": os.uname().release,
+                    "osImage": "devcluster process kubelet",
+                    "containerRuntimeVersion": "process://1",
+                    "kubeletVersion": "v0.0.0-devcluster",
+                    "kubeProxyVersion": "",
+                    "operatingSystem": "linux",
+                    "architecture": "amd64",
+                },
+            }
+        }
+        self.core.patch_node_status(NODE, status, _content_type=MERGE)
+        storage = client.StorageV1Api(self.api)
+        sc = {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": STORAGE_CLASS,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": PROVISIONER,
+            "reclaimPolicy": "Retain",  # wallet files may hold funds: never deleted with a claim
+            "volumeBindingMode": "Immediate",
+        }
+        try:
+            storage.create_storage_class(sc)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        (self.root / "registered").write_text(t)
+
+    def provision_loop(self) -> None:
+        """Provision a hostPath PersistentVolume for every pending claim of the devcluster class."""
+        while True:
+            try:
+                w = watch.Watch()
+                for event in w.stream(self.core.list_persistent_volume_claim_for_all_namespaces, timeout_seconds=300):
+                    pvc = event["object"]
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self._provision(pvc)
+            except Exception:  # noqa: BLE001 - keep serving; the watch is resumed
+                log.exception("claim watch failed; resuming")
+                time.sleep(1)
+
+    def _provision(self, pvc: client.V1PersistentVolumeClaim) -> None:
+        if pvc.spec.volume_name or pvc.spec.storage_class_name != STORAGE_CLASS or pvc.metadata.deletion_timestamp:
+            return
+        name = f"pvc-{pvc.metadata.uid}"
+        path = self.root / "volumes" / f"{pvc.metadata.namespace}-{pvc.metadata.name}-{pvc.metadata.uid[:8]}"
+        path.mkdir(parents=True, exist_ok=True)
+        pv = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+            "spec": {
+                "capacity": {"storage": (pvc.spec.resources.requests or {}).get("storage", "1Gi")},
+                "accessModes": pvc.spec.access_modes or ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": STORAGE_CLASS,
+                "hostPath": {"path": str(path), "type": "Directory"},
+                "claimRef": {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "namespace": pvc.metadata.namespace,
+                    "name": pvc.metadata.name,
+                    "uid": pvc.metadata.uid,
+                },
+            },
+        }
+        try:
+            self.core.create_persistent_volume(pv)
+            log.info("provisioned %s for claim %s/%s at %s", name, pvc.metadata.namespace, pvc.metadata.name, path)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    # --- pods -------------------------------------------------------------------------------------
+    def pod_loop(self) -> None:
+        while True:
+            pods = self.core.list_pod_for_all_namespaces()
+            seen = {p.metadata.uid for p in pods.items}
+            for pod in pods.items:
+                self.sync(pod)
+            for uid in [u for u in self.runners if u not in seen]:
+                self._gone(uid)
+            try:
+                w = watch.Watch()
+                for event in w.stream(
+                    self.core.list_pod_for_all_namespaces,
+                    resource_version=pods.metadata.resource_version,
+                    timeout_seconds=300,
+                ):
+                    pod = event["object"]
+                    if event["type"] == "DELETED":
+                        self._gone(pod.metadata.uid)
+                    elif event["type"] in ("ADDED", "MODIFIED"):
+                        self.sync(pod)
+            except ApiException as exc:
+                if exc.status != 410:
+                    log.warning("pod watch ended: %s; relisting", exc.reason)
+            except Exception:  # noqa: BLE001 - relist and go on
+                log.exception("pod watch failed; relisting")
+
+    def sync(self, pod: client.V1Pod) -> None:
+        uid = pod.metadata.uid
+        if not pod.spec.node_name:
+            if (pod.spec.scheduler_name or "default-scheduler") == "default-scheduler" and not pod.metadata.deletion_timestamp:
+                self._bind(pod)
+            return
+        if pod.spec.node_name != NODE:
+            return
+        runner = self.runners.get(uid)
+        if pod.metadata.deletion_timestamp:
+            if runner is None or not getattr(runner, "terminating", False):
+                threading.Thread(target=self._terminate, args=(pod, runner), daemon=True).start()
+                if runner is not None:
+                    runner.terminating = True  # type: ignore[attr-defined]
+            return
+        if runner is None and pod.status.phase not in ("Succeeded", "Failed"):
+            runner = PodRunner(self, pod)
+            self.runners[uid] = runner
+            runner.start()
+
+    def _bind(self, pod: client.V1Pod) -> None:
+        body = client.V1Binding(
+            metadata=client.V1ObjectMeta(name=pod.metadata.name, uid=pod.metadata.uid),
+            target=client.V1ObjectReference(api_version="v1", kind="Node", name=NODE),
+        )
+        try:
+            self.core.create_namespaced_binding(pod.metadata.namespace, body, _preload_content=False)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                log.warning("binding %s/%s failed: %s", pod.metadata.namespace, pod.metadata.name, exc.reason)
+
+    def _terminate(self, pod: client.V1Pod, runner: PodRunner | None) -> None:
+        grace = float(pod.metadata.deletion_grace_period_seconds or 0)
+        if runner is not None:
+            runner.terminate(grace)
+            runner.stopped.wait()
+        try:
+            self.core.delete_namespaced_pod(
+                pod.metadata.name,
+                pod.metadata.namespace,
+                grace_period_seconds=0,
+                body=client.V1DeleteOptions(
+                    grace_period_seconds=0, preconditions=client.V1Preconditions(uid=pod.metadata.uid)
+                ),
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                log.warning("final delete of %s/%s failed: %s", pod.metadata.namespace, pod.metadata.name, exc.reason)
+
+    def _gone(self, uid: str) -> None:
+        runner = self.runners.pop(uid, None)
+        if runner is not None and not runner.stopped.is_set():
+            runner.terminate(0)
+            runner.stopped.wait()
+        if runner is not None:
+            shutil.rmtree(runner.dir / "volumes", ignore_errors=True)
+
+    def shutdown(self) -> None:
+        for runner in list(self.runners.values()):
+            runner.terminate(5)
+        for runner in list(self.runners.values()):
+            runner.stopped.wait(10)
+
+    def run(self) -> None:
+        self.register()
+        threading.Thread(target=self.provision_loop, name="provisioner", daemon=True).start()
+        self.pod_loop()
+
+
+# --- helpers ----------------------------------------------------------------------------------
+_VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion: known names are replaced, unknown ones kept, $$ escapes."""
+
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return _VAR.sub(sub, value)
+
+
+def _rewrite(value: str, mounts: dict[str, str]) -> str:
+    """Replace a volume's mountPath, where it stands as a path, by its host directory."""
+    for mount in sorted(mounts, key=len, reverse=True):
+        value = re.sub(rf"(?<![\w./-]){re.escape(mount)}(?=/|$|[^\w.-])", lambda _m, h=mounts[mount]: h, value)
+    return value
+
+
+def _entrypoint(image: str) -> list[str]:
+    for needle, argv in ENTRYPOINTS:
+        if needle in (image or ""):
+            return list(argv)
+    raise RuntimeError(
+        f"the process kubelet knows no entrypoint for image {image!r}; give the container a command"
+    )
+
+
+def _port(port: Any, container: Any) -> int:
+    if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
+        return int(port)
+    for p in container.ports or []:
+        if p.name == port:
+            return int(p.container_port)
+    raise RuntimeError(f"probe names port {port!r}, which the container does not declare")
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def main(kubeconfig: str, root: Path, tie_to_parent: bool) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if tie_to_parent:
+        pdeathsig_preexec()
+    kubelet = ProcessKubelet(kubeconfig, root)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        kubelet.run()
+    except (SystemExit, KeyboardInterrupt):
+        pass
+    finally:
+        kubelet.shutdown()
+    return 0

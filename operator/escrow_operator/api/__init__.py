@@ -1,0 +1,116 @@
+"""API of group ``xmrescrow.dev``, version ``v1alpha1``: the Escrow and WalletPool resources.
+
+Models use snake_case attributes and camelCase wire names (see :mod:`.conditions`). Read an object with
+``EscrowSpec.model_validate(body["spec"])`` (or ``Escrow.model_validate(body)``), write a status with
+``status.to_api()``. The CRDs in ``crds/`` are generated from these models: after changing a model run
+``python -m escrow_operator.api.crdgen``.
+"""
+
+from __future__ import annotations
+
+from .conditions import (
+    DEGRADED,
+    PROGRESSING,
+    READY,
+    ApiModel,
+    Condition,
+    ConditionStatus,
+    Timestamp,
+    format_time,
+    get_condition,
+    is_condition_true,
+    remove_condition,
+    set_condition,
+    utcnow,
+)
+from .escrow import (
+    DEFAULT_PARTICIPANTS,
+    DEFAULT_THRESHOLD,
+    MAX_PARTICIPANTS,
+    MIN_PARTICIPANTS,
+    Escrow,
+    EscrowPhase,
+    EscrowSpec,
+    EscrowStatus,
+    ParticipantStatus,
+    Role,
+    WalletRetention,
+)
+from .walletpool import (
+    DEFAULT_IMAGE,
+    DEFAULT_OPERATOR_IMAGE,
+    DEFAULT_REPLICAS,
+    MAX_REPLICAS,
+    OFFLINE,
+    Network,
+    PoolStorage,
+    WalletPool,
+    WalletPoolSpec,
+    WalletPoolStatus,
+)
+
+GROUP = "xmrescrow.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+ESCROW_KIND = "Escrow"
+ESCROW_PLURAL = "escrows"
+ESCROW_SINGULAR = "escrow"
+ESCROW_SHORT_NAMES = ("esc",)
+
+WALLETPOOL_KIND = "WalletPool"
+WALLETPOOL_PLURAL = "walletpools"
+WALLETPOOL_SINGULAR = "walletpool"
+WALLETPOOL_SHORT_NAMES = ("wpool",)
+
+#: ``kubectl get xmrescrow`` lists both kinds.
+CATEGORY = "xmrescrow"
+
+__all__ = [
+    "API_VERSION",
+    "CATEGORY",
+    "DEFAULT_IMAGE",
+    "DEFAULT_OPERATOR_IMAGE",
+    "DEFAULT_PARTICIPANTS",
+    "DEFAULT_REPLICAS",
+    "DEFAULT_THRESHOLD",
+    "DEGRADED",
+    "ESCROW_KIND",
+    "ESCROW_PLURAL",
+    "ESCROW_SHORT_NAMES",
+    "ESCROW_SINGULAR",
+    "GROUP",
+    "MAX_PARTICIPANTS",
+    "MAX_REPLICAS",
+    "MIN_PARTICIPANTS",
+    "OFFLINE",
+    "PROGRESSING",
+    "READY",
+    "VERSION",
+    "WALLETPOOL_KIND",
+    "WALLETPOOL_PLURAL",
+    "WALLETPOOL_SHORT_NAMES",
+    "WALLETPOOL_SINGULAR",
+    "ApiModel",
+    "Condition",
+    "ConditionStatus",
+    "Escrow",
+    "EscrowPhase",
+    "EscrowSpec",
+    "EscrowStatus",
+    "Network",
+    "ParticipantStatus",
+    "PoolStorage",
+    "Role",
+    "Timestamp",
+    "WalletPool",
+    "WalletPoolSpec",
+    "WalletPoolStatus",
+    "WalletRetention",
+    "format_time",
+    "get_condition",
+    "is_condition_true",
+    "remove_condition",
+    "set_condition",
+    "utcnow",
+]

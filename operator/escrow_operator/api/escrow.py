@@ -1,0 +1,161 @@
+"""The ``Escrow`` resource: one M-of-N multisig wallet set (DESIGN.md section 2).
+
+The API server enforces the rules below through the generated CRD (schema keywords and the CEL rules
+in ``json_schema_extra``); the pydantic validators repeat them so the operator refuses the same specs
+itself. The one rule pydantic cannot check is immutability (it needs the old object).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from escrow_operator.naming import ROLE_PATTERN, final_step
+
+from .conditions import ApiModel, Condition, Timestamp, cel, conditions_field, validations
+
+#: A participant role: also part of wallet file names, so lowercase letters and digits only.
+ROLE_MAX_LENGTH = 16
+Role = Annotated[str, StringConstraints(min_length=1, max_length=ROLE_MAX_LENGTH, pattern=rf"^{ROLE_PATTERN}$")]
+
+#: A DNS-1123 label (the name of a WalletPool in the same namespace).
+DNS1123_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_LABEL_MAX_LENGTH = 63
+
+MIN_PARTICIPANTS = 2
+MAX_PARTICIPANTS = 16
+DEFAULT_THRESHOLD = 2
+DEFAULT_PARTICIPANTS: tuple[str, ...] = ("buyer", "vendor", "arbiter")
+
+#: A Monero address (standard, subaddress or integrated): base58.
+ADDRESS_PATTERN = r"^[1-9A-HJ-NP-Za-km-z]+$"
+
+PARTICIPANTS_UNIQUE = cel("self.all(p, self.exists_one(q, q == p))", "participants must be unique")
+THRESHOLD_AT_MOST_PARTICIPANTS = cel(
+    "self.threshold <= size(self.participants)",
+    "threshold must not exceed the number of participants",
+)
+SPEC_IMMUTABLE = cel("self == oldSelf", "spec is immutable once the Escrow is created; delete and recreate it")
+
+
+class WalletRetention(StrEnum):
+    """What happens to the wallet files and the Escrow's Secret when the Escrow is deleted."""
+
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
+class EscrowPhase(StrEnum):
+    PENDING = "Pending"
+    KEY_EXCHANGE = "KeyExchange"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+class EscrowSpec(ApiModel):
+    """The desired multisig wallet set. Immutable once created."""
+
+    model_config = ConfigDict(json_schema_extra=validations(THRESHOLD_AT_MOST_PARTICIPANTS, SPEC_IMMUTABLE))
+
+    pool_ref: str = Field(
+        min_length=1,
+        max_length=DNS1123_LABEL_MAX_LENGTH,
+        pattern=DNS1123_LABEL_PATTERN,
+        description="Name of the WalletPool in the same namespace whose wallet-rpc pods run the key exchange.",
+    )
+    threshold: int = Field(
+        default=DEFAULT_THRESHOLD,
+        ge=1,
+        le=MAX_PARTICIPANTS,
+        description="M: how many participants must sign to spend. At most the number of participants.",
+    )
+    participants: list[Role] = Field(
+        default=list(DEFAULT_PARTICIPANTS),
+        min_length=MIN_PARTICIPANTS,
+        max_length=MAX_PARTICIPANTS,
+        description=(
+            "N participant roles, unique; each is part of the wallet file names, so lowercase letters and "
+            "digits, starting with a letter, at most 16 characters."
+        ),
+        json_schema_extra=validations(PARTICIPANTS_UNIQUE),
+    )
+    wallet_retention: WalletRetention = Field(
+        default=WalletRetention.RETAIN,
+        description=(
+            "Retain keeps the final wallet files and releases the Escrow's Secret (a wallet may hold funds); "
+            "Delete removes both with the Escrow."
+        ),
+    )
+
+    @field_validator("participants")
+    @classmethod
+    def _participants_unique(cls, participants: list[str]) -> list[str]:
+        duplicates = sorted({role for role in participants if participants.count(role) > 1})
+        if duplicates:
+            raise ValueError(f"{PARTICIPANTS_UNIQUE['message']} (repeated: {', '.join(duplicates)})")
+        return participants
+
+    @model_validator(mode="after")
+    def _threshold_at_most_participants(self) -> EscrowSpec:
+        if self.threshold > len(self.participants):
+            raise ValueError(
+                f"{THRESHOLD_AT_MOST_PARTICIPANTS['message']} "
+                f"(threshold {self.threshold}, {len(self.participants)} participants)"
+            )
+        return self
+
+    @property
+    def steps(self) -> int:
+        """Steps per participant, 0..K with K = N - M + 2 (:func:`escrow_operator.naming.final_step`)."""
+        return final_step(len(self.participants), self.threshold) + 1
+
+
+class ParticipantStatus(ApiModel):
+    """Progress of one participant."""
+
+    role: Role = Field(description="The participant's role.")
+    round: int = Field(default=0, ge=0, description="Steps completed for this participant.")
+    wallet: str | None = Field(
+        default=None,
+        max_length=255,
+        description="The participant's newest published wallet (file name without suffix).",
+    )
+
+
+class EscrowStatus(ApiModel):
+    """Observed state of the key exchange. Never holds secret material (round messages, passwords)."""
+
+    phase: EscrowPhase | None = Field(default=None, description="Pending, KeyExchange, Ready or Failed.")
+    round: int = Field(default=0, ge=0, description="Steps completed by every participant.")
+    rounds: int = Field(default=0, ge=0, description="Total steps of the key exchange.")
+    participants: list[ParticipantStatus] = Field(
+        default=[],
+        max_length=MAX_PARTICIPANTS,
+        description="Per-participant progress.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["role"]},
+    )
+    address: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=ADDRESS_PATTERN,
+        description="The multisig address, set once every participant reports the same final address.",
+    )
+    conditions: list[Condition] = conditions_field("Ready, Progressing and Degraded.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation this status was computed for."
+    )
+    started_at: Timestamp | None = Field(default=None, description="When the key exchange started.")
+    ready_at: Timestamp | None = Field(default=None, description="When the multisig address became ready.")
+    message: str | None = Field(default=None, max_length=1024, description="Short human-readable state.")
+
+
+class Escrow(ApiModel):
+    """An M-of-N Monero multisig escrow: a wallet per participant, built on a WalletPool."""
+
+    api_version: str | None = Field(default=None, description="xmrescrow.dev/v1alpha1")
+    kind: str | None = Field(default=None, description="Escrow")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: EscrowSpec = Field(description="The multisig wallet set to build. Immutable once created.")
+    status: EscrowStatus = Field(default_factory=EscrowStatus, description="Progress of the key exchange.")

@@ -1,0 +1,190 @@
+"""kopf handlers: WalletPools are reconciled into workloads, pods feed the schedulers, Escrows run.
+
+Importing this module registers the handlers; :func:`escrow_operator.cli.main` runs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from . import metrics
+from .api import (
+    ESCROW_PLURAL,
+    GROUP,
+    READY,
+    VERSION,
+    WALLETPOOL_PLURAL,
+    EscrowPhase,
+    EscrowSpec,
+    WalletPoolSpec,
+    WalletRetention,
+    set_condition,
+    WalletPoolStatus,
+)
+from .escrow_secret import EscrowSecret
+from .exchange import Context, EscrowExchange
+from .kube import Kube, load_api_client
+from .pool_resources import (
+    claim,
+    disruption_budget,
+    network_policy,
+    rpc_secret,
+    rpc_secret_name,
+    selector_string,
+    service,
+    statefulset,
+)
+from .pools import Pools
+from .scheduler import PodLost
+from .settings import FINALIZER, POOL_LABEL, OperatorSettings
+from .walletfs.client import WalletfsUnavailable
+
+log = logging.getLogger(__name__)
+CTX: Context | None = None
+
+
+def context() -> Context:
+    if CTX is None:
+        raise RuntimeError("the operator context is not initialised (startup handler did not run)")
+    return CTX
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global CTX
+    ours = OperatorSettings.from_env()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.posting.level = logging.WARNING  # Events are posted explicitly, one per round
+    settings.watching.server_timeout = 300
+    settings.batching.error_delays = [1, 2, 5, 10, 30]
+    kube = Kube(load_api_client(), threads=ours.api_threads)
+    pools = Pools(kube, ours)
+    metrics.register_pools(pools)
+    CTX = Context(kube, pools, ours)
+    if ours.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(ours.metrics_port)
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if CTX is not None:
+        await CTX.pools.close()
+        CTX.kube.close()
+
+
+# --- WalletPool ---------------------------------------------------------------------------------
+@kopf.on.resume(GROUP, VERSION, WALLETPOOL_PLURAL)
+@kopf.on.create(GROUP, VERSION, WALLETPOOL_PLURAL)
+@kopf.on.update(GROUP, VERSION, WALLETPOOL_PLURAL)
+async def reconcile_pool(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+    ctx = context()
+    spec = WalletPoolSpec.model_validate(dict(body.get("spec") or {}))
+    obj = {"metadata": dict(body["metadata"])}
+    await _ensure_rpc_secret(ctx.kube, obj)
+    pvc = claim(obj, spec)
+    if pvc is not None:
+        try:
+            await ctx.kube.call(ctx.kube.core.create_namespaced_persistent_volume_claim, namespace, pvc)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    for manifest in (
+        statefulset(obj, spec),
+        service(obj),
+        disruption_budget(obj),
+        network_policy(obj, ctx.settings.operator_namespace),
+    ):
+        await ctx.kube.apply(manifest)
+    pool = ctx.pools.get(namespace, name)
+    pool.generation = body["metadata"].get("generation")
+    status = WalletPoolStatus.model_validate(dict(body.get("status") or {}))
+    set_condition(status.conditions, "Reconciled", True, "Applied", "StatefulSet, Service, Secret, PDB and NetworkPolicy applied", pool.generation)
+    status.observed_generation = pool.generation
+    status.selector = selector_string(name)
+    await ctx.kube.patch_status(WALLETPOOL_PLURAL, namespace, name, {"conditions": status.to_api()["conditions"], "observedGeneration": pool.generation, "selector": status.selector})
+    pool.exists.set()
+
+
+async def _ensure_rpc_secret(kube: Kube, obj: dict[str, Any]) -> None:
+    namespace, pool = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    try:
+        await kube.call(kube.core.read_namespaced_secret, rpc_secret_name(pool), namespace)
+        return
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    body = rpc_secret(obj, "escrow-operator", secrets.token_urlsafe(32), secrets.token_urlsafe(32))
+    try:
+        await kube.call(kube.core.create_namespaced_secret, namespace, body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+@kopf.on.delete(GROUP, VERSION, WALLETPOOL_PLURAL, optional=True)
+async def pool_deleted(namespace: str, name: str, **_: Any) -> None:
+    context().pools.get(namespace, name).exists.clear()
+
+
+# --- pods of pools ---------------------------------------------------------------------------------
+@kopf.on.event("v1", "pods", labels={POOL_LABEL: kopf.PRESENT})
+async def pool_pod_event(event: kopf.RawEvent, **_: Any) -> None:
+    pod = event["object"]
+    meta = pod.get("metadata", {})
+    pool = (meta.get("labels") or {}).get(POOL_LABEL)
+    if pool:
+        context().pools.get(meta["namespace"], pool).on_pod(event.get("type") or "ADDED", pod)
+
+
+# --- Escrow ----------------------------------------------------------------------------------------
+@kopf.daemon(GROUP, VERSION, ESCROW_PLURAL, cancellation_timeout=10.0)
+async def run_escrow(body: kopf.Body, **_: Any) -> None:
+    """One key exchange per Escrow, from wherever it stands; returns at once for a Ready one."""
+    phase = (body.get("status") or {}).get("phase")
+    if phase in (EscrowPhase.READY, EscrowPhase.FAILED):
+        return
+
+    def emit(kind: str, reason: str, message: str) -> None:
+        kopf.event(body, type=kind, reason=reason, message=message)
+
+    snapshot = {"metadata": dict(body["metadata"]), "spec": dict(body["spec"]), "status": dict(body.get("status") or {})}
+    await EscrowExchange(context(), snapshot, emit).run()
+
+
+@kopf.on.delete(GROUP, VERSION, ESCROW_PLURAL, retries=5, backoff=5)
+async def escrow_deleted(body: kopf.Body, namespace: str, name: str, uid: str, retry: int, **_: Any) -> None:
+    """Retain: keep the files and release the Secret. Delete: remove every file and the Secret."""
+    ctx = context()
+    spec = EscrowSpec.model_validate(dict(body["spec"]))
+    secret = EscrowSecret(ctx.kube, namespace, name, uid)
+    if spec.wallet_retention == WalletRetention.RETAIN:
+        await secret.release()
+        kopf.event(body, type="Normal", reason="WalletsRetained", message=f"wallet files and Secret {secret.name} are kept")
+        return
+    pool = ctx.pools.get(namespace, spec.pool_ref)
+    creds = await pool.credentials()
+    pod = pool.scheduler.any_ready_pod()
+    if creds is None or pod is None:
+        if retry >= 4:
+            kopf.event(body, type="Warning", reason="FilesNotDeleted", message=f"no ready pod in pool {spec.pool_ref}; delete files of escrow {uid} by hand")
+            await secret.delete()
+            return
+        raise kopf.TemporaryError(f"no ready pod of pool {spec.pool_ref} to delete the wallet files", delay=5)
+    fs = pool.fs(pod, creds)
+    try:
+        for entry in await fs.list(uid):
+            await fs.delete(entry.name)
+            log.info("Deleted wallet file: %s", entry.name)
+    except (WalletfsUnavailable, PodLost) as exc:
+        raise kopf.TemporaryError(f"pod {pod.name} unavailable while deleting files: {type(exc).__name__}", delay=2) from exc
+    await secret.delete()
+    kopf.event(body, type="Normal", reason="WalletsDeleted", message="wallet files and Secret deleted (walletRetention: Delete)")

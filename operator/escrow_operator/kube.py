@@ -1,0 +1,81 @@
+"""Blocking Kubernetes API calls, run in a thread pool so the event loop never waits on them."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from .api import GROUP, VERSION
+from .settings import FIELD_MANAGER
+
+T = TypeVar("T")
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+
+def load_api_client() -> client.ApiClient:
+    """In a pod: the ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, threads: int = 16) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.policy = client.PolicyV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="kube")
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- custom resources ---------------------------------------------------------------------
+    async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.call(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return await self.call(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": status},
+            _content_type=MERGE,
+        )
+
+    # --- server-side apply ----------------------------------------------------------------------
+    async def apply(self, obj: dict[str, Any]) -> Any:
+        """Server-side apply of a core, apps, policy or networking object this operator owns."""
+        kind, ns, name = obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]
+        fn = {
+            "StatefulSet": self.apps.patch_namespaced_stateful_set,
+            "Service": self.core.patch_namespaced_service,
+            "PersistentVolumeClaim": self.core.patch_namespaced_persistent_volume_claim,
+            "PodDisruptionBudget": self.policy.patch_namespaced_pod_disruption_budget,
+            "NetworkPolicy": self.networking.patch_namespaced_network_policy,
+            "Secret": self.core.patch_namespaced_secret,
+        }[kind]
+        return await self.call(fn, name, ns, obj, field_manager=FIELD_MANAGER, force=True, _content_type=APPLY)

@@ -1,0 +1,41 @@
+"""Operator settings: environment variables (``ESCROW_*``) and command-line flags, validated once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, Field
+
+FINALIZER = "xmrescrow.dev/escrow-wallets"
+FIELD_MANAGER = "xmr-escrow-operator"
+POOL_LABEL = "xmrescrow.dev/pool"
+ESCROW_LABEL = "xmrescrow.dev/escrow"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+OPERATOR_NAME = "xmr-escrow-operator"
+RPC_PORT = 18083
+WALLETFS_PORT = 8090
+
+
+class OperatorSettings(BaseModel):
+    namespace: str | None = Field(None, description="watch one namespace (default: all)")
+    operator_namespace: str = Field("default", description="where the operator runs (for the NetworkPolicy)")
+    step_attempts: int = Field(5, ge=1, le=100, description="attempts of a step that fails with a wallet-rpc error")
+    rpc_timeout: float = Field(180.0, gt=0, description="seconds one wallet-rpc call may take")
+    walletfs_timeout: float = Field(60.0, gt=0)
+    metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics and /healthz; 0 disables")
+    liveness_port: int = Field(0, ge=0, le=65535)
+    record_step_history: bool = Field(False, description="keep per-pod step intervals (tests, benchmarks)")
+    api_threads: int = Field(16, ge=1, le=256, description="threads for blocking Kubernetes API calls")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorSettings":
+        env = os.environ if environ is None else environ
+        values: dict[str, str] = {}
+        for name in cls.model_fields:
+            key = f"ESCROW_{name.upper()}"
+            if key in env and env[key] != "":
+                values[name] = env[key]
+        if "operator_namespace" not in values and env.get("POD_NAMESPACE"):
+            values["operator_namespace"] = env["POD_NAMESPACE"]
+        return cls.model_validate(values)

@@ -1,0 +1,500 @@
+"""The walletfs sidecar: an authenticated HTTP service next to monero-wallet-rpc in every pool pod.
+
+It shares the wallet volume with wallet-rpc and offers copy / publish / delete / stat / list on
+wallet names of the escrow pattern only (see :mod:`escrow_operator.walletfs.files`).
+
+Endpoints (every ``/v1`` one needs ``Authorization: Bearer <token>``; errors are ``{"error": ...}``):
+
+=======  ===========================  =====================================================
+GET      ``/healthz``                 process alive (no auth)
+GET      ``/readyz``                  wallet-rpc answers ``get_version`` (no auth)
+POST     ``/v1/copy``                 ``{"source", "target"}`` -> ``{"files", "copied"}``
+POST     ``/v1/publish``              ``{"source", "target"}`` -> ``{"files"}``; 409 if published
+DELETE   ``/v1/wallets/{wallet}``     -> ``{"deleted": [...]}``
+GET      ``/v1/wallets/{wallet}``     -> ``{"exists", "files": {name: {"size", "sha256"}}}``
+GET      ``/v1/wallets[?uid=UID]``    -> ``{"wallets": [{"name", "complete"}]}``
+=======  ===========================  =====================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictStr, ValidationError, field_validator
+
+from escrow_operator.walletfs import files
+
+log = logging.getLogger("escrow_operator.walletfs")
+
+#: Largest request body accepted (413 above).
+MAX_BODY_BYTES = 64 * 1024
+#: Paths that need no token.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+#: Timeout of the readiness call to wallet-rpc, seconds.
+READY_TIMEOUT = 3.0
+
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# --------------------------------------------------------------------------------------------- settings
+
+
+class SettingsError(ValueError):
+    """The sidecar is misconfigured (message is safe to print: it never contains a secret)."""
+
+
+class WalletfsSettings(BaseModel):
+    """Configuration of the sidecar."""
+
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
+
+    wallet_dir: Path
+    bind: str = "0.0.0.0"
+    port: int = Field(default=8090, ge=0, le=65535)  # 0: any free port (tests)
+    token: SecretStr
+    rpc_url: str | None = None
+    rpc_login: SecretStr | None = None  # "user:pass" for wallet-rpc's digest auth
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("the token must not be empty")
+        return value
+
+    @field_validator("rpc_login")
+    @classmethod
+    def _login_has_colon(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and ":" not in value.get_secret_value():
+            raise ValueError("rpc_login must look like user:password")
+        return value
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _empty_url_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WalletfsSettings:
+        """Read ``WALLETFS_DIR``, ``WALLETFS_BIND``, ``WALLETFS_PORT``, ``WALLETFS_TOKEN`` or
+        ``WALLETFS_TOKEN_FILE``, ``WALLETFS_RPC_URL``, ``WALLETFS_RPC_LOGIN`` or ``WALLETFS_RPC_LOGIN_FILE``.
+        """
+        env = os.environ if environ is None else environ
+        wallet_dir = env.get("WALLETFS_DIR")
+        if not wallet_dir:
+            raise SettingsError("WALLETFS_DIR (or --dir) is required")
+        token = _secret_from_env(env, "WALLETFS_TOKEN", required=True)
+        values: dict[str, Any] = {
+            "wallet_dir": Path(wallet_dir),
+            "token": token,
+            "rpc_url": env.get("WALLETFS_RPC_URL") or None,
+            "rpc_login": _secret_from_env(env, "WALLETFS_RPC_LOGIN", required=False),
+        }
+        if env.get("WALLETFS_BIND"):
+            values["bind"] = env["WALLETFS_BIND"]
+        if env.get("WALLETFS_PORT"):
+            values["port"] = env["WALLETFS_PORT"]
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise SettingsError(f"invalid walletfs settings: {problems}") from None
+
+    @property
+    def rpc_auth(self) -> httpx.DigestAuth | None:
+        if self.rpc_login is None:
+            return None
+        user, _, password = self.rpc_login.get_secret_value().partition(":")
+        return httpx.DigestAuth(user, password)
+
+
+def _secret_from_env(env: Mapping[str, str], name: str, *, required: bool) -> str | None:
+    """``NAME`` or the stripped contents of the file named by ``NAME_FILE`` (not both)."""
+    value, file_name = env.get(name), env.get(f"{name}_FILE")
+    if value and file_name:
+        raise SettingsError(f"set only one of {name} and {name}_FILE")
+    if file_name:
+        try:
+            value = Path(file_name).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"cannot read {name}_FILE {file_name}: {exc.strerror}") from None
+        if not value:
+            raise SettingsError(f"{name}_FILE {file_name} is empty")
+    if required and not value:
+        raise SettingsError(f"{name} or {name}_FILE is required")
+    return value or None
+
+
+# --------------------------------------------------------------------------------------------- locks
+
+
+class NameLocks:
+    """One asyncio.Lock per wallet name, created on demand and dropped when nobody uses it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, *names: str) -> AsyncIterator[None]:
+        """Hold the locks of all ``names`` (taken in sorted order, so two holders never deadlock)."""
+        ordered = sorted(set(names))
+        for name in ordered:
+            self._users[name] = self._users.get(name, 0) + 1
+            self._locks.setdefault(name, asyncio.Lock())
+        held: list[str] = []
+        try:
+            for name in ordered:
+                await self._locks[name].acquire()
+                held.append(name)
+            yield
+        finally:
+            for name in reversed(held):
+                self._locks[name].release()
+            for name in ordered:
+                self._users[name] -= 1
+                if not self._users[name]:
+                    del self._users[name]
+                    del self._locks[name]
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+# --------------------------------------------------------------------------------------------- requests
+
+
+class TransferRequest(BaseModel):
+    """Body of ``/v1/copy`` and ``/v1/publish``."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    source: StrictStr
+    target: StrictStr
+
+
+_ERROR_STATUS: dict[type[files.WalletfsFileError], int] = {
+    files.InvalidName: 400,
+    files.UnsafeFile: 400,
+    files.WalletNotFound: 404,
+    files.WalletConflict: 409,
+}
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _status_of(exc: files.WalletfsFileError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in _ERROR_STATUS:
+            return _ERROR_STATUS[cls]  # type: ignore[index]
+    return 400
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into ``{"error": message}`` with the right status."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
+        return error_response(exc.status, message or "error", headers)
+    except files.WalletfsFileError as exc:
+        return error_response(_status_of(exc), str(exc))
+    except OSError as exc:
+        log.exception("File operation failed for %s %s", request.method, request.path)
+        return error_response(500, f"file operation failed: {exc.strerror or type(exc).__name__}")
+
+
+def bearer_auth(token: SecretStr) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Middleware requiring ``Authorization: Bearer <token>`` on everything but the probes."""
+    expected = token.get_secret_value().encode("utf-8")
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in PUBLIC_PATHS:
+            return await handler(request)
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(
+            presented.strip().encode("utf-8", "surrogateescape"), expected
+        )
+        if not ok:
+            return error_response(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    return middleware
+
+
+# --------------------------------------------------------------------------------------------- server
+
+
+class WalletfsServer:
+    """The handlers and state (locks, wallet-rpc client) of one sidecar."""
+
+    def __init__(self, settings: WalletfsSettings) -> None:
+        self.settings = settings
+        self.wallet_dir = settings.wallet_dir
+        self.locks = NameLocks()
+        self._rpc: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ready: bool | None = None
+
+    # -- lifecycle
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=MAX_BODY_BYTES,
+            middlewares=[json_errors, bearer_auth(self.settings.token)],
+        )
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_post("/v1/copy", self.copy)
+        app.router.add_post("/v1/publish", self.publish)
+        app.router.add_get("/v1/wallets", self.list_wallets)
+        app.router.add_get("/v1/wallets/{wallet}", self.stat_wallet)
+        app.router.add_delete("/v1/wallets/{wallet}", self.delete_wallet)
+        app.cleanup_ctx.append(self._lifespan)
+        return app
+
+    async def _lifespan(self, app: web.Application) -> AsyncIterator[None]:
+        if not self.wallet_dir.is_dir():
+            raise SettingsError(f"wallet directory {self.wallet_dir} does not exist or is not a directory")
+        removed = await asyncio.to_thread(files.remove_temp_files, self.wallet_dir)
+        log.info("Removed %d leftover temp file(s) of torn copies from %s", removed, self.wallet_dir)
+        if self.settings.rpc_url:
+            self._rpc = httpx.AsyncClient(auth=self.settings.rpc_auth, timeout=READY_TIMEOUT)
+        try:
+            yield
+        finally:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._rpc is not None:
+                await self._rpc.aclose()
+                self._rpc = None
+
+    async def _locked(self, names: tuple[str, ...], fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking ``fn(*args)`` in a thread while holding the locks of ``names``.
+
+        The work runs in its own task shielded from the handler: if the client goes away, the thread
+        still finishes before the locks are released, so two operations on a name never overlap.
+        """
+
+        async def run() -> T:
+            async with self.locks.hold(*names):
+                return await asyncio.to_thread(fn, *args)
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._forget)
+        return await asyncio.shield(task)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here: the handler may have gone away before it finished
+
+    # -- probes
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if not self.settings.rpc_url:
+            return await self.healthz(request)
+        ready = await self._wallet_rpc_ready()
+        if ready != self._ready:
+            (log.info if ready else log.warning)("wallet-rpc is %s", "ready" if ready else "not ready")
+            self._ready = ready
+        if ready:
+            return web.json_response({"status": "ready"})
+        return error_response(503, "wallet-rpc is not ready")
+
+    async def _wallet_rpc_ready(self) -> bool:
+        """True iff wallet-rpc answers ``get_version`` with a result."""
+        assert self.settings.rpc_url is not None
+        client = self._rpc
+        if client is None:
+            return False
+        try:
+            response = await client.post(
+                self.settings.rpc_url, json={"jsonrpc": "2.0", "id": "0", "method": "get_version"}
+            )
+            body = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            log.debug("wallet-rpc readiness call failed: %s", type(exc).__name__)
+            return False
+        return isinstance(body, dict) and isinstance(body.get("result"), dict)
+
+    # -- /v1
+
+    async def copy(self, request: web.Request) -> web.Response:
+        body = await _transfer_body(request)
+        source = files.check_wallet_name(body.source, "source")
+        target = files.check_wallet_name(body.target, "target")
+        outcome = await self._locked((source, target), files.copy_wallet, self.wallet_dir, source, target)
+        if outcome.copied:
+            log.info("Copied %s -> %s", source, target)
+        else:
+            log.info("Copy %s -> %s: target already identical", source, target)
+        return web.json_response({"files": outcome.files, "copied": outcome.copied})
+
+    async def publish(self, request: web.Request) -> web.Response:
+        body = await _transfer_body(request)
+        source = files.check_wallet_name(body.source, "source")
+        target = files.check_wallet_name(body.target, "target")
+        try:
+            result = await self._locked((source, target), files.publish_wallet, self.wallet_dir, source, target)
+        except files.AlreadyPublished:
+            log.info("Publish %s -> %s: already published", source, target)
+            raise
+        log.info("Published %s -> %s", source, target)
+        return web.json_response({"files": result})
+
+    async def delete_wallet(self, request: web.Request) -> web.Response:
+        wallet = files.check_wallet_name(request.match_info["wallet"])
+        deleted = await self._locked((wallet,), files.delete_wallet, self.wallet_dir, wallet)
+        if deleted:
+            log.info("Deleted %s", wallet)
+        return web.json_response({"deleted": deleted})
+
+    async def stat_wallet(self, request: web.Request) -> web.Response:
+        wallet = files.check_wallet_name(request.match_info["wallet"])
+        result = await self._locked((wallet,), files.stat_wallet, self.wallet_dir, wallet)
+        return web.json_response(result.model_dump())
+
+    async def list_wallets(self, request: web.Request) -> web.Response:
+        uid = request.query.get("uid")
+        if uid is not None:
+            uid = files.check_uid(uid)
+        wallets = await asyncio.to_thread(files.list_wallets, self.wallet_dir, uid)
+        return web.json_response({"wallets": [w.model_dump() for w in wallets]})
+
+
+async def _transfer_body(request: web.Request) -> TransferRequest:
+    """Parse ``{"source": NAME, "target": NAME}`` (413 above the size limit, 400 if malformed)."""
+    raw = await request.read()  # raises HTTPRequestEntityTooLarge (413) above client_max_size
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text="request body must be JSON") from None
+    try:
+        return TransferRequest.model_validate(data)
+    except ValidationError:
+        raise web.HTTPBadRequest(
+            text='request body must be {"source": WALLET_NAME, "target": WALLET_NAME}'
+        ) from None
+
+
+def make_app(settings: WalletfsSettings) -> web.Application:
+    """The aiohttp application of the sidecar (temp files are removed when it starts)."""
+    return WalletfsServer(settings).app()
+
+
+async def serve(settings: WalletfsSettings, *, stop: asyncio.Event | None = None) -> None:
+    """Serve until cancelled (or until ``stop`` is set), then shut down cleanly."""
+    runner = web.AppRunner(make_app(settings), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.bind, settings.port)
+        await site.start()
+        log.info(
+            "walletfs serving %s on %s:%d (readiness via %s)",
+            settings.wallet_dir,
+            settings.bind,
+            settings.port,
+            "wallet-rpc get_version" if settings.rpc_url else "process liveness",
+        )
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await runner.cleanup()
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="escrow-operator walletfs",
+        description="walletfs sidecar: authenticated copy/publish/delete of escrow wallet files",
+    )
+    parser.add_argument("--dir", help="wallet directory shared with wallet-rpc (WALLETFS_DIR)")
+    parser.add_argument("--bind", help="address to listen on (WALLETFS_BIND, default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to listen on (WALLETFS_PORT, default 8090)")
+    parser.add_argument("--token-file", help="file holding the bearer token (WALLETFS_TOKEN[_FILE])")
+    parser.add_argument("--rpc-url", help="wallet-rpc json_rpc URL for /readyz (WALLETFS_RPC_URL)")
+    parser.add_argument(
+        "--rpc-login-file", help="file holding wallet-rpc's user:password (WALLETFS_RPC_LOGIN[_FILE])"
+    )
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> WalletfsSettings:
+    """Settings from the environment, with command-line flags taking precedence."""
+    env = dict(os.environ if environ is None else environ)
+    for flag, var in (("dir", "WALLETFS_DIR"), ("bind", "WALLETFS_BIND"), ("rpc_url", "WALLETFS_RPC_URL")):
+        if getattr(args, flag):
+            env[var] = getattr(args, flag)
+    if args.port is not None:
+        env["WALLETFS_PORT"] = str(args.port)
+    if args.token_file:
+        env.pop("WALLETFS_TOKEN", None)
+        env["WALLETFS_TOKEN_FILE"] = args.token_file
+    if args.rpc_login_file:
+        env.pop("WALLETFS_RPC_LOGIN", None)
+        env["WALLETFS_RPC_LOGIN_FILE"] = args.rpc_login_file
+    return WalletfsSettings.from_env(env)
+
+
+async def _serve_until_signalled(settings: WalletfsSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await serve(settings, stop=stop)
+    log.info("walletfs stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``escrow-operator walletfs ...``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as exc:
+        print(f"walletfs: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve_until_signalled(settings))
+    except SettingsError as exc:
+        print(f"walletfs: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"walletfs: cannot serve: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

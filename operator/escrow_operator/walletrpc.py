@@ -1,0 +1,535 @@
+"""Async JSON-RPC client for monero-wallet-rpc (DESIGN.md section 1).
+
+One :class:`WalletRpc` talks to one wallet-rpc endpoint (one process). A process holds ONE open wallet and
+nothing in a request names it, so exclusive use of the process for a whole step is the caller's job (the
+pool scheduler); this client only makes each call safe and typed.
+
+Secrets: wallet passwords and round messages (``multisig_info``) carry key material. They are typed as
+:class:`pydantic.SecretStr` everywhere in this module, so ``repr``/``str``/logging of a reply, a model or an
+exception never shows them; the value is revealed only while building the request body. Exceptions carry the
+method name, the endpoint and wallet-rpc's error code/message, never request parameters.
+
+Cancellation: every call is a single httpx request, and httpx requests may be cancelled at any await point
+(``asyncio.timeout``, task cancellation). Note that wallet-rpc still finishes a call whose HTTP request was
+abandoned: after a cancelled or timed-out round the process (and its open wallet) must be treated as
+unknown state, which is why rounds run on work copies (DESIGN.md section 3).
+
+Message-passing policy (which round messages a participant passes) is in :func:`messages_for`; see
+:func:`own_message_in_make_multisig` for the version history it is based on.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ExchangeResult",
+    "MakeMultisigResult",
+    "MultisigInfo",
+    "MultisigMismatch",
+    "MultisigStatus",
+    "Secret",
+    "Stage",
+    "Version",
+    "WalletRpc",
+    "WalletRpcAuthError",
+    "WalletRpcError",
+    "WalletRpcFailure",
+    "WalletRpcProtocolError",
+    "WalletRpcUnavailable",
+    "check_multisig",
+    "messages_for",
+    "own_message_in_make_multisig",
+    "secret",
+]
+
+#: A secret string (a wallet password or a round message). ``str()``/``repr()`` show ``**********``.
+Secret = SecretStr
+
+#: Default per-call timeout in seconds. ``create_wallet``/``open_wallet`` are CPU-bound (~1-5 s on a loaded
+#: node) and ``make_multisig`` up to a few seconds; a generous default avoids abandoning a call that
+#: wallet-rpc will finish anyway.
+DEFAULT_TIMEOUT: Final[float] = 120.0
+#: Default connect timeout in seconds (a process that does not accept a connection in this time is down).
+DEFAULT_CONNECT_TIMEOUT: Final[float] = 10.0
+
+# wallet-rpc error codes (wallet_rpc_server_error_codes.h) this module gives a meaning to.
+CODE_UNKNOWN_ERROR: Final[int] = -1
+CODE_NOT_OPEN: Final[int] = -13
+CODE_ALREADY_MULTISIG: Final[int] = -28
+CODE_NOT_MULTISIG: Final[int] = -31
+CODE_MULTISIG_DISABLED: Final[int] = -48  # "This wallet is multisig, and multisig is disabled. ..."
+
+#: Longest wallet-rpc error message kept in an exception (the text comes from the server, not from us).
+_MAX_MESSAGE = 500
+
+
+def secret(value: str | SecretStr) -> SecretStr:
+    """Wrap ``value`` as a :data:`Secret` (idempotent)."""
+    return value if isinstance(value, SecretStr) else SecretStr(value)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------------------------
+
+
+class WalletRpcFailure(Exception):
+    """Base of every error raised by :class:`WalletRpc`."""
+
+    def __init__(self, method: str, endpoint: str, detail: str) -> None:
+        super().__init__(method, endpoint, detail)
+        self.method = method
+        self.endpoint = endpoint
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"wallet-rpc {self.endpoint} {self.method}: {self.detail}"
+
+
+class WalletRpcError(WalletRpcFailure):
+    """wallet-rpc answered the call with a JSON-RPC error (the process is fine; the call failed)."""
+
+    def __init__(self, method: str, code: int, message: str, endpoint: str = "") -> None:
+        message = message if len(message) <= _MAX_MESSAGE else message[:_MAX_MESSAGE] + "..."
+        self.code = code
+        self.message = message
+        super().__init__(method, endpoint, _describe_error(method, code, message))
+
+    @property
+    def no_wallet_open(self) -> bool:
+        """The process has no wallet open (``-13 No wallet file``)."""
+        return self.code == CODE_NOT_OPEN
+
+
+class WalletRpcUnavailable(WalletRpcFailure):
+    """The call did not reach a working wallet-rpc: connection refused/reset, timeout, HTTP 5xx or other
+    non-200 status, or refused credentials (:class:`WalletRpcAuthError`). Whether a call that timed out or
+    lost its connection ran on the server is unknown."""
+
+
+class WalletRpcAuthError(WalletRpcUnavailable):
+    """HTTP 401/403: the RPC credentials were refused."""
+
+
+class WalletRpcProtocolError(WalletRpcFailure):
+    """wallet-rpc answered with something that is not the expected JSON-RPC reply."""
+
+
+class MultisigMismatch(Exception):
+    """``is_multisig`` after a round does not describe the wallet that was meant to be built."""
+
+
+def _describe_error(method: str, code: int, message: str) -> str:
+    text = f"error {code}: {message}"
+    hint = ""
+    if code == CODE_NOT_OPEN:
+        hint = (
+            "no wallet is open in this wallet-rpc process (the process restarted, or another step closed "
+            "its wallet: one process must be used by one step at a time)"
+        )
+    elif method == "open_wallet" and code == CODE_UNKNOWN_ERROR:
+        hint = (
+            "wallet-rpc reports every open failure this way; the cause is only in wallet-rpc's log: wrong "
+            "password, missing file, wallet locked by another process, or .keys and cache files out of sync"
+        )
+    elif method == "create_wallet" and code == CODE_UNKNOWN_ERROR:
+        hint = "the cause is only in wallet-rpc's log (often: a wallet of that name already exists)"
+    elif code == CODE_MULTISIG_DISABLED or "multisig is disabled" in message.lower():
+        hint = (
+            "multisig was not enabled in this process: call prepare_multisig with "
+            "enable_multisig_experimental in the same process before make_multisig"
+        )
+    elif "unexpected number of recommendations" in message or "number of unique other signers" in message.lower():
+        hint = "the wrong set of round messages was passed (see messages_for)"
+    elif code == CODE_ALREADY_MULTISIG:
+        hint = "the wallet is already multisig (this round already ran on this file)"
+    elif code == CODE_NOT_MULTISIG:
+        hint = "the wallet is not multisig (make_multisig has not run on this file)"
+    return f"{text} ({hint})" if hint else text
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Replies
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _Reply(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Empty(_Reply):
+    """A reply without fields (``create_wallet``, ``open_wallet``, ``close_wallet``, ``store``)."""
+
+
+class Version(_Reply):
+    """``get_version``: the wallet RPC version, ``major << 16 | minor``."""
+
+    version: int = Field(ge=0)
+    release: bool = False
+
+    @classmethod
+    def of(cls, major: int, minor: int, release: bool = True) -> Version:
+        return cls(version=(major << 16) | minor, release=release)
+
+    @property
+    def major(self) -> int:
+        return self.version >> 16
+
+    @property
+    def minor(self) -> int:
+        return self.version & 0xFFFF
+
+    @property
+    def tuple(self) -> tuple[int, int]:
+        return (self.major, self.minor)
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+
+class RefreshResult(_Reply):
+    blocks_fetched: int = 0
+    received_money: bool = False
+
+
+class GetAddressResult(_Reply):
+    address: str
+
+
+class MultisigInfo(_Reply):
+    """``prepare_multisig``: this participant's first round message."""
+
+    multisig_info: SecretStr
+
+
+class MakeMultisigResult(_Reply):
+    """``make_multisig``: the next round message. ``address`` is a placeholder: never use it."""
+
+    address: str = ""
+    multisig_info: SecretStr
+
+
+class ExchangeResult(_Reply):
+    """``exchange_multisig_keys``: the next round message; ``address`` is empty until the last round."""
+
+    address: str = ""
+    multisig_info: SecretStr = SecretStr("")
+
+    @property
+    def done(self) -> bool:
+        """This was the last round: ``address`` is the multisig address."""
+        return bool(self.address)
+
+
+class MultisigStatus(_Reply):
+    """``is_multisig``."""
+
+    multisig: bool
+    ready: bool = False
+    threshold: int = 0
+    total: int = 0
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+R = TypeVar("R", bound=_Reply)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Client
+# --------------------------------------------------------------------------------------------------------------
+
+
+class WalletRpc:
+    """Client of one monero-wallet-rpc endpoint (``http://host:port/json_rpc``) with digest auth.
+
+    Use as ``async with WalletRpc(url, user, password) as rpc: ...`` or call :meth:`aclose`. Each method takes
+    ``timeout`` (seconds for the whole call; default :data:`DEFAULT_TIMEOUT`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        user: str,
+        password: str | SecretStr,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        auth = httpx.DigestAuth(user, secret(password).get_secret_value())
+        self._client = httpx.AsyncClient(
+            auth=auth,
+            transport=transport,
+            timeout=self._timeout(timeout),
+            # wallet-rpc answers on one connection at a time anyway; keep one alive to save the handshake.
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=1),
+            follow_redirects=False,
+            trust_env=False,  # never send wallet traffic through a proxy from the environment
+        )
+        self._ids = itertools.count(1)
+
+    def __repr__(self) -> str:
+        return f"WalletRpc({self.url!r})"
+
+    async def __aenter__(self) -> WalletRpc:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._client.is_closed
+
+    def _timeout(self, timeout: float) -> httpx.Timeout:
+        return httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout))
+
+    # ---------------------------------------------------------------------------------------------- transport
+
+    async def call(self, method: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+        """One JSON-RPC call; returns the ``result`` object. ``params`` values of type :class:`SecretStr`
+        (also inside lists) are revealed only into the request body."""
+        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
+        if params is not None:
+            body["params"] = _reveal(params)
+        t = self.timeout if timeout is None else timeout
+        try:
+            response = await self._client.post(self.url, json=body, timeout=self._timeout(t))
+        except httpx.TimeoutException as exc:
+            raise WalletRpcUnavailable(method, self.url, f"no answer within {t:g} s ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            # ConnectError, ReadError, RemoteProtocolError, ...: the str names the OS error, never the body.
+            raise WalletRpcUnavailable(method, self.url, f"{type(exc).__name__}: {exc}") from None
+        status = response.status_code
+        if status in (401, 403):
+            raise WalletRpcAuthError(
+                method,
+                self.url,
+                f"HTTP {status}: the RPC credentials (from the pool Secret) were refused; check that the Secret "
+                "matches wallet-rpc's --rpc-login",
+            )
+        if status != 200:
+            kind = "server error" if status >= 500 else "unexpected status (is this a wallet-rpc /json_rpc endpoint?)"
+            raise WalletRpcUnavailable(method, self.url, f"HTTP {status}: {kind}")
+        try:
+            envelope = _Envelope.model_validate_json(response.content)
+        except ValidationError:
+            raise WalletRpcProtocolError(method, self.url, "reply is not a JSON-RPC object") from None
+        if envelope.error is not None:
+            code = envelope.error.get("code")
+            message = envelope.error.get("message")
+            raise WalletRpcError(
+                method,
+                code if isinstance(code, int) else 0,
+                message if isinstance(message, str) else "",
+                self.url,
+            )
+        if envelope.result is None:
+            raise WalletRpcProtocolError(method, self.url, "reply has neither result nor error")
+        return envelope.result
+
+    async def _call(
+        self, model: type[R], method: str, params: Mapping[str, Any] | None = None, *, timeout: float | None
+    ) -> R:
+        result = await self.call(method, params, timeout=timeout)
+        try:
+            return model.model_validate(result)
+        except ValidationError as exc:
+            # Never str() a ValidationError here: it quotes the input, which may be a round message.
+            fields = sorted({".".join(str(p) for p in e["loc"]) + f" ({e['type']})" for e in exc.errors()})
+            raise WalletRpcProtocolError(method, self.url, f"unexpected reply: {', '.join(fields)}") from None
+
+    # ------------------------------------------------------------------------------------------------ methods
+
+    async def get_version(self, *, timeout: float | None = None) -> Version:
+        return await self._call(Version, "get_version", timeout=timeout)
+
+    async def create_wallet(
+        self, filename: str, password: str | SecretStr, *, language: str = "English", timeout: float | None = None
+    ) -> None:
+        """Create ``filename`` in the wallet dir; it stays open in this process."""
+        params = {"filename": filename, "password": secret(password), "language": language}
+        await self._call(Empty, "create_wallet", params, timeout=timeout)
+
+    async def open_wallet(self, filename: str, password: str | SecretStr, *, timeout: float | None = None) -> None:
+        """Open ``filename`` (closing, with autosave, any wallet open in the process)."""
+        params = {"filename": filename, "password": secret(password)}
+        await self._call(Empty, "open_wallet", params, timeout=timeout)
+
+    async def close_wallet(self, autosave: bool = True, *, timeout: float | None = None) -> bool:
+        """Close the open wallet. Returns False if none was open (``-13 No wallet file``), True otherwise."""
+        try:
+            await self._call(Empty, "close_wallet", {"autosave_current": autosave}, timeout=timeout)
+        except WalletRpcError as exc:
+            if exc.no_wallet_open:
+                return False
+            raise
+        return True
+
+    async def store(self, *, timeout: float | None = None) -> None:
+        await self._call(Empty, "store", timeout=timeout)
+
+    async def refresh(self, *, timeout: float | None = None) -> RefreshResult:
+        return await self._call(RefreshResult, "refresh", timeout=timeout)
+
+    async def get_address(self, *, timeout: float | None = None) -> str:
+        """The open wallet's primary address (account 0)."""
+        reply = await self._call(GetAddressResult, "get_address", {"account_index": 0}, timeout=timeout)
+        return reply.address
+
+    async def prepare_multisig(self, enable_experimental: bool = True, *, timeout: float | None = None) -> MultisigInfo:
+        """The first round message; with ``enable_experimental`` also enables multisig in this process (it
+        must be, in the same process, before ``make_multisig``)."""
+        params = {"enable_multisig_experimental": True} if enable_experimental else None
+        return await self._call(MultisigInfo, "prepare_multisig", params, timeout=timeout)
+
+    async def make_multisig(
+        self,
+        infos: Sequence[str | SecretStr],
+        threshold: int,
+        password: str | SecretStr,
+        *,
+        timeout: float | None = None,
+    ) -> MakeMultisigResult:
+        """Turn the open wallet multisig. ``infos`` per :func:`messages_for` (stage ``make``); check the result
+        with :meth:`is_multisig` and :func:`check_multisig`."""
+        params = {"multisig_info": [secret(i) for i in infos], "threshold": threshold, "password": secret(password)}
+        return await self._call(MakeMultisigResult, "make_multisig", params, timeout=timeout)
+
+    async def exchange_multisig_keys(
+        self,
+        infos: Sequence[str | SecretStr],
+        password: str | SecretStr,
+        *,
+        timeout: float | None = None,
+    ) -> ExchangeResult:
+        """One key exchange round. ``infos`` per :func:`messages_for` (stage ``exchange``)."""
+        params = {"multisig_info": [secret(i) for i in infos], "password": secret(password)}
+        return await self._call(ExchangeResult, "exchange_multisig_keys", params, timeout=timeout)
+
+    async def is_multisig(self, *, timeout: float | None = None) -> MultisigStatus:
+        return await self._call(MultisigStatus, "is_multisig", timeout=timeout)
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Mapping):
+        return {k: _reveal(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_reveal(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Version policy: which round messages to pass
+# --------------------------------------------------------------------------------------------------------------
+#
+# Established from monero-project/monero's history (tags and branches; no code copied):
+#
+# * Every v0.18.x release (0.18.0.0 ... 0.18.5.1; wallet RPC 1.25 ... 1.31) builds the signer list in
+#   wallet2::make_multisig from the messages passed, skipping the local wallet's own message, then adds itself.
+#   So the own message is optional there, and own + a subset of the others silently yields fewer signers
+#   (the measured 2-of-2). Monero's own functional tests on that line pass all N messages.
+# * Commit ddf3af1f0 "add key exchange round booster to multisig_account" (PR #8203, merged into master on
+#   2024-07-16, present on release-v0.19, in NO v0.18 tag) makes make_multisig REQUIRE the local wallet's own
+#   message ("The local account's signer key was not found in initial multisig kex messages ...") so that the
+#   number of messages equals the number of signers.
+# * WALLET_RPC_VERSION_MINOR does not separate the two lines: master was at 1.26 when PR #8203 merged
+#   (bumped to 1.26 on 2024-01-19, to 1.27 on 2025-02-14), while releases 0.18.1.2 ... 0.18.3.3 are also
+#   1.26 and later 0.18 releases reuse 1.27 ... 1.31. Only <= 1.25 is unambiguous (0.18.0.0 ... 0.18.1.1,
+#   and master before 2024-01-19): own message excluded, as measured with Debian's 0.18.0.0.
+# * For >= 1.26 we pass the own message too: required by the newer code, and ignored by every 0.18 release
+#   (skipped when collecting signers; its key is dropped from the round-1 evaluation).
+#
+# Exchange rounds: the other N-1 participants' messages in every version (0.18.0.0 rejects the own message
+# in an exchange with "A pubkey recommended by multisig kex messages had an unexpected number of
+# recommendations"; later code drops the local signer's keys anyway).
+#
+# Whatever is passed, the caller checks is_multisig threshold/total after make_multisig (check_multisig).
+
+#: Last wallet RPC version known to require the own message to be left out of make_multisig.
+LAST_VERSION_WITHOUT_OWN_MESSAGE: Final[tuple[int, int]] = (1, 25)
+
+
+class Stage(enum.StrEnum):
+    MAKE = "make_multisig"
+    EXCHANGE = "exchange_multisig_keys"
+
+
+def own_message_in_make_multisig(version: Version) -> bool:
+    """Whether this participant's own round-1 message goes into its ``make_multisig`` call."""
+    return version.tuple > LAST_VERSION_WITHOUT_OWN_MESSAGE
+
+
+def messages_for(
+    own_role: str,
+    all_messages: Mapping[str, str | SecretStr],
+    version: Version,
+    stage: Stage | str,
+) -> list[SecretStr]:
+    """The round messages participant ``own_role`` passes to its call in ``stage``.
+
+    ``all_messages`` maps every participant's role to its message of the previous round (all N of them,
+    own included); the result keeps the mapping's order. Raises :class:`ValueError` (without showing any
+    message) if ``own_role`` is missing or two participants published the same message.
+    """
+    stage = Stage(stage)
+    if own_role not in all_messages:
+        raise ValueError(f"no message of participant {own_role!r} among {sorted(all_messages)}")
+    if len(all_messages) < 2:
+        raise ValueError("a multisig round needs the messages of at least two participants")
+    seen: dict[str, str] = {}
+    for role, message in all_messages.items():
+        value = secret(message).get_secret_value()
+        if not value:
+            raise ValueError(f"participant {role!r} has an empty message")
+        if value in seen:
+            raise ValueError(f"participants {seen[value]!r} and {role!r} have the same message")
+        seen[value] = role
+    include_own = stage is Stage.MAKE and own_message_in_make_multisig(version)
+    return [secret(m) for role, m in all_messages.items() if include_own or role != own_role]
+
+
+def check_multisig(
+    status: MultisigStatus, threshold: int, total: int, *, ready: bool | None = None
+) -> None:
+    """Raise :class:`MultisigMismatch` unless ``status`` is a ``threshold``-of-``total`` multisig wallet
+    (and, if ``ready`` is given, in that readiness state)."""
+    if not status.multisig:
+        raise MultisigMismatch(f"the wallet is not multisig; expected a {threshold}-of-{total} wallet")
+    if (status.threshold, status.total) != (threshold, total):
+        raise MultisigMismatch(
+            f"built a {status.threshold}-of-{status.total} instead of {threshold}-of-{total}: "
+            "the wrong set of messages was passed"
+        )
+    if ready is not None and status.ready != ready:
+        state = "ready" if status.ready else "not ready"
+        raise MultisigMismatch(f"the {threshold}-of-{total} multisig wallet is {state}, expected the opposite")
+

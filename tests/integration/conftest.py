@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from hack.devcluster import DevCluster
+from tests.support.operator import OperatorProcess, install_crds
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = str(config.rootpath / "tests" / "integration")
+    for item in items:
+        if str(item.path).startswith(here):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def crds(kube: client.ApiClient) -> None:
+    """The project's CRDs, installed once per session."""
+    install_crds(kube)
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: DevCluster, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The operator as its own process (one per test module), with the admin kubeconfig."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    proc = OperatorProcess(Path(cluster.kubeconfig), log, env={"ESCROW_RECORD_STEP_HISTORY": "true"}).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

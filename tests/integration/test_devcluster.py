@@ -1,0 +1,165 @@
+"""The test ground itself: a real apiserver, real controllers, real wallet-rpc processes as pods."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import httpx
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.support.kube import pod_ready, wait_for, wait_gone
+from tests.support.walletrpc_sts import RPC_PORT, WalletRpcSet, create_wallet_rpc_statefulset
+
+REPLICAS = 6
+
+WIDGET_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.devcluster.test"},
+    "spec": {
+        "group": "devcluster.test",
+        "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["size"],
+                                "properties": {"size": {"type": "integer", "minimum": 1, "maximum": 10}},
+                            }
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def rpc(ip: str, method: str, creds: WalletRpcSet | None, **params: object) -> httpx.Response:
+    auth = httpx.DigestAuth(creds.username, creds.password) if creds else None
+    return httpx.post(
+        f"http://{ip}:{RPC_PORT}/json_rpc",
+        json={"jsonrpc": "2.0", "id": "0", "method": method, "params": params},
+        auth=auth,
+        timeout=120,
+    )
+
+
+def test_crd_schema_is_enforced_by_the_apiserver(kube: client.ApiClient, namespace: str) -> None:
+    ext = client.ApiextensionsV1Api(kube)
+    try:
+        ext.create_custom_resource_definition(WIDGET_CRD)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    wait_for(
+        ext.list_custom_resource_definition,
+        lambda c: any(x.type == "Established" and x.status == "True" for x in (c.status.conditions or [])),
+        field_selector="metadata.name=widgets.devcluster.test",
+        what="the Widget CRD to be established",
+    )
+    objects = client.CustomObjectsApi(kube)
+    body = lambda size: {"apiVersion": "devcluster.test/v1", "kind": "Widget", "metadata": {"name": f"w{size}"}, "spec": {"size": size}}  # noqa: E731
+    objects.create_namespaced_custom_object("devcluster.test", "v1", namespace, "widgets", body(3))
+    with pytest.raises(ApiException) as refused:
+        objects.create_namespaced_custom_object("devcluster.test", "v1", namespace, "widgets", body(99))
+    assert refused.value.status == 422
+    assert "spec.size" in refused.value.body and "less than or equal to 10" in refused.value.body
+
+
+@pytest.fixture(scope="module")
+def pool(kube: client.ApiClient, module_namespace: str) -> WalletRpcSet:
+    return create_wallet_rpc_statefulset(kube, module_namespace, REPLICAS)
+
+
+def pods_of(kube: client.ApiClient, pool: WalletRpcSet) -> list[client.V1Pod]:
+    pods = client.CoreV1Api(kube).list_namespaced_pod(pool.namespace, label_selector=pool.selector).items
+    return sorted(pods, key=lambda p: p.metadata.name)
+
+
+def test_statefulset_pods_serve_wallet_rpc_with_digest_auth(kube: client.ApiClient, pool: WalletRpcSet) -> None:
+    pods = pods_of(kube, pool)
+    assert len(pods) == REPLICAS and all(pod_ready(p) for p in pods)
+    ips = [p.status.pod_ip for p in pods]
+    assert len(set(ips)) == REPLICAS and all(ip.startswith("127.") for ip in ips)
+    for ip in ips:
+        reply = rpc(ip, "get_version", pool)
+        assert reply.status_code == 200
+        assert reply.json()["result"]["version"] > 0
+        assert rpc(ip, "get_version", None).status_code == 401
+
+
+def test_wallet_directory_is_shared_and_locked(kube: client.ApiClient, pool: WalletRpcSet) -> None:
+    first, second = (p.status.pod_ip for p in pods_of(kube, pool)[:2])
+    created = rpc(first, "create_wallet", pool, filename="shared_probe", password="pw", language="English").json()
+    assert "error" not in created, created
+    # The first process holds the wallet: the second cannot open it (wallet2's lock on .keys).
+    locked = rpc(second, "open_wallet", pool, filename="shared_probe", password="pw").json()
+    assert locked.get("error", {}).get("code") == -1, locked
+    assert "result" in rpc(first, "close_wallet", pool).json()
+    opened = rpc(second, "open_wallet", pool, filename="shared_probe", password="pw").json()
+    assert "error" not in opened, opened
+    assert "result" in rpc(second, "close_wallet", pool).json()
+
+
+def test_sigkill_restarts_the_container(kube: client.ApiClient, pool: WalletRpcSet) -> None:
+    core = client.CoreV1Api(kube)
+    pod = pods_of(kube, pool)[2]
+    status = pod.status.container_statuses[0]
+    assert status.restart_count == 0
+    pid = int(status.container_id.removeprefix("process://"))
+    os.kill(pid, signal.SIGKILL)
+    by_name = {"field_selector": f"metadata.name={pod.metadata.name}"}
+    wait_for(core.list_namespaced_pod, lambda p: not pod_ready(p), pool.namespace, what="NotReady after SIGKILL", **by_name)
+    back = wait_for(
+        core.list_namespaced_pod,
+        lambda p: pod_ready(p) and p.status.container_statuses[0].restart_count == 1,
+        pool.namespace,
+        what="Ready with restartCount 1",
+        **by_name,
+    )
+    assert back.metadata.uid == pod.metadata.uid
+    assert rpc(back.status.pod_ip, "get_version", pool).status_code == 200
+
+
+def test_deleted_pod_is_recreated(kube: client.ApiClient, pool: WalletRpcSet) -> None:
+    core = client.CoreV1Api(kube)
+    pod = pods_of(kube, pool)[3]
+    core.delete_namespaced_pod(pod.metadata.name, pool.namespace)
+    again = wait_for(
+        core.list_namespaced_pod,
+        lambda p: p.metadata.uid != pod.metadata.uid and pod_ready(p),
+        pool.namespace,
+        field_selector=f"metadata.name={pod.metadata.name}",
+        what="the recreated pod to be Ready",
+    )
+    assert rpc(again.status.pod_ip, "get_version", pool).status_code == 200
+
+
+def test_deleting_the_statefulset_leaves_no_process(kube: client.ApiClient, pool: WalletRpcSet) -> None:
+    core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
+    pids = [int(p.status.container_statuses[0].container_id.removeprefix("process://")) for p in pods_of(kube, pool)]
+    assert len(pids) == REPLICAS
+    apps.delete_namespaced_stateful_set(pool.name, pool.namespace)  # background: the garbage collector deletes the pods
+    wait_gone(core.list_namespaced_pod, pool.namespace, label_selector=pool.selector, what="the pods to be deleted")
+    alive = [pid for pid in pids if _alive(pid)]
+    assert alive == [], f"processes of deleted pods still run: {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

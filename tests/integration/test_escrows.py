@@ -1,0 +1,166 @@
+"""The product: Escrows reach Ready on a real 6-pod pool of monero-wallet-rpc, through the real apiserver."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from kubernetes import client
+
+from hack.devcluster import DevCluster, binary
+from tests.support.escrows import (
+    condition,
+    create_escrow,
+    create_pool,
+    escrow_secret,
+    get_escrow,
+    pool_directory,
+    wait_escrow,
+    wait_escrow_gone,
+)
+from tests.support.operator import OperatorProcess
+from tests.support.walletrpc_proc import standalone_wallet_rpc
+
+POOL = "wpool"
+FORBIDDEN = ("No wallet file", "pubkey recommended", "Failed to lock")
+
+
+@pytest.fixture(scope="module")
+def pool(kube: client.ApiClient, module_namespace: str, operator: OperatorProcess) -> str:
+    create_pool(kube, module_namespace, POOL, replicas=6)
+    return POOL
+
+
+def check_final_wallets(kube: client.ApiClient, namespace: str, escrow: dict, threshold: int, total: int) -> None:
+    uid = escrow["metadata"]["uid"]
+    address = escrow["status"]["address"]
+    roles = escrow["spec"]["participants"]
+    secret = escrow_secret(kube, namespace, uid)
+    directory = pool_directory(kube, namespace, POOL)
+    final = total - threshold + 2
+    with standalone_wallet_rpc(directory) as rpc:
+        for role in roles:
+            state = rpc.inspect(f"{role}_escrow_{uid}_round_{final}_final", secret[f"password.{role}"])
+            assert state["multisig"] and state["ready"], state
+            assert (state["threshold"], state["total"]) == (threshold, total)
+            assert state["address"] == address
+
+
+def test_three_escrows_at_once_reach_ready(kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess, cluster: DevCluster) -> None:
+    ns = module_namespace
+    names = ["order-1", "order-2", "order-3"]
+    for name in names:
+        create_escrow(kube, ns, name, pool)
+    with ThreadPoolExecutor(3) as ex:
+        done = list(ex.map(lambda n: wait_escrow(kube, ns, n), names))
+    uids = {e["metadata"]["uid"] for e in done}
+    for escrow in done:
+        status = escrow["status"]
+        assert status["round"] == status["rounds"] == 4
+        assert status["address"].startswith("4") and len(status["address"]) == 95
+        assert condition(escrow, "Ready")["status"] == "True"
+        assert condition(escrow, "Ready")["observedGeneration"] == escrow["metadata"]["generation"]
+        assert [p["round"] for p in status["participants"]] == [4, 4, 4]
+        check_final_wallets(kube, ns, escrow, 2, 3)
+
+    # Only the final wallet sets remain in the shared directory.
+    files = {p.name for p in pool_directory(kube, ns, pool).iterdir()}
+    expected = {
+        f"{role}_escrow_{uid}_round_3_final{suffix}"
+        for uid in uids
+        for role in ("buyer", "vendor", "arbiter")
+        for suffix in ("", ".keys")
+    }
+    assert expected <= files
+    assert {f for f in files if not f.endswith(".address.txt")} == expected
+
+    log = operator.log
+    for uid in uids:
+        for role in ("buyer", "vendor", "arbiter"):
+            base = f"{role}_escrow_{uid}"
+            assert f"Copied {base}_round_1 -> {base}_round_2_input" in log
+            assert f"Copied {base}_round_2_input -> {base}_round_3_input" in log
+            assert f"Copied {base}_round_3_input -> {base}_round_3_final (FINAL)" in log
+            for intermediate in ("round_1", "round_2_input", "round_3_input"):
+                assert f"Deleted intermediate file: {base}_{intermediate}" in log
+    assert log.count("Intermediate files cleaned up") >= 3
+    for bad in FORBIDDEN:
+        assert bad not in log
+
+
+def test_kubectl_wait_and_columns(kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster) -> None:
+    kubectl = [str(binary("kubectl")), f"--kubeconfig={cluster.kubeconfig}", "-n", module_namespace]
+    create_escrow(kube, module_namespace, "waited", pool)
+    subprocess.run(kubectl + ["wait", "--for=condition=Ready", "esc/waited", "--timeout=240s"], check=True, capture_output=True)
+    table = subprocess.run(kubectl + ["get", "esc"], check=True, capture_output=True, text=True).stdout
+    header = table.splitlines()[0].split()
+    assert header[:4] == ["NAME", "PHASE", "ROUND", "ADDRESS"] and header[-1] == "AGE"
+    assert re.search(r"^waited\s+Ready\s+4\s+4\w{94}\s", table, re.M), table
+
+
+@pytest.mark.parametrize(("threshold", "participants"), [(2, ["alice", "bob"]), (3, ["a1", "b2", "c3", "d4"])])
+def test_other_thresholds(kube: client.ApiClient, module_namespace: str, pool: str, threshold: int, participants: list[str]) -> None:
+    name = f"m{threshold}-of-{len(participants)}"
+    create_escrow(kube, module_namespace, name, pool, threshold=threshold, participants=participants)
+    escrow = wait_escrow(kube, module_namespace, name)
+    assert escrow["status"]["rounds"] == len(participants) - threshold + 3
+    check_final_wallets(kube, module_namespace, escrow, threshold, len(participants))
+
+
+def test_no_two_steps_shared_a_pod(operator: OperatorProcess, module_namespace: str, kube: client.ApiClient, pool: str) -> None:
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for pod, start, end in re.findall(r"Step done: .* pod=(\S+) start=([\d.]+) end=([\d.]+)", operator.log):
+        spans.setdefault(pod, []).append((float(start), float(end)))
+    assert sum(len(v) for v in spans.values()) >= 3 * 3 * 4  # every step of the escrows above
+    assert len(spans) > 1  # the work was spread over the pool
+    for pod, intervals in spans.items():
+        intervals.sort()
+        for (s1, e1), (s2, e2) in zip(intervals, intervals[1:]):
+            assert s2 >= e1, f"two steps overlapped on {pod}: [{s1}, {e1}] and [{s2}, {e2}]"
+
+
+def test_no_secret_in_status_events_or_log(kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess) -> None:
+    ns = module_namespace
+    escrows = client.CustomObjectsApi(kube).list_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows")["items"]
+    assert escrows
+    secrets: list[str] = []
+    for escrow in escrows:
+        data = escrow_secret(kube, ns, escrow["metadata"]["uid"])
+        secrets += [v for k, v in data.items() if k.startswith(("password.", "message."))]
+    assert len(secrets) > 20
+    events = client.CoreV1Api(kube).list_namespaced_event(ns).items
+    haystacks = [str(e["status"]) for e in escrows] + [f"{e.reason} {e.message}" for e in events] + [operator.log]
+    assert any(e.reason == "RoundComplete" for e in events)
+    for secret in secrets:
+        for hay in haystacks:
+            assert secret not in hay
+
+
+def test_delete_retain_keeps_files_and_passwords(kube: client.ApiClient, module_namespace: str, pool: str) -> None:
+    ns = module_namespace
+    create_escrow(kube, ns, "kept", pool)
+    escrow = wait_escrow(kube, ns, "kept")
+    uid = escrow["metadata"]["uid"]
+    client.CustomObjectsApi(kube).delete_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows", "kept")
+    wait_escrow_gone(kube, ns, "kept")
+    files = {p.name for p in pool_directory(kube, ns, pool).iterdir() if uid in p.name}
+    assert {f"{r}_escrow_{uid}_round_3_final.keys" for r in ("buyer", "vendor", "arbiter")} <= files
+    secret = escrow_secret(kube, ns, uid)  # released, not deleted
+    assert {"password.buyer", "password.vendor", "password.arbiter"} <= set(secret)
+    check_final_wallets(kube, ns, escrow, 2, 3)
+
+
+def test_delete_with_delete_removes_everything(kube: client.ApiClient, module_namespace: str, pool: str) -> None:
+    ns = module_namespace
+    create_escrow(kube, ns, "gone", pool, walletRetention="Delete")
+    uid = wait_escrow(kube, ns, "gone")["metadata"]["uid"]
+    client.CustomObjectsApi(kube).delete_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows", "gone")
+    wait_escrow_gone(kube, ns, "gone")
+    assert [p.name for p in pool_directory(kube, ns, pool).iterdir() if uid in p.name] == []
+    with pytest.raises(client.ApiException) as missing:
+        client.CoreV1Api(kube).read_namespaced_secret(f"escrow-{uid}", ns)
+    assert missing.value.status == 404
+
+

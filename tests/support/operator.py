@@ -1,0 +1,86 @@
+"""Run the operator as a real process against the test ground, and read what it logged."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubernetes import client, utils
+from kubernetes.client.exceptions import ApiException
+
+from .kube import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = ROOT / "crds"
+
+
+def install_crds(api: client.ApiClient) -> None:
+    ext = client.ApiextensionsV1Api(api)
+    import yaml
+
+    for path in sorted(CRDS.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        try:
+            ext.create_custom_resource_definition(crd)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            current = ext.read_custom_resource_definition(crd["metadata"]["name"])
+            crd["metadata"]["resourceVersion"] = current.metadata.resource_version
+            ext.replace_custom_resource_definition(crd["metadata"]["name"], crd)
+        wait_for(
+            ext.list_custom_resource_definition,
+            lambda c: any(x.type == "Established" and x.status == "True" for x in (c.status.conditions or [])),
+            field_selector=f"metadata.name={crd['metadata']['name']}",
+            what=f"CRD {crd['metadata']['name']} established",
+        )
+
+
+@dataclass
+class OperatorProcess:
+    kubeconfig: Path
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> "OperatorProcess":
+        env = dict(os.environ)
+        env.update(
+            {
+                "KUBECONFIG": str(self.kubeconfig),
+                "ESCROW_METRICS_PORT": "0",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.env)
+        out = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "escrow_operator", "run"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        out.close()
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
