@@ -203,14 +203,23 @@ class DevCluster:
         return self
 
     def stop(self) -> None:
-        """Stop every process this cluster started, kubelet first (it stops the pods' processes)."""
+        """Stop every process this cluster started: extras (the operator), kubelet (it stops the pods'
+        processes), then the control plane."""
         order = ["kubelet", "kube-controller-manager", "kube-apiserver", "etcd"]
-        stop_pids([self.pids[n] for n in order if n in self.pids], grace=15.0)
+        extras = [n for n in self.pids if n not in order]
+        stop_pids([self.pids[n] for n in extras + order if n in self.pids], grace=15.0)
         self.pids = {}
         if self.state_file.exists():
             self._save()
 
     # --- processes -------------------------------------------------------------------------------
+    def run_process(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+        """Run another process (the operator) with the cluster: logged under logs/, stopped by ``stop``."""
+        if name in self.pids and pid_alive(self.pids[name]):
+            return self.pids[name]
+        self._spawn(name, argv, env)
+        return self.pids[name]
+
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = open(self.logs / f"{name}.log", "ab")
         proc = subprocess.Popen(

@@ -24,7 +24,7 @@ import enum
 import itertools
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -189,7 +189,8 @@ class Version(_Reply):
         return self.version & 0xFFFF
 
     @property
-    def tuple(self) -> tuple[int, int]:
+    def parts(self) -> tuple[int, int]:
+        """``(major, minor)``, for comparisons."""
         return (self.major, self.minor)
 
     def __str__(self) -> str:
@@ -279,7 +280,7 @@ class WalletRpc:
             auth=auth,
             transport=transport,
             timeout=self._timeout(timeout),
-            # wallet-rpc answers on one connection at a time anyway; keep one alive to save the handshake.
+            # One process serves one step at a time; a single kept-alive connection saves the handshakes.
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=1),
             follow_redirects=False,
             trust_env=False,  # never send wallet traffic through a proxy from the environment
@@ -289,7 +290,7 @@ class WalletRpc:
     def __repr__(self) -> str:
         return f"WalletRpc({self.url!r})"
 
-    async def __aenter__(self) -> WalletRpc:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -312,7 +313,9 @@ class WalletRpc:
 
     # ---------------------------------------------------------------------------------------------- transport
 
-    async def call(self, method: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+    async def call(
+        self, method: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
         """One JSON-RPC call; returns the ``result`` object. ``params`` values of type :class:`SecretStr`
         (also inside lists) are revealed only into the request body."""
         body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
@@ -323,7 +326,7 @@ class WalletRpc:
             response = await self._client.post(self.url, json=body, timeout=self._timeout(t))
         except httpx.TimeoutException as exc:
             raise WalletRpcUnavailable(method, self.url, f"no answer within {t:g} s ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             # ConnectError, ReadError, RemoteProtocolError, ...: the str names the OS error, never the body.
             raise WalletRpcUnavailable(method, self.url, f"{type(exc).__name__}: {exc}") from None
         status = response.status_code
@@ -451,12 +454,14 @@ def _reveal(value: Any) -> Any:
 # Version policy: which round messages to pass
 # --------------------------------------------------------------------------------------------------------------
 #
-# Established from monero-project/monero's history (tags and branches; no code copied):
+# Established from monero-project/monero's history (tags and branches; no code copied) and measured with
+# Debian's 0.18.0.0:
 #
 # * Every v0.18.x release (0.18.0.0 ... 0.18.5.1; wallet RPC 1.25 ... 1.31) builds the signer list in
 #   wallet2::make_multisig from the messages passed, skipping the local wallet's own message, then adds itself.
-#   So the own message is optional there, and own + a subset of the others silently yields fewer signers
-#   (the measured 2-of-2). Monero's own functional tests on that line pass all N messages.
+#   So there the own message is optional, and own + a SUBSET of the others silently yields fewer signers
+#   (measured: own + one other gives a 2-of-2). Measured on 0.18.0.0: the other N-1 messages and all N
+#   messages both give the 2-of-3; Monero's own functional tests on the 0.18 line pass all N.
 # * Commit ddf3af1f0 "add key exchange round booster to multisig_account" (PR #8203, merged into master on
 #   2024-07-16, present on release-v0.19, in NO v0.18 tag) makes make_multisig REQUIRE the local wallet's own
 #   message ("The local account's signer key was not found in initial multisig kex messages ...") so that the
@@ -464,13 +469,13 @@ def _reveal(value: Any) -> Any:
 # * WALLET_RPC_VERSION_MINOR does not separate the two lines: master was at 1.26 when PR #8203 merged
 #   (bumped to 1.26 on 2024-01-19, to 1.27 on 2025-02-14), while releases 0.18.1.2 ... 0.18.3.3 are also
 #   1.26 and later 0.18 releases reuse 1.27 ... 1.31. Only <= 1.25 is unambiguous (0.18.0.0 ... 0.18.1.1,
-#   and master before 2024-01-19): own message excluded, as measured with Debian's 0.18.0.0.
+#   and master before 2024-01-19): own message left out, the measured 0.18.0.0 behaviour.
 # * For >= 1.26 we pass the own message too: required by the newer code, and ignored by every 0.18 release
 #   (skipped when collecting signers; its key is dropped from the round-1 evaluation).
 #
-# Exchange rounds: the other N-1 participants' messages in every version (0.18.0.0 rejects the own message
-# in an exchange with "A pubkey recommended by multisig kex messages had an unexpected number of
-# recommendations"; later code drops the local signer's keys anyway).
+# Exchange rounds: the other N-1 participants' messages in every version. Measured on 0.18.0.0: the N-1
+# others and all N both work; own + a subset fails with "A pubkey recommended by multisig kex messages had
+# an unexpected number of recommendations". Later code drops the local signer's keys from the evaluation.
 #
 # Whatever is passed, the caller checks is_multisig threshold/total after make_multisig (check_multisig).
 
@@ -485,7 +490,7 @@ class Stage(enum.StrEnum):
 
 def own_message_in_make_multisig(version: Version) -> bool:
     """Whether this participant's own round-1 message goes into its ``make_multisig`` call."""
-    return version.tuple > LAST_VERSION_WITHOUT_OWN_MESSAGE
+    return version.parts > LAST_VERSION_WITHOUT_OWN_MESSAGE
 
 
 def messages_for(
@@ -517,9 +522,7 @@ def messages_for(
     return [secret(m) for role, m in all_messages.items() if include_own or role != own_role]
 
 
-def check_multisig(
-    status: MultisigStatus, threshold: int, total: int, *, ready: bool | None = None
-) -> None:
+def check_multisig(status: MultisigStatus, threshold: int, total: int, *, ready: bool | None = None) -> None:
     """Raise :class:`MultisigMismatch` unless ``status`` is a ``threshold``-of-``total`` multisig wallet
     (and, if ``ready`` is given, in that readiness state)."""
     if not status.multisig:
@@ -532,4 +535,3 @@ def check_multisig(
     if ready is not None and status.ready != ready:
         state = "ready" if status.ready else "not ready"
         raise MultisigMismatch(f"the {threshold}-of-{total} multisig wallet is {state}, expected the opposite")
-

@@ -8,6 +8,7 @@ free port, share one wallet directory. The tests run the whole 2-of-3 key exchan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import secrets
@@ -27,6 +28,7 @@ from escrow_operator.walletrpc import (
     WalletRpc,
     WalletRpcAuthError,
     WalletRpcError,
+    WalletRpcFailure,
     check_multisig,
     messages_for,
     secret,
@@ -107,7 +109,9 @@ def _wait_ready(proc: Proc, rpc_password: str, deadline: float) -> bool:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"monero-wallet-rpc on {proc.url} did not answer in {START_DEADLINE:g} s:\n{proc.log_tail()}")
+                pytest.fail(
+                    f"monero-wallet-rpc on {proc.url} did not answer in {START_DEADLINE:g} s:\n{proc.log_tail()}"
+                )
             time.sleep(0.2)
 
 
@@ -144,7 +148,6 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     finally:
         for proc in procs:
             _stop(proc)
-        assert all(p.process.returncode is not None for p in procs)
 
 
 @pytest.fixture
@@ -154,10 +157,9 @@ async def clients(pool: Pool) -> AsyncIterator[list[WalletRpc]]:
         yield rpcs
     finally:
         for rpc in rpcs:
-            try:
+            with contextlib.suppress(WalletRpcFailure):  # a failed test may have left the process unusable
                 await rpc.close_wallet(timeout=30)
-            finally:
-                await rpc.aclose()
+            await rpc.aclose()
 
 
 async def test_close_wallet_on_idle_process(clients: list[WalletRpc]) -> None:

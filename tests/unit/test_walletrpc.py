@@ -52,7 +52,9 @@ def rpc_result(result: dict[str, Any]) -> Handler:
 def rpc_error(code: int, message: str) -> Handler:
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
-        return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "error": {"code": code, "message": message}})
+        return httpx.Response(
+            200, json={"jsonrpc": "2.0", "id": body["id"], "error": {"code": code, "message": message}}
+        )
 
     return handler
 
@@ -70,7 +72,8 @@ class Recorder:
         return handler(request)
 
     def body(self, i: int = -1) -> dict[str, Any]:
-        return json.loads(self.requests[i].content)
+        body: dict[str, Any] = json.loads(self.requests[i].content)
+        return body
 
 
 def client(handler: Any, **kw: Any) -> WalletRpc:
@@ -159,7 +162,10 @@ async def test_digest_challenge_is_answered() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if "authorization" not in request.headers:
             return httpx.Response(
-                401, headers={"WWW-Authenticate": 'Digest qop="auth",algorithm=MD5,realm="monero-rpc",nonce="abc",stale=false'}
+                401,
+                headers={
+                    "WWW-Authenticate": 'Digest qop="auth",algorithm=MD5,realm="monero-rpc",nonce="abc",stale=false'
+                },
             )
         assert request.headers["authorization"].startswith("Digest ")
         assert 'username="rpcuser"' in request.headers["authorization"]
@@ -210,8 +216,14 @@ async def test_open_wallet_error_names_the_log_and_hides_password() -> None:
     [
         (-13, "No wallet file", "no wallet is open"),
         (-48, "This wallet is multisig, and multisig is disabled. " + "x" * 600, "prepare_multisig"),
-        (-1, "Error calling exchange_multisig_info: A pubkey recommended by multisig kex messages had an "
-         "unexpected number of recommendations.", "wrong set of round messages"),
+        (
+            -1,
+            (
+                "Error calling exchange_multisig_info: A pubkey recommended by multisig kex messages had an "
+                "unexpected number of recommendations."
+            ),
+            "wrong set of round messages",
+        ),
     ],
 )
 async def test_error_hints(code: int, message: str, fragment: str) -> None:
@@ -334,7 +346,7 @@ async def test_error_without_code_or_message() -> None:
 
 V0_18_0 = Version(version=65561)  # 1.25, Debian's 0.18.0.0
 V1_26 = Version.of(1, 26)
-ROLES = {"buyer": secret("m-buyer"), "vendor": "m-vendor", "arbiter": secret("m-arbiter")}
+ROLES: dict[str, str | SecretStr] = {"buyer": secret("m-buyer"), "vendor": "m-vendor", "arbiter": secret("m-arbiter")}
 
 
 def values(messages: list[SecretStr]) -> list[str]:
