@@ -20,6 +20,7 @@ from tests.support.escrows import (
     wait_escrow,
     wait_escrow_gone,
 )
+from tests.support.kube import custom_objects, wait_for
 from tests.support.operator import OperatorProcess
 from tests.support.walletrpc_proc import standalone_wallet_rpc
 
@@ -52,7 +53,7 @@ def test_three_escrows_at_once_reach_ready(kube: client.ApiClient, module_namesp
     ns = module_namespace
     names = ["order-1", "order-2", "order-3"]
     for name in names:
-        create_escrow(kube, ns, name, pool)
+        create_escrow(kube, ns, name, pool, **({"walletRetention": "Delete"} if name == "order-3" else {}))
     with ThreadPoolExecutor(3) as ex:
         done = list(ex.map(lambda n: wait_escrow(kube, ns, n), names))
     uids = {e["metadata"]["uid"] for e in done}
@@ -92,21 +93,21 @@ def test_three_escrows_at_once_reach_ready(kube: client.ApiClient, module_namesp
 
 def test_kubectl_wait_and_columns(kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster) -> None:
     kubectl = [str(binary("kubectl")), f"--kubeconfig={cluster.kubeconfig}", "-n", module_namespace]
-    create_escrow(kube, module_namespace, "waited", pool)
-    subprocess.run(kubectl + ["wait", "--for=condition=Ready", "esc/waited", "--timeout=240s"], check=True, capture_output=True)
+    subprocess.run(kubectl + ["wait", "--for=condition=Ready", "esc/order-1", "--timeout=240s"], check=True, capture_output=True)
     table = subprocess.run(kubectl + ["get", "esc"], check=True, capture_output=True, text=True).stdout
     header = table.splitlines()[0].split()
     assert header[:4] == ["NAME", "PHASE", "ROUND", "ADDRESS"] and header[-1] == "AGE"
-    assert re.search(r"^waited\s+Ready\s+4\s+4\w{94}\s", table, re.M), table
+    assert re.search(r"^order-1\s+Ready\s+4\s+4\w{94}\s", table, re.M), table
 
 
-@pytest.mark.parametrize(("threshold", "participants"), [(2, ["alice", "bob"]), (3, ["a1", "b2", "c3", "d4"])])
-def test_other_thresholds(kube: client.ApiClient, module_namespace: str, pool: str, threshold: int, participants: list[str]) -> None:
-    name = f"m{threshold}-of-{len(participants)}"
-    create_escrow(kube, module_namespace, name, pool, threshold=threshold, participants=participants)
-    escrow = wait_escrow(kube, module_namespace, name)
-    assert escrow["status"]["rounds"] == len(participants) - threshold + 3
-    check_final_wallets(kube, module_namespace, escrow, threshold, len(participants))
+def test_other_thresholds(kube: client.ApiClient, module_namespace: str, pool: str) -> None:
+    cases = {"two-of-two": (2, ["alice", "bob"]), "three-of-four": (3, ["a1", "b2", "c3", "d4"])}
+    for name, (threshold, participants) in cases.items():
+        create_escrow(kube, module_namespace, name, pool, threshold=threshold, participants=participants)
+    for name, (threshold, participants) in cases.items():
+        escrow = wait_escrow(kube, module_namespace, name)
+        assert escrow["status"]["rounds"] == len(participants) - threshold + 3
+        check_final_wallets(kube, module_namespace, escrow, threshold, len(participants))
 
 
 def test_no_two_steps_shared_a_pod(operator: OperatorProcess, module_namespace: str, kube: client.ApiClient, pool: str) -> None:
@@ -140,11 +141,10 @@ def test_no_secret_in_status_events_or_log(kube: client.ApiClient, module_namesp
 
 def test_delete_retain_keeps_files_and_passwords(kube: client.ApiClient, module_namespace: str, pool: str) -> None:
     ns = module_namespace
-    create_escrow(kube, ns, "kept", pool)
-    escrow = wait_escrow(kube, ns, "kept")
+    escrow = get_escrow(kube, ns, "order-1")
     uid = escrow["metadata"]["uid"]
-    client.CustomObjectsApi(kube).delete_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows", "kept")
-    wait_escrow_gone(kube, ns, "kept")
+    client.CustomObjectsApi(kube).delete_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows", "order-1")
+    wait_escrow_gone(kube, ns, "order-1")
     files = {p.name for p in pool_directory(kube, ns, pool).iterdir() if uid in p.name}
     assert {f"{r}_escrow_{uid}_round_3_final.keys" for r in ("buyer", "vendor", "arbiter")} <= files
     secret = escrow_secret(kube, ns, uid)  # released, not deleted
@@ -154,13 +154,37 @@ def test_delete_retain_keeps_files_and_passwords(kube: client.ApiClient, module_
 
 def test_delete_with_delete_removes_everything(kube: client.ApiClient, module_namespace: str, pool: str) -> None:
     ns = module_namespace
-    create_escrow(kube, ns, "gone", pool, walletRetention="Delete")
-    uid = wait_escrow(kube, ns, "gone")["metadata"]["uid"]
-    client.CustomObjectsApi(kube).delete_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows", "gone")
-    wait_escrow_gone(kube, ns, "gone")
+    escrow = get_escrow(kube, ns, "order-3")
+    assert escrow["spec"]["walletRetention"] == "Delete"
+    uid = escrow["metadata"]["uid"]
+    assert [p for p in pool_directory(kube, ns, pool).iterdir() if uid in p.name]
+    client.CustomObjectsApi(kube).delete_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows", "order-3")
+    wait_escrow_gone(kube, ns, "order-3")
     assert [p.name for p in pool_directory(kube, ns, pool).iterdir() if uid in p.name] == []
     with pytest.raises(client.ApiException) as missing:
         client.CoreV1Api(kube).read_namespaced_secret(f"escrow-{uid}", ns)
     assert missing.value.status == 404
 
 
+def test_delete_mid_exchange_stops_cleanly(kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess) -> None:
+    ns = module_namespace
+    create_escrow(kube, ns, "abandoned", pool, walletRetention="Delete")
+    escrow = wait_for(
+        custom_objects(kube, ns, "escrows"),
+        lambda e: (e.get("status") or {}).get("round", 0) >= 1,
+        field_selector="metadata.name=abandoned",
+        what="the escrow to finish its first round",
+    )
+    uid = escrow["metadata"]["uid"]
+    client.CustomObjectsApi(kube).delete_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows", "abandoned")
+    wait_escrow_gone(kube, ns, "abandoned")
+    assert [p.name for p in pool_directory(kube, ns, pool).iterdir() if uid in p.name] == []
+    # The pool is idle again: no lease was left behind by the cancelled exchange.
+    idle = wait_for(
+        custom_objects(kube, ns, "walletpools"),
+        lambda p: (p.get("status") or {}).get("busyPods") == 0 and (p.get("status") or {}).get("queuedSteps") == 0,
+        field_selector=f"metadata.name={pool}",
+        what="the pool to be idle",
+    )
+    assert idle["status"]["readyReplicas"] == 6
+    assert "Traceback" not in operator.log
