@@ -37,6 +37,8 @@ from .api import (
     utcnow,
 )
 from .escrow_secret import EscrowSecret, escrow_owner
+from .faults import NONE as NO_FAULTS
+from .faults import Faults
 from .kube import Kube
 from .naming import WalletNames, final_step
 from .pools import PoolCredentials, PoolRuntime, Pools
@@ -75,11 +77,13 @@ class Context:
     kube: Kube
     pools: Pools
     settings: OperatorSettings
+    faults: Faults = NO_FAULTS
 
 
 class EscrowExchange:
-    def __init__(self, ctx: Context, body: dict[str, Any], emit: EmitEvent) -> None:
+    def __init__(self, ctx: Context, body: dict[str, Any], emit: EmitEvent, retry: str | None = None) -> None:
         meta = body["metadata"]
+        self.retry = retry  # a new value of the retry annotation: run a Failed escrow again
         self.ctx = ctx
         self.body = body
         self.emit = emit
@@ -102,11 +106,20 @@ class EscrowExchange:
         self.log = logging.LoggerAdapter(log, {"escrow": f"{self.namespace}/{self.name}"})
 
     # --- the whole exchange ---------------------------------------------------------------------
-    async def run(self) -> None:
+    async def run(self) -> EscrowStatus:
+        """Run the exchange from wherever it stands; returns the final status (Ready or Failed)."""
+        if self.status.phase == EscrowPhase.FAILED and self.retry and self.retry != self.status.last_retry:
+            self.status.last_retry = self.retry
+            self.status.phase = EscrowPhase.KEY_EXCHANGE
+            set_condition(self.status.conditions, DEGRADED, False, "Retrying", f"retry {self.retry!r} requested", self.generation)
+            self._progressing("Retrying", f"retry {self.retry!r} requested: running the remaining rounds again")
+            await self._save()
+            self.emit("Normal", "Retrying", f"retry {self.retry!r} requested; wallet files are reused")
         if self.status.phase in (EscrowPhase.READY, EscrowPhase.FAILED):
-            return  # nothing to do: no RPC, no write
+            return self.status  # nothing to do: no RPC, no write
         await self._wait_for_pool()
         await self.secret.ensure(self.roles, escrow_owner(self.body))
+        self.status.secret_name = self.secret.name
         if self.status.phase != EscrowPhase.KEY_EXCHANGE:
             self.status.phase = EscrowPhase.KEY_EXCHANGE
             self.status.started_at = self.status.started_at or utcnow()
@@ -120,7 +133,7 @@ class EscrowExchange:
             await self._clean_up()
         except StepFailed as failure:
             await self._fail(failure)
-            return
+            return self.status
         self.status.phase = EscrowPhase.READY
         self.status.address = address
         self.status.ready_at = utcnow()
@@ -133,6 +146,7 @@ class EscrowExchange:
         metrics.ESCROWS_READY.inc()
         self.emit("Normal", "Ready", f"{self.threshold}-of-{self.total} multisig address {address[:12]}... is ready")
         self.log.info("escrow %s/%s ready: %s", self.namespace, self.name, address)
+        return self.status
 
     async def _wait_for_pool(self) -> None:
         if self.pool.exists.is_set() and await self.pool.credentials() is not None:
@@ -158,15 +172,23 @@ class EscrowExchange:
                 if self._progressing("WaitingForPods", message):
                     await self._save()
             started = time.monotonic()
-            async with asyncio.TaskGroup() as group:
-                for role in todo:
-                    group.create_task(self._step(role, step))
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for role in todo:
+                        group.create_task(self._step(role, step))
+            except BaseExceptionGroup as group:  # one participant failed: its siblings were cancelled
+                failed = [e for e in group.exceptions if isinstance(e, StepFailed)]
+                if failed:
+                    raise failed[0] from None
+                raise
             metrics.ROUND_SECONDS.observe(time.monotonic() - started)
         for role in self.roles:
             self._done[role] = max(self._done.get(role, 0), step + 1)
         self._progressing(f"Round{self._round()}", self._round_message())
         set_condition(self.status.conditions, READY, False, "KeyExchangeInProgress", self._round_message(), self.generation)
+        self.ctx.faults.check("round.before_status", step)
         await self._save()
+        self.ctx.faults.check("round.after_status", step)
         self.emit("Normal", "RoundComplete", f"round {step} of {self.final} complete for all {self.total} participants")
 
     # --- one step -------------------------------------------------------------------------------
@@ -215,44 +237,46 @@ class EscrowExchange:
     async def _run_on_pod(
         self, role: str, step: int, names: WalletNames, output: str, fs: WalletfsClient, rpc: WalletRpc, lease: Lease
     ) -> None:
+        check = self.ctx.faults.check
+        check("step.start", step)
         if (await fs.stat(output)).exists:
             if step < self.final and self.secret.message(role, step) is None:
                 raise StepFailed(role, step, "MessageMissing", f"{output} exists but its round message is not recorded")
             return  # done before (a crash after publishing)
         started = time.monotonic()
         password = self.secret.password(role)
-        await rpc.close_wallet(autosave=False)  # whatever an interrupted step left open is dropped unsaved
+        call = self._caller(rpc, step)
+        # Whatever an interrupted step left open in this process is dropped unsaved.
+        await call("close_wallet", autosave=False, point="drop_stale")
         work = names.work(step)
         source = names.input_of(step)
         address: str | None = None
         if step == 0:
-            await timed("create_wallet", rpc.create_wallet(work, password))
-            message = (await timed("prepare_multisig", rpc.prepare_multisig(True))).multisig_info
+            await call("create_wallet", work, password)
+            message = (await call("prepare_multisig", True)).multisig_info
         else:
             assert source is not None
             await fs.copy(source, work)
-            await timed("open_wallet", rpc.open_wallet(work, password))
+            check("step.after_copy", step)
+            await call("open_wallet", work, password)
             version = await self._version(rpc)
             previous = self._messages(step - 1)
             if step == 1:
-                await timed("prepare_multisig", rpc.prepare_multisig(True))  # enables multisig in this process
-                reply = await timed(
-                    "make_multisig",
-                    rpc.make_multisig(messages_for(role, previous, version, Stage.MAKE), self.threshold, password),
-                )
-                check_multisig(await rpc.is_multisig(), self.threshold, self.total, ready=False)
+                await call("prepare_multisig", True)  # enables multisig in this process
+                reply = await call("make_multisig", messages_for(role, previous, version, Stage.MAKE), self.threshold, password)
+                check_multisig(await call("is_multisig"), self.threshold, self.total, ready=False)
             else:
-                reply = await timed(
-                    "exchange_multisig_keys",
-                    rpc.exchange_multisig_keys(messages_for(role, previous, version, Stage.EXCHANGE), password),
-                )
+                reply = await call("exchange_multisig_keys", messages_for(role, previous, version, Stage.EXCHANGE), password)
                 if step == self.final:
-                    check_multisig(await rpc.is_multisig(), self.threshold, self.total, ready=True)
-                    address = reply.address or await rpc.get_address()
+                    check_multisig(await call("is_multisig"), self.threshold, self.total, ready=True)
+                    address = reply.address or await call("get_address")
             message = reply.multisig_info
         await self.secret.record(role, step, message=message if step < self.final else None, address=address)
-        await timed("close_wallet", rpc.close_wallet(autosave=True))
+        check("step.after_record", step)
+        await call("close_wallet", autosave=True)
+        check("step.before_publish", step)
         published = await fs.publish(work, output)
+        check("step.after_publish", step)
         if published.already_published:
             await fs.delete(work)
         metrics.STEP_SECONDS.observe(time.monotonic() - started)
@@ -260,6 +284,22 @@ class EscrowExchange:
             self.log.info("Created %s", output)
         else:
             self.log.info("Copied %s -> %s%s", source, output, " (FINAL)" if step == self.final else "")
+
+    def _caller(self, rpc: WalletRpc, step: int) -> Callable[..., Any]:
+        """wallet-rpc calls of one step: timed for the metrics, with fault points around each."""
+
+        async def call(method: str, *args: Any, point: str | None = None, **kwargs: Any) -> Any:
+            point = point or method
+            self.ctx.faults.check(f"rpc.before.{point}", step)
+            started = time.monotonic()
+            try:
+                result = await getattr(rpc, method)(*args, **kwargs)
+            finally:
+                metrics.RPC_SECONDS.labels(method=method).observe(time.monotonic() - started)
+            self.ctx.faults.check(f"rpc.after.{point}", step)
+            return result
+
+        return call
 
     async def _version(self, rpc: WalletRpc) -> Any:
         if self.pool.version is None:
@@ -300,10 +340,12 @@ class EscrowExchange:
                             if entry.name not in finals:
                                 await fs.delete(entry.name)
                                 self.log.info("Deleted intermediate file: %s", entry.name)
+                                self.ctx.faults.check("cleanup.after_delete")
                     except WalletfsUnavailable:
                         lease.mark_failed()
                         raise
                 self.log.info("Intermediate files cleaned up")
+                self.ctx.faults.check("cleanup.before_ready")
                 return
             except (PodLost, WalletfsUnavailable):
                 continue
@@ -347,11 +389,3 @@ class EscrowExchange:
         ]
         self.status.observed_generation = self.generation
         await self.ctx.kube.patch_status(ESCROW_PLURAL, self.namespace, self.name, self.status.to_api())
-
-
-async def timed(method: str, call: Any) -> Any:
-    started = time.monotonic()
-    try:
-        return await call
-    finally:
-        metrics.RPC_SECONDS.labels(method=method).observe(time.monotonic() - started)

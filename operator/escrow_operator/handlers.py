@@ -5,12 +5,16 @@ Importing this module registers the handlers; :func:`escrow_operator.cli.main` r
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
 from . import metrics
 from .api import (
@@ -28,6 +32,7 @@ from .api import (
 )
 from .escrow_secret import EscrowSecret
 from .exchange import Context, EscrowExchange
+from .faults import Faults
 from .kube import Kube, load_api_client
 from .pool_resources import (
     claim,
@@ -41,7 +46,7 @@ from .pool_resources import (
 )
 from .pools import Pools
 from .scheduler import PodLost
-from .settings import FINALIZER, POOL_LABEL, OperatorSettings
+from .settings import FINALIZER, POOL_LABEL, RETRY_ANNOTATION, OperatorSettings
 from .walletfs.client import WalletfsUnavailable
 
 log = logging.getLogger(__name__)
@@ -67,7 +72,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     kube = Kube(load_api_client(), threads=ours.api_threads)
     pools = Pools(kube, ours)
     metrics.register_pools(pools)
-    CTX = Context(kube, pools, ours)
+    CTX = Context(kube, pools, ours, Faults.parse(ours.faults, ours.mode))
     if ours.metrics_port:
         from prometheus_client import start_http_server
 
@@ -87,8 +92,59 @@ async def cleanup(**_: Any) -> None:
 @kopf.on.update(GROUP, VERSION, WALLETPOOL_PLURAL)
 async def reconcile_pool(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
     ctx = context()
-    spec = WalletPoolSpec.model_validate(dict(body.get("spec") or {}))
+    generation = body["metadata"].get("generation")
+    try:
+        spec = WalletPoolSpec.model_validate(dict(body.get("spec") or {}))
+    except ValidationError as exc:
+        message = f"invalid spec: {'; '.join(e['msg'] for e in exc.errors())}"
+        await _pool_not_reconciled(ctx, body, "InvalidSpec", message)
+        raise kopf.PermanentError(message) from None
     obj = {"metadata": dict(body["metadata"])}
+    try:
+        await _apply_pool(ctx, obj, spec)
+    except ApiException as exc:
+        if exc.status == 403 and "NamespaceTerminating" in (exc.body or ""):
+            log.info("pool %s/%s: namespace is terminating; nothing to reconcile", namespace, name)
+            return
+        if exc.status in (400, 422):
+            message = f"the apiserver refused the pool's workload: {_api_message(exc)}"
+            await _pool_not_reconciled(ctx, body, "Refused", message)
+            raise kopf.PermanentError(message) from None
+        raise
+    pool = ctx.pools.get(namespace, name)
+    pool.generation = generation
+    status = WalletPoolStatus.model_validate(dict(body.get("status") or {}))
+    set_condition(status.conditions, "Reconciled", True, "Applied", "StatefulSet, Service, Secret, PDB and NetworkPolicy applied", generation)
+    await ctx.kube.patch_status(
+        WALLETPOOL_PLURAL,
+        namespace,
+        name,
+        {"conditions": status.to_api()["conditions"], "observedGeneration": generation, "selector": selector_string(name)},
+    )
+    pool.exists.set()
+
+
+async def _pool_not_reconciled(ctx: Context, body: kopf.Body, reason: str, message: str) -> None:
+    status = WalletPoolStatus.model_validate(dict(body.get("status") or {}))
+    generation = body["metadata"].get("generation")
+    set_condition(status.conditions, "Reconciled", False, reason, message[:1000], generation)
+    set_condition(status.conditions, READY, False, reason, message[:1000], generation)
+    await ctx.kube.patch_status(
+        WALLETPOOL_PLURAL, body["metadata"]["namespace"], body["metadata"]["name"],
+        {"conditions": status.to_api()["conditions"], "observedGeneration": generation},
+    )
+    kopf.event(body, type="Warning", reason=reason, message=message[:1000])
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body).get("message", exc.reason))
+    except (TypeError, ValueError):
+        return str(exc.reason)
+
+
+async def _apply_pool(ctx: Context, obj: dict[str, Any], spec: WalletPoolSpec) -> None:
+    namespace = obj["metadata"]["namespace"]
     await _ensure_rpc_secret(ctx.kube, obj)
     pvc = claim(obj, spec)
     if pvc is not None:
@@ -104,14 +160,6 @@ async def reconcile_pool(body: kopf.Body, namespace: str, name: str, **_: Any) -
         network_policy(obj, ctx.settings.operator_namespace),
     ):
         await ctx.kube.apply(manifest)
-    pool = ctx.pools.get(namespace, name)
-    pool.generation = body["metadata"].get("generation")
-    status = WalletPoolStatus.model_validate(dict(body.get("status") or {}))
-    set_condition(status.conditions, "Reconciled", True, "Applied", "StatefulSet, Service, Secret, PDB and NetworkPolicy applied", pool.generation)
-    status.observed_generation = pool.generation
-    status.selector = selector_string(name)
-    await ctx.kube.patch_status(WALLETPOOL_PLURAL, namespace, name, {"conditions": status.to_api()["conditions"], "observedGeneration": pool.generation, "selector": status.selector})
-    pool.exists.set()
 
 
 async def _ensure_rpc_secret(kube: Kube, obj: dict[str, Any]) -> None:
@@ -146,18 +194,48 @@ async def pool_pod_event(event: kopf.RawEvent, **_: Any) -> None:
 
 
 # --- Escrow ----------------------------------------------------------------------------------------
+_retry_wakeups: dict[str, asyncio.Event] = {}
+
+
+def _retry_requested(body: Mapping[str, Any], last_retry: str | None) -> str | None:
+    value = ((body.get("metadata") or {}).get("annotations") or {}).get(RETRY_ANNOTATION)
+    return value if value and value != last_retry else None
+
+
 @kopf.daemon(GROUP, VERSION, ESCROW_PLURAL, cancellation_timeout=10.0)
-async def run_escrow(body: kopf.Body, **_: Any) -> None:
-    """One key exchange per Escrow, from wherever it stands; returns at once for a Ready one."""
-    phase = (body.get("status") or {}).get("phase")
-    if phase in (EscrowPhase.READY, EscrowPhase.FAILED):
-        return
+async def run_escrow(body: kopf.Body, uid: str, **_: Any) -> None:
+    """One key exchange per Escrow, from wherever it stands; returns at once for a Ready one.
+
+    A Failed escrow waits (no polling) until its ``xmrescrow.dev/retry`` annotation changes.
+    """
 
     def emit(kind: str, reason: str, message: str) -> None:
         kopf.event(body, type=kind, reason=reason, message=message)
 
-    snapshot = {"metadata": dict(body["metadata"]), "spec": dict(body["spec"]), "status": dict(body.get("status") or {})}
-    await EscrowExchange(context(), snapshot, emit).run()
+    status = dict(body.get("status") or {})
+    try:
+        while status.get("phase") != EscrowPhase.READY:
+            retry = _retry_requested(body, status.get("lastRetry"))
+            if status.get("phase") == EscrowPhase.FAILED and retry is None:
+                wakeup = _retry_wakeups.setdefault(uid, asyncio.Event())
+                wakeup.clear()
+                if _retry_requested(body, status.get("lastRetry")) is None:
+                    await wakeup.wait()
+                continue
+            snapshot = {"metadata": dict(body["metadata"]), "spec": dict(body["spec"]), "status": status}
+            status = (await EscrowExchange(context(), snapshot, emit, retry=retry).run()).to_api()
+    finally:
+        _retry_wakeups.pop(uid, None)
+
+
+@kopf.on.event(GROUP, VERSION, ESCROW_PLURAL)
+async def escrow_event(event: kopf.RawEvent, **_: Any) -> None:
+    """Wake a Failed escrow's daemon when its retry annotation changes."""
+    body = event["object"]
+    uid = (body.get("metadata") or {}).get("uid")
+    wakeup = _retry_wakeups.get(uid) if uid else None
+    if wakeup is not None and _retry_requested(body, (body.get("status") or {}).get("lastRetry")):
+        wakeup.set()
 
 
 @kopf.on.delete(GROUP, VERSION, ESCROW_PLURAL, retries=5, backoff=5)

@@ -133,7 +133,7 @@ def statefulset(body: dict[str, Any], spec: WalletPoolSpec) -> dict[str, Any]:
     secret = rpc_secret_name(pool)
     pod_ip = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
     login = {"name": "RPC_LOGIN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "login"}}}
-    resources = spec.resources or {}
+    resources = spec.resources.to_api() if spec.resources else {}
     wallet_rpc = {
         "name": "wallet-rpc",
         "image": spec.image,

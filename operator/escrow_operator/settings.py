@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 FINALIZER = "xmrescrow.dev/escrow-wallets"
 FIELD_MANAGER = "xmr-escrow-operator"
 POOL_LABEL = "xmrescrow.dev/pool"
 ESCROW_LABEL = "xmrescrow.dev/escrow"
+#: Change this annotation (any new value) to run a Failed Escrow again: `kubectl annotate esc NAME xmrescrow.dev/retry=$(date +%s) --overwrite`
+RETRY_ANNOTATION = "xmrescrow.dev/retry"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 OPERATOR_NAME = "xmr-escrow-operator"
 RPC_PORT = 18083
@@ -27,6 +31,8 @@ class OperatorSettings(BaseModel):
     liveness_port: int = Field(0, ge=0, le=65535)
     record_step_history: bool = Field(False, description="keep per-pod step intervals (tests, benchmarks)")
     api_threads: int = Field(16, ge=1, le=256, description="threads for blocking Kubernetes API calls")
+    mode: Literal["production", "test"] = Field("production", description="test allows fault injection")
+    faults: str | None = Field(None, description="fault injection points (tests only; see faults.py)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorSettings":

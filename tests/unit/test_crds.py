@@ -260,11 +260,11 @@ def test_walletpool_crd_scale_and_columns() -> None:
     columns = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority", 0) == 0]
     assert columns == ["Replicas", "Ready", "Queued", "Age"]
     spec = _schema(crd)["properties"]["spec"]
-    assert spec["properties"]["resources"] == {
-        "description": spec["properties"]["resources"]["description"],
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": True,
-    }
+    resources = spec["properties"]["resources"]
+    assert set(resources["properties"]) == {"limits", "requests"}
+    for field in ("limits", "requests"):
+        quantity = resources["properties"][field]["additionalProperties"]
+        assert quantity["x-kubernetes-int-or-string"] is True and quantity["pattern"].startswith("^(\\+|-)?")
     assert spec["properties"]["storage"]["x-kubernetes-validations"][0]["rule"] == "has(self.claimName) != has(self.size)"
 
 
@@ -416,7 +416,8 @@ def test_escrow_spec_accepts(spec: dict[str, Any]) -> None:
         ({"claimName": "wallets", "storageClassName": "nfs"}, "storageClassName applies to a new claim"),
         ({"size": "1GB"}, "should match pattern"),
         ({"size": "-1Gi"}, "should match pattern"),
-        ({"size": "0Gi"}, "must be positive"),
+        ({"size": "0Gi"}, "should match pattern"),
+        ({"size": "0"}, "should match pattern"),
         ({"claimName": "Wallets"}, "should match pattern"),
     ],
 )
@@ -453,6 +454,8 @@ def test_pool_storage_accepts(storage: dict[str, Any]) -> None:
         ({"daemon": "Offline"}, False),
         ({"image": ""}, False),
         ({"resources": {"limits": {"cpu": "1", "memory": "512Mi"}}}, True),
+        ({"resources": {"limits": {"cpu": "lots"}}}, False),
+        ({"resources": {"requests": {"cpu": 2, "memory": "1Gi"}}}, True),
     ],
 )
 def test_walletpool_spec_validation(spec: dict[str, Any], ok: bool) -> None:

@@ -149,6 +149,15 @@ class EscrowStatus(ApiModel):
     started_at: Timestamp | None = Field(default=None, description="When the key exchange started.")
     ready_at: Timestamp | None = Field(default=None, description="When the multisig address became ready.")
     message: str | None = Field(default=None, max_length=1024, description="Short human-readable state.")
+    secret_name: str | None = Field(
+        default=None, max_length=253, description="The Secret holding the wallet passwords (escrow-<uid>)."
+    )
+    last_retry: str | None = Field(
+        default=None,
+        max_length=253,
+        description="The value of the xmrescrow.dev/retry annotation last acted on (a Failed escrow is retried "
+        "when the annotation changes).",
+    )
 
 
 class Escrow(ApiModel):

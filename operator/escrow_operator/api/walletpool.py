@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any
+import re
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from .conditions import ApiModel, Condition, cel, conditions_field, validations
 
@@ -22,7 +23,11 @@ OFFLINE = "offline"
 
 DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 #: A positive storage size in Kubernetes quantity notation: 10Gi, 500M, 1.5Ti, 1e9.
-STORAGE_SIZE_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[kMGTPE]|[eE][0-9]+)?$"
+STORAGE_SIZE_PATTERN = r"^([0-9]*[1-9][0-9]*(\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*)([KMGTPE]i|[kMGTPE]|[eE][0-9]+)?$"
+#: core/v1 resource.Quantity, as the Kubernetes API validates it.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
 _PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 _HOST = r"([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
 #: ``offline`` or a monerod RPC address ``host:port`` (an IPv6 host in brackets).
@@ -98,6 +103,26 @@ def _quantity_number(quantity: str) -> Decimal:
         raise ValueError(f"{quantity!r} is not a quantity") from None
 
 
+def _quantity(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not re.fullmatch(QUANTITY_PATTERN, str(value)):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 2, 1Gi)")
+    return value
+
+
+Quantity = Annotated[
+    Any,
+    AfterValidator(_quantity),
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
+]
+
+
+class ResourceRequirements(ApiModel):
+    """Requests and limits of the wallet-rpc container, as in core/v1."""
+
+    limits: dict[str, Quantity] | None = Field(default=None, description="Upper bounds, e.g. cpu: 2, memory: 1Gi.")
+    requests: dict[str, Quantity] | None = Field(default=None, description="Guaranteed amounts, e.g. cpu: 500m.")
+
+
 class WalletPoolSpec(ApiModel):
     """The desired pool of wallet-rpc pods."""
 
@@ -128,7 +153,7 @@ class WalletPoolSpec(ApiModel):
         description="monerod RPC address host:port, or offline (no daemon: enough for the key exchange).",
     )
     storage: PoolStorage = Field(description="The shared wallet volume. Immutable.")
-    resources: dict[str, Any] | None = Field(
+    resources: ResourceRequirements | None = Field(
         default=None,
         description="Compute resources of the wallet-rpc container (a core/v1 ResourceRequirements).",
     )

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import httpx
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictStr, ValidationError, field_validator
 
 from escrow_operator.walletfs import files
@@ -473,11 +474,25 @@ async def _serve_until_signalled(settings: WalletfsSettings) -> None:
     log.info("walletfs stopped")
 
 
+class _MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a full traceback for every malformed request (an overlong request line, say), so any
+    client could flood the log. Such requests are refused with 400 anyway: keep one line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "refused a malformed request: %s", (type(exc).__name__,)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``escrow-operator walletfs ...``; returns the exit status."""
     args = _parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.server").addFilter(_MalformedRequestFilter())
     try:
         settings = settings_from_args(args)
     except SettingsError as exc:

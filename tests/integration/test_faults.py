@@ -1,0 +1,171 @@
+"""Crash safety: SIGKILL the operator at every named point of every round of one 2-of-3 escrow.
+
+After each crash the operator is restarted with the next point armed. At the end the escrow must be
+Ready with one address that every participant's final wallet reports (multisig ready, 2-of-3), no
+wallet lost or duplicated, no intermediate or work file left, and no output published twice.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from hack.devcluster import DevCluster
+from tests.support.escrows import create_escrow, create_pool, escrow_secret, get_escrow, pool_directory, wait_escrow
+from tests.support.kube import custom_objects, wait_for
+from tests.support.operator import OperatorProcess
+from tests.support.walletrpc_proc import standalone_wallet_rpc
+
+POOL = "crashpool"
+ROLES = ("buyer", "vendor", "arbiter")
+def _rpc(*methods: str) -> list[str]:
+    return [f"rpc.{when}.{m}" for m in methods for when in ("before", "after")]
+
+
+AFTER = ["step.after_publish", "round.before_status", "round.after_status"]
+#: Every named point of each step, in the order a step reaches them.
+STEP_POINTS = {
+    0: ["step.start", *_rpc("drop_stale", "create_wallet", "prepare_multisig"), "step.after_record",
+        *_rpc("close_wallet"), "step.before_publish", *AFTER],
+    1: ["step.start", *_rpc("drop_stale"), "step.after_copy",
+        *_rpc("open_wallet", "prepare_multisig", "make_multisig", "is_multisig"), "step.after_record",
+        *_rpc("close_wallet"), "step.before_publish", *AFTER],
+    2: ["step.start", *_rpc("drop_stale"), "step.after_copy", *_rpc("open_wallet", "exchange_multisig_keys"),
+        "step.after_record", *_rpc("close_wallet"), "step.before_publish", *AFTER],
+    3: ["step.start", *_rpc("drop_stale"), "step.after_copy", *_rpc("open_wallet", "exchange_multisig_keys", "is_multisig"),
+        "step.after_record", *_rpc("close_wallet"), "step.before_publish", *AFTER],
+}
+PRE_PUBLISH = ["step.start", "step.after_copy", "step.after_record", "step.before_publish"]
+
+
+def crash_points() -> list[str]:
+    points = [f"{p}@{step}" for step, names in STEP_POINTS.items() for p in names]
+    return points + ["cleanup.after_delete", "cleanup.before_ready"]
+
+
+def must_hit(point: str) -> bool:
+    """Points a crash cannot skip: before its publish, a crashed step always runs again."""
+    name = point.split("@")[0]
+    return name.startswith("rpc.") or name in PRE_PUBLISH
+
+
+@pytest.fixture(scope="module")
+def pool(kube: client.ApiClient, module_namespace: str, cluster: DevCluster, crds: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    # The pool needs an operator to be reconciled; this one stops before the matrix begins.
+    op = OperatorProcess(Path(cluster.kubeconfig), tmp_path_factory.mktemp("op") / "setup.log").start()
+    try:
+        create_pool(kube, module_namespace, POOL, replicas=3)
+    finally:
+        op.stop()
+    return POOL
+
+
+def run_until_crash_or_ready(op: OperatorProcess, kube: client.ApiClient, ns: str, name: str, timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    assert op.proc is not None
+    while time.monotonic() < deadline:
+        try:
+            code = op.proc.wait(timeout=0.25)
+            return "crashed" if code == -9 else f"exited {code}"
+        except subprocess.TimeoutExpired:
+            pass
+        if (get_escrow(kube, ns, name).get("status") or {}).get("phase") == "Ready":
+            op.stop()
+            return "ready"
+    op.stop()
+    raise AssertionError(f"neither a crash nor Ready within {timeout} s; log:\n{op.log[-3000:]}")
+
+
+def test_crash_at_every_point(kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, tmp_path: Path) -> None:
+    ns, name = module_namespace, "crashy"
+    create_escrow(kube, ns, name, pool)
+    points = crash_points()
+    hit: list[str] = []
+    log = tmp_path / "operator.log"
+    for point in points:
+        op = OperatorProcess(
+            Path(cluster.kubeconfig), log, env={"ESCROW_MODE": "test", "ESCROW_FAULTS": f"crash:{point}"}
+        ).start()
+        outcome = run_until_crash_or_ready(op, kube, ns, name)
+        if outcome == "ready":
+            break
+        assert outcome == "crashed", f"{point}: operator {outcome}\n{op.log[-3000:]}"
+        assert f"SIGKILL at {point.split('@')[0]}" in op.log.splitlines()[-1] or f"SIGKILL at {point.split('@')[0]}" in op.log
+        hit.append(point)
+    # A last, fault-free run finishes whatever is left.
+    final = OperatorProcess(Path(cluster.kubeconfig), log).start()
+    try:
+        escrow = wait_escrow(kube, ns, name)
+    finally:
+        final.stop()
+    missed = [p for p in points if must_hit(p) and p not in hit]
+    print(f"\ncrash matrix: {len(points)} points, {len(hit)} injected, missed (allowed after publish): "
+          f"{[p for p in points if p not in hit]}")
+    assert missed == [], f"points that should have been reached: {missed}"
+
+    uid = escrow["metadata"]["uid"]
+    address = escrow["status"]["address"]
+    directory = pool_directory(kube, ns, pool)
+    files = sorted(p.name for p in directory.iterdir() if uid in p.name or p.name.startswith(".walletfs-tmp"))
+    expected = sorted(f"{r}_escrow_{uid}_round_3_final{s}" for r in ROLES for s in ("", ".keys"))
+    assert [f for f in files if not f.endswith(".address.txt")] == expected, "lost, duplicate or leftover wallet files"
+    secret = escrow_secret(kube, ns, uid)
+    with standalone_wallet_rpc(directory) as rpc:
+        for role in ROLES:
+            state = rpc.inspect(f"{role}_escrow_{uid}_round_3_final", secret[f"password.{role}"])
+            assert state["ready"] and (state["threshold"], state["total"]) == (2, 3)
+            assert state["address"] == address
+    # No published output was ever published twice (the sidecars' own logs, across every pod).
+    published: Counter[str] = Counter()
+    for sidecar_log in cluster.kubelet_root.glob("pods/*/logs/walletfs.log"):
+        for target in re.findall(rf"Published \S+ -> (\S*{uid}\S*)", sidecar_log.read_text(errors="replace")):
+            published[target] += 1
+    assert published and max(published.values()) == 1, published
+    assert len(published) == len(ROLES) * 4
+
+
+def test_failed_escrow_keeps_files_and_retries_on_annotation(
+    kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, tmp_path: Path
+) -> None:
+    ns, name = module_namespace, "doomed"
+    create_escrow(kube, ns, name, pool)
+    broken = OperatorProcess(
+        Path(cluster.kubeconfig),
+        tmp_path / "broken.log",
+        env={"ESCROW_MODE": "test", "ESCROW_STEP_ATTEMPTS": "2", "ESCROW_FAULTS": "fail:rpc.before.exchange_multisig_keys@2x1000"},
+    ).start()
+    try:
+        failed = wait_escrow(kube, ns, name, phase="Failed")
+    finally:
+        broken.stop()
+    status = failed["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "StepError"
+    assert "round 2" in status["message"] and "injected fault" in status["message"]
+    uid = failed["metadata"]["uid"]
+    kept = {p.name for p in pool_directory(kube, ns, pool).iterdir() if uid in p.name}
+    assert {f"{r}_escrow_{uid}_round_2_input.keys" for r in ROLES} <= kept, "a Failed escrow keeps its files"
+
+    healthy = OperatorProcess(Path(cluster.kubeconfig), tmp_path / "healthy.log").start()
+    try:
+        client.CustomObjectsApi(kube).patch_namespaced_custom_object(
+            "xmrescrow.dev", "v1alpha1", ns, "escrows", name, {"metadata": {"annotations": {"xmrescrow.dev/retry": "1"}}}
+        )
+
+        def retried_and_ready(obj: dict) -> bool:
+            status = obj.get("status") or {}
+            if status.get("lastRetry") == "1" and status.get("phase") == "Failed":
+                raise AssertionError(f"the retry failed: {status.get('message')}")
+            return status.get("lastRetry") == "1" and status.get("phase") == "Ready"
+
+        escrow = wait_for(custom_objects(kube, ns, "escrows"), retried_and_ready, field_selector=f"metadata.name={name}", timeout=240)
+    finally:
+        healthy.stop()
+    assert escrow["status"]["lastRetry"] == "1"
+    assert "Retrying" in {e.reason for e in client.CoreV1Api(kube).list_namespaced_event(ns).items}
