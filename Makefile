@@ -5,14 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit deps python-deps system-deps controlplane bench down clean-cluster crds
+.PHONY: demo test unit deps python-deps system-deps controlplane tools bench down crds
 
 ## demo: the main job on the embedded dev cluster (control plane + wallet-rpc pool + operator + escrows)
 demo: deps controlplane
 	$(PY) hack/demo.py
 
 ## test: the whole test suite (unit + integration on the real dev cluster)
-test: deps controlplane
+test: deps controlplane tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## unit: only the tests that need no cluster
@@ -35,13 +35,18 @@ $(STAMP): pyproject.toml
 controlplane:
 	@hack/build-controlplane.sh >/dev/null
 
+## tools: helm, kustomize and kind built from their Go modules into the same cache
+tools: controlplane
+	@hack/build-tools.sh >/dev/null
+
 ## bench: throughput benchmark on the dev cluster (see docs/performance.md)
 bench: deps controlplane
 	$(PY) hack/bench $(BENCH_ARGS)
 
-## crds: regenerate crds/ from the API models
-crds: python-deps
+## crds: regenerate crds/ from the API models, and the chart's copies and the kustomize base from them
+crds: python-deps tools
 	$(PY) -m escrow_operator.api.crdgen
+	hack/render-manifests.sh
 
 ## down: stop a dev cluster left running by `make demo`
 down: python-deps

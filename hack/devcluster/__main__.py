@@ -36,13 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     kl.add_argument("--kubeconfig", required=True)
     kl.add_argument("--root", type=Path, required=True)
     kl.add_argument("--tie-to-parent", action="store_true")
+    kl.add_argument("--ip-octet", type=int, required=True, help="pods get addresses in 127.N.0.0/16")
     args = parser.parse_args(argv)
 
     try:
         if args.command == "kubelet":
             from .kubelet import main as kubelet_main
 
-            return kubelet_main(args.kubeconfig, args.root, args.tie_to_parent)
+            return kubelet_main(args.kubeconfig, args.root, args.tie_to_parent, args.ip_octet)
         if args.command == "up":
             cluster = DevCluster(args.state_dir, Ports.from_base(args.port_base)).start()
             print(f"dev cluster up: {cluster.server}")

@@ -138,6 +138,11 @@ class DevCluster:
         return f"https://127.0.0.1:{self.ports.apiserver}"
 
     @property
+    def pod_ip_octet(self) -> int:
+        """Pods get 127.N.0.0/16, N from the apiserver port: side-by-side clusters never share addresses."""
+        return 1 + self.ports.apiserver % 254
+
+    @property
     def logs(self) -> Path:
         return self.state_dir / "logs"
 
@@ -201,6 +206,12 @@ class DevCluster:
             self.stop()
             raise
         return self
+
+    def restart_apiserver(self, timeout: float = 60.0) -> None:
+        """Stop kube-apiserver and start it again on the same port and store (watches must resume)."""
+        stop_pids([self.pids.pop("kube-apiserver")], grace=15.0)
+        self._start_apiserver()
+        self._wait_https(f"{self.server}/readyz", time.monotonic() + timeout, "kube-apiserver")
 
     def stop(self) -> None:
         """Stop every process this cluster started: extras (the operator), kubelet (it stops the pods'
@@ -317,6 +328,8 @@ class DevCluster:
                 str(self.kubeconfig),
                 "--root",
                 str(self.kubelet_root),
+                "--ip-octet",
+                str(self.pod_ip_octet),
             ]
             + (["--tie-to-parent"] if self.tie_to_parent else []),
             env=env,

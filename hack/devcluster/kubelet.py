@@ -57,19 +57,24 @@ def now() -> str:
 
 
 class IpAllocator:
-    """Loopback addresses 127.0.1.1 onwards, handed out once each (persisted), so none is reused."""
+    """Loopback addresses of one /16 (127.N.0.1 onwards), handed out once each (persisted), so none is
+    reused; each dev cluster has its own N, so clusters running side by side never share an address."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, octet: int) -> None:
+        if not 1 <= octet <= 254:
+            raise ValueError(f"the pods' /16 must be 127.N.0.0 with N in 1..254, not {octet}")
         self.state = state
         self.lock = threading.Lock()
-        self.next = int(state.read_text()) if state.exists() else int(ipaddress.ip_address("127.0.1.1"))
+        self.first = int(ipaddress.ip_address(f"127.{octet}.0.1"))
+        self.last = int(ipaddress.ip_address(f"127.{octet}.255.254"))
+        self.next = int(state.read_text()) if state.exists() else self.first
 
     def allocate(self) -> str:
         with self.lock:
             addr = ipaddress.ip_address(self.next)
             while addr.packed[3] in (0, 255):
                 addr += 1
-            if addr > ipaddress.ip_address("127.255.255.254"):
+            if int(addr) > self.last:
                 raise RuntimeError("loopback addresses exhausted; restart the dev cluster with a fresh state dir")
             self.next = int(addr) + 1
             self.state.write_text(str(self.next))
@@ -121,6 +126,7 @@ class PodRunner:
         self.start_time = now()
         self.transitions: dict[str, tuple[str, str]] = {}
         self.stopped = threading.Event()
+        self.unreported = False
         self.thread = threading.Thread(target=self._run, name=f"pod-{self.namespace}/{self.name}", daemon=True)
 
     def start(self) -> None:
@@ -175,11 +181,11 @@ class PodRunner:
                 changed |= self._on_exit(event[1], event[2])
             changed |= self._restart_due()
             changed |= self._probe_due()
-            if changed:
+            if changed or self.unreported:
                 self._report()
 
     def _next_deadline(self) -> float:
-        times = [time.monotonic() + 30]
+        times = [time.monotonic() + (1 if self.unreported else 30)]
         for c in self.containers:
             if c.restart_at is not None:
                 times.append(c.restart_at)
@@ -464,9 +470,14 @@ class PodRunner:
             self.kubelet.core.patch_namespaced_pod_status(
                 self.name, self.namespace, {"status": status}, _content_type=MERGE
             )
+            self.unreported = False
         except ApiException as exc:
             if exc.status != 404:
                 log.warning("status of %s/%s not written: %s", self.namespace, self.name, exc.reason)
+                self.unreported = True
+        except Exception as exc:  # noqa: BLE001 - the apiserver is away: report again on the next tick
+            log.warning("status of %s/%s not written (%s); retrying", self.namespace, self.name, type(exc).__name__)
+            self.unreported = True
 
 
 class _Terminate(Exception):
@@ -475,12 +486,12 @@ class _Terminate(Exception):
 
 
 class ProcessKubelet:
-    def __init__(self, kubeconfig: str, root: Path) -> None:
+    def __init__(self, kubeconfig: str, root: Path, ip_octet: int) -> None:
         self.api = config.new_client_from_config(kubeconfig)
         self.core = client.CoreV1Api(self.api)
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        self.ips = IpAllocator(root / "next-ip")
+        self.ips = IpAllocator(root / "next-ip", ip_octet)
         self.runners: dict[str, PodRunner] = {}
         self.lock = threading.Lock()
         self.pidfile = root / "pids"
@@ -646,8 +657,15 @@ class ProcessKubelet:
 
     # --- pods -------------------------------------------------------------------------------------
     def pod_loop(self) -> None:
+        """List, then watch; on any failure (the apiserver restarting, say) list again. The pods'
+        processes keep running meanwhile: the kubelet never stops a pod because it lost the apiserver."""
         while True:
-            pods = self.core.list_pod_for_all_namespaces()
+            try:
+                pods = self.core.list_pod_for_all_namespaces()
+            except Exception as exc:  # noqa: BLE001 - the apiserver is away; try again shortly
+                log.warning("listing pods failed (%s); retrying", type(exc).__name__)
+                time.sleep(0.5)
+                continue
             seen = {p.metadata.uid for p in pods.items}
             for pod in pods.items:
                 self.sync(pod)
@@ -787,11 +805,11 @@ def _killpg(pid: int, sig: int) -> None:
         pass
 
 
-def main(kubeconfig: str, root: Path, tie_to_parent: bool) -> int:
+def main(kubeconfig: str, root: Path, tie_to_parent: bool, ip_octet: int) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if tie_to_parent:
         pdeathsig_preexec()
-    kubelet = ProcessKubelet(kubeconfig, root)
+    kubelet = ProcessKubelet(kubeconfig, root, ip_octet)
 
     def on_term(signum: int, frame: Any) -> None:
         raise SystemExit(0)

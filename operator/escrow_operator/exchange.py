@@ -186,9 +186,9 @@ class EscrowExchange:
             self._done[role] = max(self._done.get(role, 0), step + 1)
         self._progressing(f"Round{self._round()}", self._round_message())
         set_condition(self.status.conditions, READY, False, "KeyExchangeInProgress", self._round_message(), self.generation)
-        self.ctx.faults.check("round.before_status", step)
+        await self.ctx.faults.check("round.before_status", step)
         await self._save()
-        self.ctx.faults.check("round.after_status", step)
+        await self.ctx.faults.check("round.after_status", step)
         self.emit("Normal", "RoundComplete", f"round {step} of {self.final} complete for all {self.total} participants")
 
     # --- one step -------------------------------------------------------------------------------
@@ -237,15 +237,19 @@ class EscrowExchange:
     async def _run_on_pod(
         self, role: str, step: int, names: WalletNames, output: str, fs: WalletfsClient, rpc: WalletRpc, lease: Lease
     ) -> None:
-        check = self.ctx.faults.check
-        check("step.start", step)
+        pod = lease.pod.name
+
+        async def check(point: str, step: int) -> None:
+            await self.ctx.faults.check(point, step, pod)
+
+        await check("step.start", step)
         if (await fs.stat(output)).exists:
             if step < self.final and self.secret.message(role, step) is None:
                 raise StepFailed(role, step, "MessageMissing", f"{output} exists but its round message is not recorded")
             return  # done before (a crash after publishing)
         started = time.monotonic()
         password = self.secret.password(role)
-        call = self._caller(rpc, step)
+        call = self._caller(rpc, step, pod)
         # Whatever an interrupted step left open in this process is dropped unsaved.
         await call("close_wallet", autosave=False, point="drop_stale")
         work = names.work(step)
@@ -257,7 +261,7 @@ class EscrowExchange:
         else:
             assert source is not None
             await fs.copy(source, work)
-            check("step.after_copy", step)
+            await check("step.after_copy", step)
             await call("open_wallet", work, password)
             version = await self._version(rpc)
             previous = self._messages(step - 1)
@@ -272,11 +276,11 @@ class EscrowExchange:
                     address = reply.address or await call("get_address")
             message = reply.multisig_info
         await self.secret.record(role, step, message=message if step < self.final else None, address=address)
-        check("step.after_record", step)
+        await check("step.after_record", step)
         await call("close_wallet", autosave=True)
-        check("step.before_publish", step)
+        await check("step.before_publish", step)
         published = await fs.publish(work, output)
-        check("step.after_publish", step)
+        await check("step.after_publish", step)
         if published.already_published:
             await fs.delete(work)
         metrics.STEP_SECONDS.observe(time.monotonic() - started)
@@ -285,18 +289,18 @@ class EscrowExchange:
         else:
             self.log.info("Copied %s -> %s%s", source, output, " (FINAL)" if step == self.final else "")
 
-    def _caller(self, rpc: WalletRpc, step: int) -> Callable[..., Any]:
+    def _caller(self, rpc: WalletRpc, step: int, pod: str) -> Callable[..., Any]:
         """wallet-rpc calls of one step: timed for the metrics, with fault points around each."""
 
         async def call(method: str, *args: Any, point: str | None = None, **kwargs: Any) -> Any:
             point = point or method
-            self.ctx.faults.check(f"rpc.before.{point}", step)
+            await self.ctx.faults.check(f"rpc.before.{point}", step, pod)
             started = time.monotonic()
             try:
                 result = await getattr(rpc, method)(*args, **kwargs)
             finally:
                 metrics.RPC_SECONDS.labels(method=method).observe(time.monotonic() - started)
-            self.ctx.faults.check(f"rpc.after.{point}", step)
+            await self.ctx.faults.check(f"rpc.after.{point}", step, pod)
             return result
 
         return call
@@ -340,12 +344,12 @@ class EscrowExchange:
                             if entry.name not in finals:
                                 await fs.delete(entry.name)
                                 self.log.info("Deleted intermediate file: %s", entry.name)
-                                self.ctx.faults.check("cleanup.after_delete")
+                                await self.ctx.faults.check("cleanup.after_delete")
                     except WalletfsUnavailable:
                         lease.mark_failed()
                         raise
                 self.log.info("Intermediate files cleaned up")
-                self.ctx.faults.check("cleanup.before_ready")
+                await self.ctx.faults.check("cleanup.before_ready")
                 return
             except (PodLost, WalletfsUnavailable):
                 continue

@@ -6,7 +6,10 @@ and refused when ESCROW_MODE=production (the default): a production operator nev
 * ``crash:step.after_publish@2``  SIGKILL the operator itself the first time any participant's round-2
   step reaches ``step.after_publish``;
 * ``fail:rpc.before.exchange_multisig_keys@3x2``  make that call fail (a retryable wallet-rpc error)
-  the first two times it is reached in round 3.
+  the first two times it is reached in round 3;
+* ``pause:rpc.before.exchange_multisig_keys@2``  hold the step there, its pod leased, until the
+  operator receives SIGUSR1 (the log names the point and the pod), so a test can break the pod
+  exactly mid-step.
 
 Points: ``step.start``, ``rpc.before.drop_stale`` / ``rpc.after.drop_stale`` (closing whatever an
 interrupted step left open), ``step.after_copy``, ``rpc.before.METHOD`` / ``rpc.after.METHOD`` for every
@@ -17,6 +20,7 @@ round), ``cleanup.after_delete`` (after the first intermediate is deleted), ``cl
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -27,7 +31,7 @@ from .walletrpc import WalletRpcError
 
 log = logging.getLogger(__name__)
 
-_SPEC = re.compile(r"^(?P<action>crash|fail):(?P<point>[a-z_]+(?:\.[a-z_]+)+)(?:@(?P<round>\d+))?(?:x(?P<count>\d+))?$")
+_SPEC = re.compile(r"^(?P<action>crash|fail|pause):(?P<point>[a-z_]+(?:\.[a-z_]+)+)(?:@(?P<round>\d+))?(?:x(?P<count>\d+))?$")
 
 
 class InjectedFault(WalletRpcError):
@@ -51,6 +55,13 @@ class Fault:
 class Faults:
     def __init__(self, faults: list[Fault]) -> None:
         self.faults = faults
+        self._resume: asyncio.Event | None = None
+
+    def install_resume_signal(self) -> None:
+        """SIGUSR1 releases every paused step (only when a pause fault is armed)."""
+        if any(f.action == "pause" for f in self.faults):
+            self._resume = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self._resume.set)
 
     @classmethod
     def parse(cls, spec: str | None, mode: str) -> "Faults":
@@ -74,10 +85,15 @@ class Faults:
     def __bool__(self) -> bool:
         return bool(self.faults)
 
-    def check(self, point: str, round_: int | None = None) -> None:
+    async def check(self, point: str, round_: int | None = None, pod: str | None = None) -> None:
         for fault in self.faults:
             if fault.matches(point, round_):
                 fault.remaining -= 1
+                if fault.action == "pause" and self._resume is not None:
+                    log.warning("fault injection: paused at %s (round %s) pod=%s; SIGUSR1 resumes", point, round_, pod)
+                    await self._resume.wait()
+                    log.warning("fault injection: resumed at %s (round %s) pod=%s", point, round_, pod)
+                    return
                 if fault.action == "crash":
                     log.warning("fault injection: SIGKILL at %s (round %s)", point, round_)
                     for handler in logging.getLogger().handlers:

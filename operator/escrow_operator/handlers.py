@@ -72,7 +72,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     kube = Kube(load_api_client(), threads=ours.api_threads)
     pools = Pools(kube, ours)
     metrics.register_pools(pools)
-    CTX = Context(kube, pools, ours, Faults.parse(ours.faults, ours.mode))
+    faults = Faults.parse(ours.faults, ours.mode)
+    faults.install_resume_signal()
+    CTX = Context(kube, pools, ours, faults)
     if ours.metrics_port:
         from prometheus_client import start_http_server
 

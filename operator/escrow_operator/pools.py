@@ -62,6 +62,7 @@ class PoolRuntime:
         else:
             self.scheduler.update_pod(state)
         self._drop_clients(keep={s.ip for s in self._pod_states() if s.ip})
+        self._changed()  # replicas and readyReplicas may have changed
 
     def _pod_states(self) -> list[PodState]:
         return [slot.state for slot in self.scheduler._slots.values()]  # noqa: SLF001 - same package

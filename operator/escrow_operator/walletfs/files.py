@@ -21,6 +21,7 @@ import hashlib
 import os
 import re
 import secrets
+import signal
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -245,6 +246,12 @@ def _copy_to_temp(src: Path, wallet_dir: Path) -> tuple[Path, str]:
     return tmp, digest.hexdigest()
 
 
+def _crash_point(point: str) -> None:
+    """Test-only: SIGKILL this process at a named point (WALLETFS_MODE=test and WALLETFS_CRASH_AT=point)."""
+    if os.environ.get("WALLETFS_MODE") == "test" and os.environ.get("WALLETFS_CRASH_AT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _unlink_quietly(path: Path) -> None:
     try:
         os.unlink(path)
@@ -291,6 +298,7 @@ def copy_wallet(wallet_dir: Path, source: str, target: str) -> CopyOutcome:
     for src_name in src_files:  # publish order: .keys last
         dst_name = _rename_target(src_name, source, target)
         tmp, digest = _copy_to_temp(wallet_dir / src_name, wallet_dir)
+        _crash_point("copy.after_temp")
         try:
             os.replace(tmp, wallet_dir / dst_name)
         except BaseException:

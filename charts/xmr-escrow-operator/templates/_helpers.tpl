@@ -1,0 +1,125 @@
+{{/* Names */}}
+{{- define "xmr-escrow-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "xmr-escrow-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "xmr-escrow-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "xmr-escrow-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Where Escrows and WalletPools are watched (empty: every namespace). */}}
+{{- define "xmr-escrow-operator.watchNamespace" -}}
+{{- .Values.watchNamespace | default "" }}
+{{- end }}
+
+{{- define "xmr-escrow-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* Labels. app.kubernetes.io/name is fixed: WalletPool NetworkPolicies admit exactly it. */}}
+{{- define "xmr-escrow-operator.selectorLabels" -}}
+app.kubernetes.io/name: xmr-escrow-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "xmr-escrow-operator.commonLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: xmr-escrow
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "xmr-escrow-operator.labels" -}}
+{{ include "xmr-escrow-operator.selectorLabels" . }}
+{{ include "xmr-escrow-operator.commonLabels" . }}
+{{- end }}
+
+{{/*
+RBAC, derived from the operator's code (operator/escrow_operator) and kopf 1.45; nothing else.
+Every rule is exercised by tests/integration/test_chart.py (an audited run of the operator as this
+ServiceAccount, and a drop-one-rule check of each verb).
+*/}}
+{{- define "xmr-escrow-operator.namespacedRules" -}}
+# kopf lists and watches Escrows and WalletPools, and patches them to keep its finalizer and its
+# progress annotations (merge patch + JSON patch).
+- apiGroups: ["xmrescrow.dev"]
+  resources: ["escrows", "walletpools"]
+  verbs: ["list", "watch", "patch"]
+# Kube.patch_status: Escrow rounds and phase, WalletPool replicas/conditions (merge patch).
+- apiGroups: ["xmrescrow.dev"]
+  resources: ["escrows/status", "walletpools/status"]
+  verbs: ["patch"]
+# Owner references with blockOwnerDeletion: the Escrow's Secret escrow-<uid> (owner Escrow) and the
+# pool's StatefulSet/Service/PDB/NetworkPolicy/Secret (owner WalletPool). Clusters running the
+# OwnerReferencesPermissionEnforcement admission plugin (OpenShift and others) require this.
+- apiGroups: ["xmrescrow.dev"]
+  resources: ["escrows/finalizers", "walletpools/finalizers"]
+  verbs: ["update"]
+# kopf watches the pool pods (label xmrescrow.dev/pool) to schedule steps on ready ones.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+# escrow-<uid> (passwords, round messages): read, create, record (merge patch with
+# resourceVersion), release (walletRetention: Retain), delete (walletRetention: Delete);
+# <pool>-rpc (RPC login, walletfs token): read, create.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch", "delete"]
+# The pool's objects, by server-side apply (PATCH; creating an object by apply needs create too).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["create", "patch"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create", "patch"]
+# The pool's wallet claim is created once (an existing one answers 409) and never changed.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["create"]
+# kopf.event (one per round, retention, failures) posts core/v1 Events.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{- define "xmr-escrow-operator.crdRules" -}}
+# kopf watches CRDs to notice new or changed versions of its resources without a restart.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- end }}
+
+{{- define "xmr-escrow-operator.namespaceRules" -}}
+# kopf with a namespace list (watchNamespace) lists and watches namespaces to follow them.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Builds helm, kustomize and kind from their Go modules into the same versioned cache directory as
+# the control plane (hack/build-controlplane.sh), outside the git tree. A second run with the
+# binaries present does no network I/O and exits at once.
+#
+#   hack/build-tools.sh                   build (or confirm) the tools, print their directory
+#   HELM_VERSION=v3.19.5 hack/...         another release of one tool (the pins are below)
+#
+# Pins: released versions that build with Go 1.26 (GOTOOLCHAIN=local) and use the Kubernetes 1.34
+# libraries of the dev cluster:
+#   helm      v3.19.5  k8s.io/client-go v0.34.2, go 1.24   (v3.20+ moves to client-go v0.35+)
+#   kustomize v5.7.1   the kustomize kubectl v1.34 embeds, so `kustomize build` == `kubectl kustomize`
+#   kind      v0.30.0  default node image kindest/node:v1.34.0 (hack/kind-e2e.sh)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=controlplane.env
+source "$HERE/controlplane.env"
+KUBE_VERSION="${KUBE_VERSION_OVERRIDE:-$KUBE_VERSION}"
+HELM_VERSION="${HELM_VERSION:-v3.19.5}"
+KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.7.1}"
+KIND_VERSION="${KIND_VERSION:-v0.30.0}"
+CACHE_ROOT="${XMR_ESCROW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xmr-escrow-operator}"
+OUT="$CACHE_ROOT/controlplane/$KUBE_VERSION"
+BIN="$OUT/bin"
+
+# tool  module  package  version
+TOOLS=(
+  "helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm $HELM_VERSION"
+  "kustomize sigs.k8s.io/kustomize/kustomize/v5 sigs.k8s.io/kustomize/kustomize/v5 $KUSTOMIZE_VERSION"
+  "kind sigs.k8s.io/kind sigs.k8s.io/kind $KIND_VERSION"
+)
+
+# A tool is built when its binary exists and its stamp names the pinned version.
+built() { # name version
+  [[ -x "$BIN/$1" ]] && [[ "$(cat "$OUT/src/$1/VERSION" 2>/dev/null)" == "$2" ]]
+}
+
+all_built() {
+  local t name mod pkg version
+  for t in "${TOOLS[@]}"; do
+    read -r name mod pkg version <<<"$t"
+    built "$name" "$version" || return 1
+  done
+}
+
+if all_built; then
+  echo "$BIN"
+  exit 0
+fi
+
+command -v go >/dev/null || { echo "error: Go is not installed; install Go >= 1.24 (apt-get install golang) and run again" >&2; exit 1; }
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+mkdir -p "$BIN"
+log() { printf '[build-tools %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+ldflags() { # name version
+  local flags="-s -w"
+  case "$1" in
+    helm)
+      # What helm's Makefile sets: its version, and the Kubernetes version that
+      # .Capabilities.KubeVersion and `helm lint` assume without a cluster (client-go v0.34 -> 1.34).
+      flags+=" -X helm.sh/helm/v3/internal/version.version=$2 -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+      local p
+      for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+        flags+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=34"
+      done
+      ;;
+  esac
+  echo "$flags"
+}
+
+# --- one wrapper module per tool, built serially (2 cores are shared) -------------------------
+for t in "${TOOLS[@]}"; do
+  read -r name mod pkg version <<<"$t"
+  if built "$name" "$version"; then continue; fi
+  src="$OUT/src/$name"
+  mkdir -p "$src"
+  log "building $name $version"
+  (
+    cd "$src"
+    rm -f go.mod go.sum VERSION
+    go mod init "xmrescrow.dev/hack/$name" >/dev/null 2>&1
+    go mod edit -require "$mod@$version"
+    printf 'package tools\n' > tools.go
+    go build -trimpath -ldflags "$(ldflags "$name" "$version")" -o "$BIN/$name.tmp" "$pkg"
+  )
+  mv "$BIN/$name.tmp" "$BIN/$name"
+  echo "$version" > "$src/VERSION"
+done
+
+log "done"
+echo "$BIN"

@@ -1,0 +1,218 @@
+"""Component faults while escrows run: a wallet-rpc process killed mid-step, a pool pod deleted
+mid-step, walletfs killed mid-copy, the pool scaled down and up, the apiserver restarted.
+
+"Mid-step" is exact, not timed: the operator runs with a ``pause`` fault that holds one step, its
+pod leased, at a named point until SIGUSR1; the test breaks that pod, then lets the step go on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from kubernetes import client
+
+from hack.devcluster import DevCluster, binary
+from tests.support.escrows import create_escrow, create_pool, escrow_secret, pool_directory, wait_escrow
+from tests.support.kube import custom_objects, pod_ready, wait_for
+from tests.support.operator import OperatorProcess
+from tests.support.walletrpc_proc import standalone_wallet_rpc
+
+POOL = "faultpool"
+ROLES = ("buyer", "vendor", "arbiter")
+
+
+@pytest.fixture(scope="module")
+def pool(kube: client.ApiClient, module_namespace: str, cluster: DevCluster, crds: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    op = OperatorProcess(Path(cluster.kubeconfig), tmp_path_factory.mktemp("op") / "setup.log").start()
+    try:
+        create_pool(kube, module_namespace, POOL, replicas=3)
+    finally:
+        op.stop()
+    return POOL
+
+
+@pytest.fixture
+def paused_operator(cluster: DevCluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
+    point = request.param
+    op = OperatorProcess(
+        Path(cluster.kubeconfig), tmp_path / "operator.log", env={"ESCROW_MODE": "test", "ESCROW_FAULTS": f"pause:{point}"}
+    ).start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+def wait_log(op: OperatorProcess, pattern: str, timeout: float = 180) -> re.Match[str]:
+    """Wait for a line in the operator's log (polling a file: it signals nothing else)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if m := re.search(pattern, op.log):
+            return m
+        assert op.proc is not None and op.proc.poll() is None, f"the operator exited:\n{op.log[-3000:]}"
+        time.sleep(0.1)
+    raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n{op.log[-3000:]}")
+
+
+def check_escrow(kube: client.ApiClient, ns: str, escrow: dict, cluster: DevCluster) -> None:
+    """Ready, one address in every final wallet, nothing else left, nothing published twice."""
+    uid, address = escrow["metadata"]["uid"], escrow["status"]["address"]
+    directory = pool_directory(kube, ns, POOL)
+    left = sorted(p.name for p in directory.iterdir() if uid in p.name and not p.name.endswith(".address.txt"))
+    assert left == sorted(f"{r}_escrow_{uid}_round_3_final{s}" for r in ROLES for s in ("", ".keys"))
+    assert not [p for p in directory.iterdir() if p.name.startswith(".walletfs-tmp")]
+    secret = escrow_secret(kube, ns, uid)
+    with standalone_wallet_rpc(directory) as rpc:
+        for role in ROLES:
+            state = rpc.inspect(f"{role}_escrow_{uid}_round_3_final", secret[f"password.{role}"])
+            assert state["ready"] and state["address"] == address
+    published: Counter[str] = Counter()
+    for log in cluster.kubelet_root.glob("pods/*/logs/walletfs.log"):
+        published.update(re.findall(rf"Published \S+ -> (\S*{uid}\S*)", log.read_text(errors="replace")))
+    assert len(published) == 12 and max(published.values()) == 1, published
+
+
+def pod(kube: client.ApiClient, ns: str, name: str) -> client.V1Pod:
+    return client.CoreV1Api(kube).read_namespaced_pod(name, ns)
+
+
+def container_pid(p: client.V1Pod, container: str) -> int:
+    status = next(c for c in p.status.container_statuses if c.name == container)
+    return int(status.container_id.removeprefix("process://"))
+
+
+@pytest.mark.parametrize("paused_operator", ["rpc.before.exchange_multisig_keys@2"], indirect=True)
+def test_wallet_rpc_killed_mid_step(kube: client.ApiClient, module_namespace: str, pool: str, paused_operator: OperatorProcess, cluster: DevCluster) -> None:
+    ns, op = module_namespace, paused_operator
+    create_escrow(kube, ns, "rpc-killed", pool)
+    victim = wait_log(op, r"paused at rpc.before.exchange_multisig_keys \(round 2\) pod=([\w.-]+)")[1]
+    os.kill(container_pid(pod(kube, ns, victim), "wallet-rpc"), signal.SIGKILL)
+    wait_log(op, rf"pod {victim} lost mid-step")  # the restart was seen and the step cancelled, unpaused
+    os.kill(op.proc.pid, signal.SIGUSR1)
+    check_escrow(kube, ns, wait_escrow(kube, ns, "rpc-killed"), cluster)
+
+
+@pytest.mark.parametrize("paused_operator", ["rpc.after.open_wallet@1"], indirect=True)
+def test_pool_pod_deleted_mid_step(kube: client.ApiClient, module_namespace: str, pool: str, paused_operator: OperatorProcess, cluster: DevCluster) -> None:
+    ns, op = module_namespace, paused_operator
+    create_escrow(kube, ns, "pod-deleted", pool)
+    victim = wait_log(op, r"paused at rpc.after.open_wallet \(round 1\) pod=([\w.-]+)")[1]
+    old_uid = pod(kube, ns, victim).metadata.uid
+    client.CoreV1Api(kube).delete_namespaced_pod(victim, ns)
+    wait_log(op, rf"pod {victim} lost mid-step")
+    os.kill(op.proc.pid, signal.SIGUSR1)
+    check_escrow(kube, ns, wait_escrow(kube, ns, "pod-deleted"), cluster)
+    wait_for(
+        client.CoreV1Api(kube).list_namespaced_pod,
+        lambda p: p.metadata.uid != old_uid and pod_ready(p),
+        ns,
+        field_selector=f"metadata.name={victim}",
+        what="the StatefulSet to replace the deleted pod",
+    )
+
+
+@pytest.mark.parametrize("paused_operator", ["round.after_status@1"], indirect=True)
+def test_apiserver_restart(kube: client.ApiClient, module_namespace: str, pool: str, paused_operator: OperatorProcess, cluster: DevCluster) -> None:
+    ns, op = module_namespace, paused_operator
+    create_escrow(kube, ns, "api-restart", pool)
+    wait_log(op, r"paused at round.after_status \(round 1\)")
+    cluster.restart_apiserver()
+    os.kill(op.proc.pid, signal.SIGUSR1)
+    check_escrow(kube, ns, wait_escrow(kube, ns, "api-restart"), cluster)
+    assert op.proc.poll() is None, "the operator survived the apiserver restart"
+
+
+def test_scale_down_and_up(kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, tmp_path: Path) -> None:
+    ns = module_namespace
+    kubectl = [str(binary("kubectl")), f"--kubeconfig={cluster.kubeconfig}", "-n", ns]
+    op = OperatorProcess(Path(cluster.kubeconfig), tmp_path / "operator.log").start()
+    try:
+        create_escrow(kube, ns, "scaled", pool)
+        wait_log(op, r"Step done: escrow=\S+/scaled")
+        subprocess.run(kubectl + ["scale", "wpool", pool, "--replicas=1"], check=True, capture_output=True)
+        check_escrow(kube, ns, wait_escrow(kube, ns, "scaled"), cluster)
+        wait_for(
+            custom_objects(kube, ns, "walletpools"),
+            lambda p: (p.get("status") or {}).get("replicas") == 1,
+            field_selector=f"metadata.name={pool}",
+            what="the pool to shrink to one pod",
+        )
+        # Scaling up: the new pods take steps as soon as they are ready.
+        subprocess.run(kubectl + ["scale", "wpool", pool, "--replicas=3"], check=True, capture_output=True)
+        wait_for(
+            custom_objects(kube, ns, "walletpools"),
+            lambda p: (p.get("status") or {}).get("readyReplicas") == 3,
+            field_selector=f"metadata.name={pool}",
+            what="the pool to grow back to three ready pods",
+        )
+        create_escrow(kube, ns, "regrown", pool)
+        wait_escrow(kube, ns, "regrown")
+        pods = set(re.findall(r"Step done: escrow=\S+/regrown role=\S+ round=0 pod=(\S+)", op.log))
+        assert pods == {f"{pool}-0", f"{pool}-1", f"{pool}-2"}, pods
+        spec = client.CustomObjectsApi(kube).get_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "walletpools", pool)
+        assert spec["spec"]["replicas"] == 3  # the operator honours the scale subresource, never reverts it
+    finally:
+        op.stop()
+
+
+def test_walletfs_killed_mid_copy_publishes_nothing_torn(tmp_path: Path) -> None:
+    """walletfs SIGKILLed between writing a temp file and renaming it: nothing half-written is
+    published, and the torn temp file is removed when walletfs starts again."""
+    uid = "0b5a2c7e-1111-4222-8333-944455556666"
+    source, target = f"buyer_escrow_{uid}_round_1", f"buyer_escrow_{uid}_work_1_0a0b0c0d"
+    wallets = tmp_path / "wallets"
+    wallets.mkdir()
+    (wallets / source).write_bytes(os.urandom(4096))
+    (wallets / f"{source}.keys").write_bytes(os.urandom(2048))
+    token = "t" * 32
+
+    def start(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "escrow_operator", "walletfs", f"--dir={wallets}", "--bind=127.0.0.1", f"--port={port}"],
+            env={**os.environ, "WALLETFS_TOKEN": token, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{url}/healthz")
+                return proc, url
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline, "walletfs did not start"
+                time.sleep(0.05)  # polling a starting process
+
+    proc, url = start({"WALLETFS_MODE": "test", "WALLETFS_CRASH_AT": "copy.after_temp"})
+    with pytest.raises(httpx.HTTPError):
+        httpx.post(f"{url}/v1/copy", json={"source": source, "target": target}, headers={"Authorization": f"Bearer {token}"})
+    assert proc.wait(10) == -signal.SIGKILL
+    torn = [p.name for p in wallets.iterdir() if p.name.startswith(".walletfs-tmp")]
+    assert torn, "the crash left its temp file"
+    assert not (wallets / f"{target}.keys").exists()
+    proc, url = start({})
+    try:
+        assert not [p for p in wallets.iterdir() if p.name.startswith(".walletfs-tmp")]
+        assert not (wallets / f"{target}.keys").exists()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
