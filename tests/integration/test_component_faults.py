@@ -22,7 +22,14 @@ import pytest
 from kubernetes import client
 
 from hack.devcluster import DevCluster, binary
-from tests.support.escrows import create_escrow, create_pool, escrow_secret, pool_directory, wait_escrow
+from tests.support.escrows import (
+    assert_no_secrets,
+    create_escrow,
+    escrow_secret,
+    pool_directory,
+    reconcile_pool,
+    wait_escrow,
+)
 from tests.support.kube import custom_objects, pod_ready, wait_for
 from tests.support.operator import OperatorProcess
 from tests.support.walletrpc_proc import standalone_wallet_rpc
@@ -33,11 +40,8 @@ ROLES = ("buyer", "vendor", "arbiter")
 
 @pytest.fixture(scope="module")
 def pool(kube: client.ApiClient, module_namespace: str, cluster: DevCluster, crds: None, tmp_path_factory: pytest.TempPathFactory) -> str:
-    op = OperatorProcess(Path(cluster.kubeconfig), tmp_path_factory.mktemp("op") / "setup.log").start()
-    try:
-        create_pool(kube, module_namespace, POOL, replicas=3)
-    finally:
-        op.stop()
+    # The pool needs an operator to be reconciled; this one stops before the faults begin.
+    reconcile_pool(kube, module_namespace, POOL, 3, Path(cluster.kubeconfig), tmp_path_factory.mktemp("op") / "setup.log")
     return POOL
 
 
@@ -64,8 +68,9 @@ def wait_log(op: OperatorProcess, pattern: str, timeout: float = 180) -> re.Matc
     raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n{op.log[-3000:]}")
 
 
-def check_escrow(kube: client.ApiClient, ns: str, escrow: dict, cluster: DevCluster) -> None:
-    """Ready, one address in every final wallet, nothing else left, nothing published twice."""
+def check_escrow(kube: client.ApiClient, ns: str, escrow: dict, cluster: DevCluster, op: OperatorProcess) -> None:
+    """Ready, one address in every final wallet, nothing else left, nothing published twice, no secret
+    in status, events or logs."""
     uid, address = escrow["metadata"]["uid"], escrow["status"]["address"]
     directory = pool_directory(kube, ns, POOL)
     left = sorted(p.name for p in directory.iterdir() if uid in p.name and not p.name.endswith(".address.txt"))
@@ -77,9 +82,11 @@ def check_escrow(kube: client.ApiClient, ns: str, escrow: dict, cluster: DevClus
             state = rpc.inspect(f"{role}_escrow_{uid}_round_3_final", secret[f"password.{role}"])
             assert state["ready"] and state["address"] == address
     published: Counter[str] = Counter()
-    for log in cluster.kubelet_root.glob("pods/*/logs/walletfs.log"):
-        published.update(re.findall(rf"Published \S+ -> (\S*{uid}\S*)", log.read_text(errors="replace")))
+    sidecars = [log.read_text(errors="replace") for log in cluster.kubelet_root.glob("pods/*/logs/walletfs.log")]
+    for text in sidecars:
+        published.update(re.findall(rf"Published \S+ -> (\S*{uid}\S*)", text))
     assert len(published) == 12 and max(published.values()) == 1, published
+    assert_no_secrets(kube, ns, uid, [op.log, *sidecars])
 
 
 def pod(kube: client.ApiClient, ns: str, name: str) -> client.V1Pod:
@@ -99,7 +106,7 @@ def test_wallet_rpc_killed_mid_step(kube: client.ApiClient, module_namespace: st
     os.kill(container_pid(pod(kube, ns, victim), "wallet-rpc"), signal.SIGKILL)
     wait_log(op, rf"pod {victim} lost mid-step")  # the restart was seen and the step cancelled, unpaused
     os.kill(op.proc.pid, signal.SIGUSR1)
-    check_escrow(kube, ns, wait_escrow(kube, ns, "rpc-killed"), cluster)
+    check_escrow(kube, ns, wait_escrow(kube, ns, "rpc-killed"), cluster, op)
 
 
 @pytest.mark.parametrize("paused_operator", ["rpc.after.open_wallet@1"], indirect=True)
@@ -111,7 +118,7 @@ def test_pool_pod_deleted_mid_step(kube: client.ApiClient, module_namespace: str
     client.CoreV1Api(kube).delete_namespaced_pod(victim, ns)
     wait_log(op, rf"pod {victim} lost mid-step")
     os.kill(op.proc.pid, signal.SIGUSR1)
-    check_escrow(kube, ns, wait_escrow(kube, ns, "pod-deleted"), cluster)
+    check_escrow(kube, ns, wait_escrow(kube, ns, "pod-deleted"), cluster, op)
     wait_for(
         client.CoreV1Api(kube).list_namespaced_pod,
         lambda p: p.metadata.uid != old_uid and pod_ready(p),
@@ -128,7 +135,7 @@ def test_apiserver_restart(kube: client.ApiClient, module_namespace: str, pool: 
     wait_log(op, r"paused at round.after_status \(round 1\)")
     cluster.restart_apiserver()
     os.kill(op.proc.pid, signal.SIGUSR1)
-    check_escrow(kube, ns, wait_escrow(kube, ns, "api-restart"), cluster)
+    check_escrow(kube, ns, wait_escrow(kube, ns, "api-restart"), cluster, op)
     assert op.proc.poll() is None, "the operator survived the apiserver restart"
 
 
@@ -140,7 +147,7 @@ def test_scale_down_and_up(kube: client.ApiClient, module_namespace: str, pool: 
         create_escrow(kube, ns, "scaled", pool)
         wait_log(op, r"Step done: escrow=\S+/scaled")
         subprocess.run(kubectl + ["scale", "wpool", pool, "--replicas=1"], check=True, capture_output=True)
-        check_escrow(kube, ns, wait_escrow(kube, ns, "scaled"), cluster)
+        check_escrow(kube, ns, wait_escrow(kube, ns, "scaled"), cluster, op)
         wait_for(
             custom_objects(kube, ns, "walletpools"),
             lambda p: (p.get("status") or {}).get("replicas") == 1,

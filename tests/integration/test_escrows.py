@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -188,3 +191,37 @@ def test_delete_mid_exchange_stops_cleanly(kube: client.ApiClient, module_namesp
     )
     assert idle["status"]["readyReplicas"] == 6
     assert "Traceback" not in operator.log
+
+
+def test_escrow_on_a_pool_that_never_gets_ready_waits_idle(kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess) -> None:
+    """A pool whose pods never become Ready: the escrow says why and the operator does not spin."""
+    ns = module_namespace
+    client.CustomObjectsApi(kube).create_namespaced_custom_object(
+        "xmrescrow.dev", "v1alpha1", ns, "walletpools",
+        {
+            "apiVersion": "xmrescrow.dev/v1alpha1",
+            "kind": "WalletPool",
+            "metadata": {"name": "broken"},
+            # An image the process kubelet cannot run: its pods never become Ready.
+            "spec": {"replicas": 2, "image": "registry.invalid/never:1", "storage": {"size": "1Gi"}},
+        },
+    )
+    create_escrow(kube, ns, "stuck", "broken", walletRetention="Delete")
+    waiting = wait_for(
+        custom_objects(kube, ns, "escrows"),
+        lambda e: any(c["type"] == "Progressing" and c["reason"] == "WaitingForPods" for c in (e.get("status") or {}).get("conditions", [])),
+        field_selector="metadata.name=stuck",
+        what="the escrow to say it waits for pods",
+    )
+    assert "broken" in waiting["status"]["message"]
+    assert operator.proc is not None
+    before = _cpu_seconds(operator.proc.pid)
+    time.sleep(5)  # a measurement window, not coordination
+    used = _cpu_seconds(operator.proc.pid) - before
+    assert used < 0.5, f"the operator used {used:.2f} CPU s in 5 s while nothing could run"
+    client.CustomObjectsApi(kube).delete_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows", "stuck")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

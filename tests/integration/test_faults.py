@@ -17,7 +17,15 @@ import pytest
 from kubernetes import client
 
 from hack.devcluster import DevCluster
-from tests.support.escrows import create_escrow, create_pool, escrow_secret, get_escrow, pool_directory, wait_escrow
+from tests.support.escrows import (
+    assert_no_secrets,
+    create_escrow,
+    escrow_secret,
+    get_escrow,
+    pool_directory,
+    reconcile_pool,
+    wait_escrow,
+)
 from tests.support.kube import custom_objects, wait_for
 from tests.support.operator import OperatorProcess
 from tests.support.walletrpc_proc import standalone_wallet_rpc
@@ -57,12 +65,8 @@ def must_hit(point: str) -> bool:
 
 @pytest.fixture(scope="module")
 def pool(kube: client.ApiClient, module_namespace: str, cluster: DevCluster, crds: None, tmp_path_factory: pytest.TempPathFactory) -> str:
-    # The pool needs an operator to be reconciled; this one stops before the matrix begins.
-    op = OperatorProcess(Path(cluster.kubeconfig), tmp_path_factory.mktemp("op") / "setup.log").start()
-    try:
-        create_pool(kube, module_namespace, POOL, replicas=3)
-    finally:
-        op.stop()
+    # The pool needs an operator to be reconciled; this one stops before the faults begin.
+    reconcile_pool(kube, module_namespace, POOL, 3, Path(cluster.kubeconfig), tmp_path_factory.mktemp("op") / "setup.log")
     return POOL
 
 
@@ -128,6 +132,9 @@ def test_crash_at_every_point(kube: client.ApiClient, module_namespace: str, poo
             published[target] += 1
     assert published and max(published.values()) == 1, published
     assert len(published) == len(ROLES) * 4
+    sidecars = [p.read_text(errors="replace") for p in cluster.kubelet_root.glob("pods/*/logs/walletfs.log")]
+    scanned = assert_no_secrets(kube, ns, uid, [log.read_text(errors="replace"), *sidecars])
+    print(f"crash matrix: {len(points)} points, {len(hit)} SIGKILLs, 1 escrow Ready, 0 wallets lost, {scanned} secrets scanned, 0 found")
 
 
 def test_failed_escrow_keeps_files_and_retries_on_annotation(
@@ -168,4 +175,5 @@ def test_failed_escrow_keeps_files_and_retries_on_annotation(
     finally:
         healthy.stop()
     assert escrow["status"]["lastRetry"] == "1"
+    assert_no_secrets(kube, ns, uid, [broken.log, healthy.log])
     assert "Retrying" in {e.reason for e in client.CoreV1Api(kube).list_namespaced_event(ns).items}

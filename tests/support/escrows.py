@@ -90,3 +90,30 @@ def pool_directory(api: client.ApiClient, namespace: str, pool: str) -> Path:
     pvc = core.read_namespaced_persistent_volume_claim(f"{pool}-wallets", namespace)
     pv = core.read_persistent_volume(pvc.spec.volume_name)
     return Path(pv.spec.host_path.path)
+
+
+def assert_no_secrets(api: client.ApiClient, namespace: str, uid: str, logs: list[str]) -> int:
+    """No password or round message of the escrow appears in its status, the namespace's events, or
+    the given logs (operator, sidecars). Returns how many secret values were looked for."""
+    secret = escrow_secret(api, namespace, uid)
+    values = [v for k, v in secret.items() if k.startswith(("password.", "message."))]
+    assert values, "the Secret holds no passwords or messages to look for"
+    objects = client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, namespace, ESCROW_PLURAL)["items"]
+    events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+    haystacks = [str(o.get("status")) for o in objects] + [f"{e.reason} {e.message}" for e in events] + logs
+    for value in values:
+        for hay in haystacks:
+            assert value not in hay, "a wallet password or round message leaked"
+    return len(values)
+
+
+def reconcile_pool(api: client.ApiClient, namespace: str, name: str, replicas: int, kubeconfig: Path, log: Path) -> None:
+    """Create a pool and wait for its pods with an operator that stops afterwards (for modules
+    that start their own operators, with faults)."""
+    from .operator import OperatorProcess
+
+    op = OperatorProcess(kubeconfig, log).start()
+    try:
+        create_pool(api, namespace, name, replicas=replicas)
+    finally:
+        op.stop()
