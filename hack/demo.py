@@ -62,11 +62,8 @@ spec: {{replicas: 6, storage: {{size: 1Gi}}}}
 """
     subprocess.run(ns + ["apply", "-f", "-"], input=pool, text=True, check=True, capture_output=True)
     print("== waiting for the 6 wallet-rpc pods")
-    deadline = time.monotonic() + 300
-    while sh(ns, "get", "statefulset", POOL, "-o", "jsonpath={.status.readyReplicas}", check=False, quiet=True).strip() != "6":
-        if time.monotonic() > deadline:
-            raise SystemExit("the pool did not become ready; see " + str(cluster.logs / "kubelet.log"))
-        sh(ns, "wait", "--for=jsonpath={.status.readyReplicas}=6", f"statefulset/{POOL}", "--timeout=60s", check=False, quiet=True)
+    sh(ns, "wait", "--for=create", f"statefulset/{POOL}", "--timeout=120s", quiet=True)
+    sh(ns, "wait", "--for=jsonpath={.status.readyReplicas}=6", f"statefulset/{POOL}", "--timeout=300s", quiet=True)
     sh(ns, "get", "pods", "-o", "wide")
 
     escrows = "".join(
