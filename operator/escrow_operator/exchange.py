@@ -80,6 +80,36 @@ class Context:
     faults: Faults = NO_FAULTS
 
 
+class StepTimer:
+    """Seconds one step spent waiting on wallet-rpc and on walletfs (the rest is the operator's)."""
+
+    def __init__(self) -> None:
+        self.rpc = 0.0
+        self.fs = 0.0
+
+    def wrap_fs(self, fs: WalletfsClient) -> WalletfsClient:
+        return _TimedFs(fs, self)  # type: ignore[return-value]
+
+
+class _TimedFs:
+    """A walletfs client whose calls add their wall time to a :class:`StepTimer`."""
+
+    def __init__(self, fs: WalletfsClient, timer: StepTimer) -> None:
+        self._fs, self._timer = fs, timer
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._fs, name)
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                self._timer.fs += time.monotonic() - started
+
+        return timed
+
+
 class EscrowExchange:
     def __init__(self, ctx: Context, body: dict[str, Any], emit: EmitEvent, retry: str | None = None) -> None:
         meta = body["metadata"]
@@ -220,22 +250,33 @@ class EscrowExchange:
         output = names.output_of(step)
         creds = await self.pool.credentials()
         assert creds is not None
-        async with self.pool.scheduler.lease(self.priority, label=f"{self.name}/{role}/{step}") as lease:
-            fs = self.pool.fs(lease.pod, creds)
+        wallet = f"{self.uid}/{role}"
+        async with self.pool.scheduler.lease(self.priority, label=f"{self.name}/{role}/{step}", wallet=wallet) as lease:
+            timer = StepTimer()
+            fs = timer.wrap_fs(self.pool.fs(lease.pod, creds))
             rpc = self.pool.rpc(lease.pod, creds)
             started = time.time()
             try:
-                await self._run_on_pod(role, step, names, output, fs, rpc, lease)
+                await self._run_on_pod(role, step, names, output, fs, rpc, lease, timer)
             except (WalletRpcUnavailable, WalletfsUnavailable):
                 lease.mark_failed()
                 raise
             self.log.info(
-                "Step done: escrow=%s/%s role=%s round=%d pod=%s start=%.6f end=%.6f",
+                "Step done: escrow=%s/%s role=%s round=%d pod=%s start=%.6f end=%.6f rpc=%.6f fs=%.6f warm=%d",
                 self.namespace, self.name, role, step, lease.pod.name, started, time.time(),
+                timer.rpc, timer.fs, lease.warm is not None,
             )
 
     async def _run_on_pod(
-        self, role: str, step: int, names: WalletNames, output: str, fs: WalletfsClient, rpc: WalletRpc, lease: Lease
+        self,
+        role: str,
+        step: int,
+        names: WalletNames,
+        output: str,
+        fs: WalletfsClient,
+        rpc: WalletRpc,
+        lease: Lease,
+        timer: "StepTimer",
     ) -> None:
         pod = lease.pod.name
 
@@ -249,10 +290,13 @@ class EscrowExchange:
             return  # done before (a crash after publishing)
         started = time.monotonic()
         password = self.secret.password(role)
-        call = self._caller(rpc, step, pod)
-        # Whatever an interrupted step left open in this process is dropped unsaved.
-        await call("close_wallet", autosave=False, point="drop_stale")
-        work = names.work(step)
+        call = self._caller(rpc, step, pod, timer)
+        # Wallet affinity: a pod that still holds this wallet from its previous step needs no copy and no
+        # open_wallet. Otherwise whatever an interrupted or other step left open is dropped unsaved.
+        warm = lease.warm
+        if warm is None:
+            await call("close_wallet", autosave=False, point="drop_stale")
+        work = warm.work if warm is not None else names.work(step)
         source = names.input_of(step)
         address: str | None = None
         if step == 0:
@@ -260,9 +304,10 @@ class EscrowExchange:
             message = (await call("prepare_multisig", True)).multisig_info
         else:
             assert source is not None
-            await fs.copy(source, work)
-            await check("step.after_copy", step)
-            await call("open_wallet", work, password)
+            if warm is None:
+                await fs.copy(source, work)
+                await check("step.after_copy", step)
+                await call("open_wallet", work, password)
             version = await self._version(rpc)
             previous = self._messages(step - 1)
             if step == 1:
@@ -277,19 +322,31 @@ class EscrowExchange:
             message = reply.multisig_info
         await self.secret.record(role, step, message=message if step < self.final else None, address=address)
         await check("step.after_record", step)
-        await call("close_wallet", autosave=True)
-        await check("step.before_publish", step)
-        published = await fs.publish(work, output)
-        await check("step.after_publish", step)
-        if published.already_published:
-            await fs.delete(work)
+        if self.ctx.settings.wallet_affinity and step < self.final:
+            # Keep the wallet open for its next round: store it, publish a copy (the work file stays).
+            await call("store")
+            await check("step.before_publish", step)
+            published = await fs.publish(work, output, keep_source=True)
+            await check("step.after_publish", step)
+            if published.already_published:
+                await call("close_wallet", autosave=False, point="drop_stale")
+                await fs.delete(work)
+            else:
+                lease.keep(work)
+        else:
+            await call("close_wallet", autosave=True)
+            await check("step.before_publish", step)
+            published = await fs.publish(work, output)
+            await check("step.after_publish", step)
+            if published.already_published:
+                await fs.delete(work)
         metrics.STEP_SECONDS.observe(time.monotonic() - started)
         if step == 0:
             self.log.info("Created %s", output)
         else:
             self.log.info("Copied %s -> %s%s", source, output, " (FINAL)" if step == self.final else "")
 
-    def _caller(self, rpc: WalletRpc, step: int, pod: str) -> Callable[..., Any]:
+    def _caller(self, rpc: WalletRpc, step: int, pod: str, timer: "StepTimer") -> Callable[..., Any]:
         """wallet-rpc calls of one step: timed for the metrics, with fault points around each."""
 
         async def call(method: str, *args: Any, point: str | None = None, **kwargs: Any) -> Any:
@@ -299,7 +356,9 @@ class EscrowExchange:
             try:
                 result = await getattr(rpc, method)(*args, **kwargs)
             finally:
-                metrics.RPC_SECONDS.labels(method=method).observe(time.monotonic() - started)
+                elapsed = time.monotonic() - started
+                timer.rpc += elapsed
+                metrics.RPC_SECONDS.labels(method=method).observe(elapsed)
             await self.ctx.faults.check(f"rpc.after.{point}", step, pod)
             return result
 
@@ -337,7 +396,7 @@ class EscrowExchange:
         finals = {names.final_wallet for names in self.names.values()}
         while True:
             try:
-                async with self.pool.scheduler.lease(self.priority, label=f"{self.name}/cleanup") as lease:
+                async with self.pool.scheduler.lease(self.priority, label=f"{self.name}/cleanup", rpc=False) as lease:
                     fs = self.pool.fs(lease.pod, creds)
                     try:
                         for entry in await fs.list(self.uid):

@@ -76,9 +76,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     faults.install_resume_signal()
     CTX = Context(kube, pools, ours, faults)
     if ours.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(ours.metrics_port)
+        metrics.serve(ours.metrics_port)
 
 
 @kopf.on.cleanup()
@@ -232,8 +230,9 @@ async def run_escrow(body: kopf.Body, uid: str, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, ESCROW_PLURAL)
 async def escrow_event(event: kopf.RawEvent, **_: Any) -> None:
-    """Wake a Failed escrow's daemon when its retry annotation changes."""
+    """Count escrows by phase for the metrics; wake a Failed escrow's daemon when its retry annotation changes."""
     body = event["object"]
+    metrics.ESCROWS.observe(event.get("type"), body)
     uid = (body.get("metadata") or {}).get("uid")
     wakeup = _retry_wakeups.get(uid) if uid else None
     if wakeup is not None and _retry_requested(body, (body.get("status") or {}).get("lastRetry")):

@@ -5,6 +5,12 @@ for its duration. Waiting steps are served in priority order (earliest-created e
 first-come), and a pod freed or becoming ready goes to the first waiter at once: nothing here
 waits on time. Membership follows the pod watch, so scaling the pool changes throughput at once.
 
+Wallet affinity: a step may leave its participant's wallet open on its pod (:meth:`Lease.keep`).
+The next step of that wallet gets that pod back if it is free when the step asks, and is told so
+(:attr:`Lease.warm`), so it skips the copy and ``open_wallet``. A held wallet never makes a step wait:
+a waiting step takes a pod holding someone else's wallet when no other pod is free (pods holding
+nothing first, then the wallet of the latest escrow), and that wallet's next step opens a copy.
+
 A pod that is deleted, or whose wallet-rpc process restarts or changes address while leased, is
 *lost*: the lease's task is cancelled and the step raises :class:`PodLost`, to be run again on
 another pod from its unchanged input. A pod that merely fails a readiness probe keeps its lease
@@ -66,11 +72,26 @@ class PodState:
         )
 
 
+@dataclass(frozen=True)
+class Held:
+    """A wallet left open in a pod's wallet-rpc after a step: which one, under which work name."""
+
+    wallet: str  # the key the steps of one participant's wallet lease with
+    work: str  # the work wallet's file name, open in wallet-rpc
+    priority: Any  # of the escrow it belongs to (the latest escrow's wallet is closed first)
+
+
 @dataclass
 class Lease:
     """Exclusive use of one pod for one step."""
 
     pod: PodState
+    wallet: str | None = None
+    priority: Any = None
+    rpc: bool = True  # the step uses wallet-rpc (else it only touches files: what the pod holds stays)
+    #: the pod holds this step's wallet open, left by the wallet's previous step
+    warm: Held | None = None
+    kept: Held | None = None
     task: asyncio.Task | None = None
     lost: bool = False
     failed: bool = False
@@ -80,19 +101,35 @@ class Lease:
         """The pod did not answer: pass it over for a while unless the watch reports it ready anew."""
         self.failed = True
 
+    def keep(self, work: str) -> None:
+        """The step leaves its wallet open (stored, its output published) under the name ``work``."""
+        if self.wallet is None or not self.rpc:
+            raise ValueError("only a wallet-rpc step of a named wallet can keep it open")
+        self.kept = Held(self.wallet, work, self.priority)
+
 
 @dataclass
 class _Slot:
     state: PodState
     lease: Lease | None = None
     quarantined_until: float = 0.0
+    held: Held | None = None  # the wallet open in this pod's wallet-rpc, if known
+
+
+@dataclass(order=True)
+class _Waiter:
+    priority: Any
+    seq: int
+    future: asyncio.Future[Lease] = field(compare=False)
+    wallet: str | None = field(compare=False, default=None)
+    rpc: bool = field(compare=False, default=True)
 
 
 class Scheduler:
     def __init__(self, name: str, on_change: Callable[[], None] | None = None) -> None:
         self.name = name
         self._slots: dict[str, _Slot] = {}
-        self._waiters: list[tuple[Any, int, asyncio.Future[Lease]]] = []
+        self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
         self._on_change = on_change or (lambda: None)
         self._timer: asyncio.TimerHandle | None = None
@@ -115,7 +152,12 @@ class Scheduler:
 
     @property
     def queued(self) -> int:
-        return sum(1 for _, _, f in self._waiters if not f.done())
+        return sum(1 for w in self._waiters if not w.future.done())
+
+    @property
+    def held(self) -> int:
+        """Pods holding a wallet open for its next step."""
+        return sum(1 for s in self._slots.values() if s.held is not None)
 
     def any_ready_pod(self) -> PodState | None:
         """A ready pod for work that needs no exclusive wallet-rpc (file listing and deletion)."""
@@ -133,8 +175,10 @@ class Scheduler:
         if slot is None:
             self._slots[state.name] = _Slot(state)
         else:
-            if slot.lease is not None and slot.state.incarnation != state.incarnation:
-                self._lose(slot, "its containers restarted")
+            if slot.state.incarnation != state.incarnation:
+                slot.held = None  # a restarted wallet-rpc holds no wallet
+                if slot.lease is not None:
+                    self._lose(slot, "its containers restarted")
             if state.ready and (not slot.state.ready or slot.state.incarnation != state.incarnation):
                 slot.quarantined_until = 0.0  # ready anew: give it work again
             slot.state = state
@@ -157,13 +201,17 @@ class Scheduler:
 
     # --- leasing ------------------------------------------------------------------------------
     @asynccontextmanager
-    async def lease(self, priority: Any, label: str = "") -> AsyncIterator[Lease]:
+    async def lease(
+        self, priority: Any, label: str = "", wallet: str | None = None, rpc: bool = True
+    ) -> AsyncIterator[Lease]:
         """Wait for, then hold, exclusive use of a ready pod.
 
+        ``wallet`` names the participant wallet the step works on (for affinity); ``rpc=False`` is
+        for work that only touches files and leaves whatever wallet-rpc holds open alone.
         Raises :class:`PodLost` (instead of CancelledError) when the pod is lost during the body.
         """
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (priority, next(self._seq), future))
+        heapq.heappush(self._waiters, _Waiter(priority, next(self._seq), future, wallet, rpc))
         self._dispatch()
         self._on_change()
         try:
@@ -191,6 +239,8 @@ class Scheduler:
         slot = self._slots.get(lease.pod.name)
         if slot is not None and slot.lease is lease:
             slot.lease = None
+            if lease.rpc:
+                slot.held = None if lease.failed or lease.lost else lease.kept
             if lease.failed:
                 slot.quarantined_until = time.monotonic() + QUARANTINE_SECONDS
                 self._arm_timer(QUARANTINE_SECONDS)
@@ -202,19 +252,42 @@ class Scheduler:
         free = [
             s for s in self._slots.values() if s.lease is None and s.state.schedulable and s.quarantined_until <= now
         ]
+        if self._waiters and free:
+            # A step whose wallet a free pod holds open takes that pod, whatever its place in line.
+            holders = {s.held.wallet: s for s in free if s.held is not None}
+            if holders:
+                for waiter in self._waiters:
+                    slot = holders.pop(waiter.wallet, None) if waiter.wallet and not waiter.future.done() else None
+                    if slot is not None:
+                        free.remove(slot)
+                        self._assign(slot, waiter)
+            # The rest in priority order: pods holding nothing first, then the latest escrow's wallet.
+            held = sorted((s for s in free if s.held is not None), key=lambda s: s.held.priority, reverse=True)  # type: ignore[union-attr]
+            free = [s for s in free if s.held is None] + held
         while self._waiters and free:
-            _, _, future = heapq.heappop(self._waiters)
-            if future.done():
+            waiter = heapq.heappop(self._waiters)
+            if waiter.future.done():
                 continue
-            slot = free.pop(0)
-            slot.lease = Lease(slot.state)
-            future.set_result(slot.lease)
-        while self._waiters and self._waiters[0][2].done():
+            # File-only work disturbs no open wallet: it takes the pod a wallet-rpc step would want last.
+            self._assign(free.pop(0) if waiter.rpc else free.pop(), waiter)
+        while self._waiters and self._waiters[0].future.done():
             heapq.heappop(self._waiters)
         if self._waiters and not free:
             pending = [s.quarantined_until for s in self._slots.values() if s.lease is None and s.quarantined_until > now]
             if pending:
                 self._arm_timer(min(pending) - now)
+
+    def _assign(self, slot: _Slot, waiter: _Waiter) -> None:
+        warm = slot.held if waiter.wallet is not None and slot.held is not None and slot.held.wallet == waiter.wallet else None
+        lease = Lease(slot.state, wallet=waiter.wallet, priority=waiter.priority, rpc=waiter.rpc, warm=warm if waiter.rpc else None)
+        if waiter.rpc:
+            slot.held = None  # the step owns wallet-rpc now; what it leaves open is set on release
+            if waiter.wallet is not None:
+                for other in self._slots.values():  # an older open copy of this wallet is stale from now on
+                    if other.held is not None and other.held.wallet == waiter.wallet:
+                        other.held = None
+        slot.lease = lease
+        waiter.future.set_result(lease)
 
     def _arm_timer(self, delay: float) -> None:
         """Re-dispatch when a quarantine ends (a retry backoff, not a wait for another party)."""

@@ -30,6 +30,10 @@ class OperatorSettings(BaseModel):
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics and /healthz; 0 disables")
     liveness_port: int = Field(0, ge=0, le=65535)
     record_step_history: bool = Field(False, description="keep per-pod step intervals (tests, benchmarks)")
+    wallet_affinity: bool = Field(
+        True,
+        description="keep a participant's wallet open on its pod between rounds when no waiting step needs the pod",
+    )
     api_threads: int = Field(16, ge=1, le=256, description="threads for blocking Kubernetes API calls")
     mode: Literal["production", "test"] = Field("production", description="test allows fault injection")
     faults: str | None = Field(None, description="fault injection points (tests only; see faults.py)")

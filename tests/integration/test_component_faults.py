@@ -109,11 +109,11 @@ def test_wallet_rpc_killed_mid_step(kube: client.ApiClient, module_namespace: st
     check_escrow(kube, ns, wait_escrow(kube, ns, "rpc-killed"), cluster, op)
 
 
-@pytest.mark.parametrize("paused_operator", ["rpc.after.open_wallet@1"], indirect=True)
+@pytest.mark.parametrize("paused_operator", ["rpc.after.make_multisig@1"], indirect=True)
 def test_pool_pod_deleted_mid_step(kube: client.ApiClient, module_namespace: str, pool: str, paused_operator: OperatorProcess, cluster: DevCluster) -> None:
     ns, op = module_namespace, paused_operator
     create_escrow(kube, ns, "pod-deleted", pool)
-    victim = wait_log(op, r"paused at rpc.after.open_wallet \(round 1\) pod=([\w.-]+)")[1]
+    victim = wait_log(op, r"paused at rpc.after.make_multisig \(round 1\) pod=([\w.-]+)")[1]
     old_uid = pod(kube, ns, victim).metadata.uid
     client.CoreV1Api(kube).delete_namespaced_pod(victim, ns)
     wait_log(op, rf"pod {victim} lost mid-step")

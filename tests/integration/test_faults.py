@@ -37,15 +37,16 @@ def _rpc(*methods: str) -> list[str]:
 
 
 AFTER = ["step.after_publish", "round.before_status", "round.after_status"]
-#: Every named point of each step, in the order a step reaches them.
+#: Every named point of each step, in the order a step reaches them. A step that is not the last
+#: stores its wallet and publishes a copy (it stays open for its next round: wallet affinity).
 STEP_POINTS = {
     0: ["step.start", *_rpc("drop_stale", "create_wallet", "prepare_multisig"), "step.after_record",
-        *_rpc("close_wallet"), "step.before_publish", *AFTER],
+        *_rpc("store"), "step.before_publish", *AFTER],
     1: ["step.start", *_rpc("drop_stale"), "step.after_copy",
         *_rpc("open_wallet", "prepare_multisig", "make_multisig", "is_multisig"), "step.after_record",
-        *_rpc("close_wallet"), "step.before_publish", *AFTER],
+        *_rpc("store"), "step.before_publish", *AFTER],
     2: ["step.start", *_rpc("drop_stale"), "step.after_copy", *_rpc("open_wallet", "exchange_multisig_keys"),
-        "step.after_record", *_rpc("close_wallet"), "step.before_publish", *AFTER],
+        "step.after_record", *_rpc("store"), "step.before_publish", *AFTER],
     3: ["step.start", *_rpc("drop_stale"), "step.after_copy", *_rpc("open_wallet", "exchange_multisig_keys", "is_multisig"),
         "step.after_record", *_rpc("close_wallet"), "step.before_publish", *AFTER],
 }
@@ -86,12 +87,12 @@ def run_until_crash_or_ready(op: OperatorProcess, kube: client.ApiClient, ns: st
     raise AssertionError(f"neither a crash nor Ready within {timeout} s; log:\n{op.log[-3000:]}")
 
 
-def test_crash_at_every_point(kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, tmp_path: Path) -> None:
-    ns, name = module_namespace, "crashy"
-    create_escrow(kube, ns, name, pool)
-    points = crash_points()
+def crash_through(cluster: DevCluster, kube: client.ApiClient, ns: str, name: str, points: list[str], log: Path) -> list[str]:
+    """Run an operator armed with each point in turn, restarting after each crash; finish fault-free.
+
+    Returns the points where a SIGKILL was injected.
+    """
     hit: list[str] = []
-    log = tmp_path / "operator.log"
     for point in points:
         op = OperatorProcess(
             Path(cluster.kubeconfig), log, env={"ESCROW_MODE": "test", "ESCROW_FAULTS": f"crash:{point}"}
@@ -100,19 +101,22 @@ def test_crash_at_every_point(kube: client.ApiClient, module_namespace: str, poo
         if outcome == "ready":
             break
         assert outcome == "crashed", f"{point}: operator {outcome}\n{op.log[-3000:]}"
-        assert f"SIGKILL at {point.split('@')[0]}" in op.log.splitlines()[-1] or f"SIGKILL at {point.split('@')[0]}" in op.log
+        assert f"SIGKILL at {point.split('@')[0]}" in op.log
         hit.append(point)
     # A last, fault-free run finishes whatever is left.
     final = OperatorProcess(Path(cluster.kubeconfig), log).start()
     try:
-        escrow = wait_escrow(kube, ns, name)
+        wait_escrow(kube, ns, name)
     finally:
         final.stop()
-    missed = [p for p in points if must_hit(p) and p not in hit]
-    print(f"\ncrash matrix: {len(points)} points, {len(hit)} injected, missed (allowed after publish): "
-          f"{[p for p in points if p not in hit]}")
-    assert missed == [], f"points that should have been reached: {missed}"
+    return hit
 
+
+def assert_nothing_lost(kube: client.ApiClient, cluster: DevCluster, ns: str, name: str, pool: str, logs: list[str]) -> int:
+    """Ready, one address in every final wallet (2-of-3 ready), nothing else left, nothing published
+    twice, no secret in status, events or logs. Returns the number of secret values scanned for."""
+    escrow = get_escrow(kube, ns, name)
+    assert escrow["status"]["phase"] == "Ready"
     uid = escrow["metadata"]["uid"]
     address = escrow["status"]["address"]
     directory = pool_directory(kube, ns, pool)
@@ -127,14 +131,50 @@ def test_crash_at_every_point(kube: client.ApiClient, module_namespace: str, poo
             assert state["address"] == address
     # No published output was ever published twice (the sidecars' own logs, across every pod).
     published: Counter[str] = Counter()
-    for sidecar_log in cluster.kubelet_root.glob("pods/*/logs/walletfs.log"):
-        for target in re.findall(rf"Published \S+ -> (\S*{uid}\S*)", sidecar_log.read_text(errors="replace")):
+    sidecars = [p.read_text(errors="replace") for p in cluster.kubelet_root.glob("pods/*/logs/walletfs.log")]
+    for text in sidecars:
+        for target in re.findall(rf"Published \S+ -> (\S*{uid}\S*)", text):
             published[target] += 1
     assert published and max(published.values()) == 1, published
     assert len(published) == len(ROLES) * 4
-    sidecars = [p.read_text(errors="replace") for p in cluster.kubelet_root.glob("pods/*/logs/walletfs.log")]
-    scanned = assert_no_secrets(kube, ns, uid, [log.read_text(errors="replace"), *sidecars])
+    return assert_no_secrets(kube, ns, uid, [*logs, *sidecars])
+
+
+def test_crash_at_every_point(kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, tmp_path: Path) -> None:
+    ns, name = module_namespace, "crashy"
+    create_escrow(kube, ns, name, pool)
+    points = crash_points()
+    log = tmp_path / "operator.log"
+    hit = crash_through(cluster, kube, ns, name, points, log)
+    missed = [p for p in points if must_hit(p) and p not in hit]
+    print(f"\ncrash matrix: {len(points)} points, {len(hit)} injected, missed (allowed after publish): "
+          f"{[p for p in points if p not in hit]}")
+    assert missed == [], f"points that should have been reached: {missed}"
+    scanned = assert_nothing_lost(kube, cluster, ns, name, pool, [log.read_text(errors="replace")])
     print(f"crash matrix: {len(points)} points, {len(hit)} SIGKILLs, 1 escrow Ready, 0 wallets lost, {scanned} secrets scanned, 0 found")
+
+
+def test_crash_in_steps_on_wallets_kept_open(
+    kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, tmp_path: Path
+) -> None:
+    """Crashes inside steps that run on a wallet left open by its previous round (wallet affinity).
+
+    A fresh operator runs round 0 of all three participants and keeps each wallet open on its pod,
+    so round 1 runs warm: the first crash is after ``store`` wrote the open work wallet, before its
+    copy is published. Later crashes hit whichever step gets there first, warm or not.
+    """
+    ns, name = module_namespace, "warm-crashy"
+    create_escrow(kube, ns, name, pool)
+    log = tmp_path / "operator.log"
+    points = ["rpc.after.store@1", "step.before_publish@2", "rpc.after.exchange_multisig_keys@3"]
+    hit = crash_through(cluster, kube, ns, name, points, log)
+    text = log.read_text(errors="replace")
+    first_run = text.split("SIGKILL at")[0]
+    assert len(re.findall(r"Step done: escrow=\S+ role=\w+ round=0 .* warm=0", first_run)) == 3, "round 0 ran in the first operator"
+    assert hit[0] == "rpc.after.store@1", hit
+    assert re.search(r"Step done: .* warm=1", text), "no step ran on a wallet kept open"
+    scanned = assert_nothing_lost(kube, cluster, ns, name, pool, [text])
+    print(f"warm crashes: {len(hit)} SIGKILLs ({hit}), 1 escrow Ready, 0 wallets lost, {scanned} secrets scanned, 0 found")
 
 
 def test_failed_escrow_keeps_files_and_retries_on_annotation(

@@ -166,3 +166,30 @@ def test_dockerfiles_run_as_10001_with_the_expected_entrypoints() -> None:
     assert 'ENTRYPOINT ["monero-wallet-rpc"]' in wallet
     assert "FROM ${DEBIAN_IMAGE}" in wallet and "DEBIAN_IMAGE=debian:bookworm-slim" in wallet
     assert 'VOLUME ["/wallets", "/home/wallet"]' in wallet
+
+
+def test_autoscaling_is_off_by_default_and_scales_the_pool_on_the_operators_gauges() -> None:
+    """The chart's HPA/KEDA example: off by default, aimed at the WalletPool's scale subresource, on
+    metric names the operator exports (tests/integration/test_autoscaling.py renders and applies it)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["autoscaling"]
+    assert values["enabled"] is False and values["kind"] == "hpa"
+    assert 1 <= values["minReplicas"] <= values["maxReplicas"]
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["autoscaling"]
+    assert schema["properties"]["kind"]["enum"] == ["hpa", "keda"]
+    assert schema["additionalProperties"] is False
+    exported = set(re.findall(r'GaugeMetricFamily\(\s*"(\w+)"', (ROOT / "operator" / "escrow_operator" / "metrics.py").read_text()))
+    assert {values["hpa"]["queuedStepsMetric"], values["hpa"]["busyPodsMetric"]} <= exported, exported
+    template = (CHART / "templates" / "autoscaling.yaml").read_text()
+    for name in ("xmrescrow_pool_steps_queued", "xmrescrow_pool_pods_busy"):
+        assert name in template and name in exported  # KEDA's default query
+    assert "apiVersion: xmrescrow.dev/v1alpha1\n    kind: WalletPool" in template
+    # The target's scale subresource is what an HPA or KEDA reads and writes.
+    (pool_crd,) = [c for c in (yaml.safe_load(p.read_text()) for p in CRDS) if c["spec"]["names"]["kind"] == "WalletPool"]
+    (version,) = [v for v in pool_crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    # No RBAC for autoscalers in the chart: the HPA controller's and KEDA's own roles cover */scale.
+    assert "walletpools/scale" not in (CHART / "templates" / "_helpers.tpl").read_text()

@@ -141,3 +141,106 @@ async def test_a_failed_pod_is_passed_over_until_it_is_ready_anew() -> None:
     s.update_pod(pod("pod0", ready=True))  # the watch reports it ready anew
     await task
     assert got == ["pod0"]
+
+
+# --- wallet affinity --------------------------------------------------------------------------------
+
+
+async def _hold(s: Scheduler, priority: int, wallet: str, work: str) -> str:
+    """Run one step of ``wallet`` that leaves it open as ``work``; return the pod it ran on."""
+    async with s.lease(priority, wallet=wallet) as lease:
+        lease.keep(work)
+        return lease.pod.name
+
+
+async def test_a_wallet_left_open_goes_back_to_its_pod_warm() -> None:
+    s = Scheduler("p")
+    for name in ("pod0", "pod1", "pod2"):
+        s.update_pod(pod(name))
+    first = await _hold(s, 1, "esc/buyer", "buyer_work")
+    other = await _hold(s, 2, "esc2/buyer", "other_work")
+    assert other != first  # a pod holding nothing is preferred to one holding a wallet
+    async with s.lease(1, wallet="esc/buyer") as lease:
+        assert lease.pod.name == first
+        assert lease.warm is not None and lease.warm.work == "buyer_work"
+    # The step did not keep it: the pod holds nothing now, and the next step of that wallet is cold.
+    async with s.lease(1, wallet="esc/buyer") as lease:
+        assert lease.warm is None
+
+
+async def test_a_held_wallet_never_makes_a_step_wait() -> None:
+    s = Scheduler("p")
+    s.update_pod(pod("pod0"))
+    s.update_pod(pod("pod1"))
+    await _hold(s, 1, "early/buyer", "early_work")
+    await _hold(s, 5, "late/buyer", "late_work")
+    assert s.held == 2
+    # A third wallet's step takes a held pod at once: the latest escrow's wallet is closed first.
+    async with s.lease(3, wallet="new/vendor") as lease:
+        assert lease.warm is None and s.queued == 0
+        taken = lease.pod.name
+    async with s.lease(1, wallet="early/buyer") as lease:
+        assert lease.warm is not None and lease.pod.name != taken
+    async with s.lease(5, wallet="late/buyer") as lease:
+        assert lease.warm is None  # its copy was closed for the other step
+
+
+async def test_a_waiting_step_whose_wallet_is_held_jumps_to_its_pod() -> None:
+    s = Scheduler("p")
+    s.update_pod(pod("pod0"))
+    await _hold(s, 9, "late/buyer", "late_work")
+    s.update_pod(pod("pod0", ready=False))  # a failed probe: no new step, the wallet stays open
+    got: list[tuple[str, bool]] = []
+    release = asyncio.Event()
+
+    async def step(priority: int, wallet: str) -> None:
+        async with s.lease(priority, wallet=wallet) as lease:
+            got.append((wallet, lease.warm is not None))
+            await release.wait()
+
+    tasks = [asyncio.create_task(step(1, "early/vendor")), asyncio.create_task(step(9, "late/buyer"))]
+    await asyncio.sleep(0)
+    assert s.queued == 2 and s.held == 1
+    s.update_pod(pod("pod0"))  # ready again: the step whose wallet it holds goes first, warm
+    await asyncio.sleep(0)
+    assert got == [("late/buyer", True)]
+    release.set()
+    await asyncio.gather(*tasks)
+    assert got == [("late/buyer", True), ("early/vendor", False)]
+
+
+async def test_a_restarted_process_or_a_cold_run_elsewhere_forgets_the_open_wallet() -> None:
+    s = Scheduler("p")
+    s.update_pod(pod("pod0"))
+    await _hold(s, 1, "esc/buyer", "w")
+    s.update_pod(pod("pod0", incarnation="b"))  # wallet-rpc restarted: it holds nothing
+    async with s.lease(1, wallet="esc/buyer") as lease:
+        assert lease.warm is None
+        lease.keep("w2")
+    s.update_pod(pod("pod1"))
+    release = asyncio.Event()
+
+    async def file_work() -> None:  # file-only work leaves the open wallet alone
+        async with s.lease(0, rpc=False) as lease:
+            assert lease.pod.name == "pod0"  # it takes the held pod, leaving the clean one
+            await release.wait()
+
+    task = asyncio.create_task(file_work())
+    await asyncio.sleep(0)
+    async with s.lease(1, wallet="esc/buyer") as lease:
+        assert lease.pod.name == "pod1" and lease.warm is None  # its pod is busy: a copy elsewhere
+    release.set()
+    await task
+    async with s.lease(1, wallet="esc/buyer") as lease:
+        assert lease.warm is None  # the copy on pod0 was older than the run on pod1: stale
+
+
+async def test_a_failed_step_keeps_nothing_open() -> None:
+    s = Scheduler("p")
+    s.update_pod(pod("pod0"))
+    with pytest.raises(RuntimeError):
+        async with s.lease(1, wallet="esc/buyer") as lease:
+            lease.keep("w")
+            lease.mark_failed()
+            raise RuntimeError("wallet-rpc answered late")
+    assert s.held == 0

@@ -189,6 +189,28 @@ def test_publish_completes_a_torn_publish(tmp_path: Path) -> None:
     assert (tmp_path / ROUND_2).read_bytes() == CONTENT[""]
 
 
+def test_publish_copy_leaves_the_open_work_wallet_and_never_overwrites(tmp_path: Path) -> None:
+    hashes = make_wallet(tmp_path, WORK)
+    result = files.publish_copy(tmp_path, WORK, ROUND_2)
+    assert result == {name.replace(WORK, ROUND_2): digest for name, digest in hashes.items()}
+    for suffix, data in CONTENT.items():  # the work wallet (open in wallet-rpc) is untouched
+        assert (tmp_path / (WORK + suffix)).read_bytes() == data
+        assert (tmp_path / (ROUND_2 + suffix)).read_bytes() == data
+    (tmp_path / (WORK + ".keys")).write_bytes(b"the next round changed it")
+    before = snapshot(tmp_path)
+    with pytest.raises(files.AlreadyPublished):
+        files.publish_copy(tmp_path, WORK, ROUND_2)
+    assert snapshot(tmp_path) == before
+
+
+def test_publish_copy_completes_a_torn_publish(tmp_path: Path) -> None:
+    make_wallet(tmp_path, WORK)
+    (tmp_path / ROUND_2).write_bytes(b"half a cache")  # an earlier publish died before .keys
+    files.publish_copy(tmp_path, WORK, ROUND_2)
+    assert (tmp_path / ROUND_2).read_bytes() == CONTENT[""]
+    assert (tmp_path / (ROUND_2 + ".keys")).read_bytes() == CONTENT[".keys"]
+
+
 def test_delete_removes_the_set_and_is_idempotent(tmp_path: Path) -> None:
     make_wallet(tmp_path, ROUND_1)
     make_wallet(tmp_path, ROUND_2)

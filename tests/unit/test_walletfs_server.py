@@ -145,6 +145,15 @@ async def test_publish_refuses_to_overwrite(client: WalletfsClient, wallet_dir: 
     assert (wallet_dir / (WORK + ".keys")).read_bytes() == CONTENT[".keys"]
 
 
+async def test_publish_keep_source_publishes_a_copy(client: WalletfsClient, wallet_dir: Path) -> None:
+    make_wallet(wallet_dir, WORK)
+    result = await client.publish(WORK, ROUND_2, keep_source=True)
+    assert not result.already_published
+    assert result.files == {ROUND_2 + s: hashlib.sha256(d).hexdigest() for s, d in CONTENT.items()}
+    assert (await client.stat(WORK)).exists  # still open in wallet-rpc for the next round
+    assert (await client.publish(WORK, ROUND_2, keep_source=True)).already_published
+
+
 async def test_missing_wallets_are_404(client: WalletfsClient, wallet_dir: Path) -> None:
     with pytest.raises(WalletfsError) as copy_err:
         await client.copy(ROUND_1, WORK)

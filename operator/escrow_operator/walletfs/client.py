@@ -115,11 +115,15 @@ class WalletfsClient:
         response = await self._request("POST", "/v1/copy", json={"source": source, "target": target})
         return self._parse(CopyResult, response).files
 
-    async def publish(self, source: str, target: str) -> PublishResult:
-        """Publish work copy ``source`` as ``target``; ``already_published`` if ``target`` existed."""
-        response = await self._request(
-            "POST", "/v1/publish", json={"source": source, "target": target}, ok=(200, 409)
-        )
+    async def publish(self, source: str, target: str, keep_source: bool = False) -> PublishResult:
+        """Publish work copy ``source`` as ``target``; ``already_published`` if ``target`` existed.
+
+        ``keep_source`` publishes a copy and leaves ``source`` in place (it is still open in wallet-rpc).
+        """
+        body: dict[str, object] = {"source": source, "target": target}
+        if keep_source:
+            body["keep_source"] = True
+        response = await self._request("POST", "/v1/publish", json=body, ok=(200, 409))
         if response.status_code == 409:
             return PublishResult(already_published=True)
         return self._parse(PublishResult, response)

@@ -335,6 +335,39 @@ def publish_wallet(wallet_dir: Path, source: str, target: str) -> dict[str, str]
     return {name: file_sha256(wallet_dir / name) for name in _present(wallet_dir, target)}
 
 
+def publish_copy(wallet_dir: Path, source: str, target: str) -> dict[str, str]:
+    """Publish a copy of ``source`` (a work wallet still open in wallet-rpc) as ``target``.
+
+    The work wallet stays in place for the next round (wallet affinity); its stored files are
+    copied to temp files, fsynced and renamed into place, ``.keys`` last. Like :func:`publish_wallet`
+    a published wallet is never overwritten (:class:`AlreadyPublished`).
+    """
+    source, target = _check_pair(source, target)
+    src_files = _present(wallet_dir, source)
+    dst_files = _present(wallet_dir, target)
+    if target + ".keys" in dst_files:
+        raise AlreadyPublished(f"wallet {target} is already published; it is never overwritten")
+    if source + ".keys" not in src_files:
+        raise WalletNotFound(f"work wallet {source} does not exist (and {target} is not published)")
+    wanted_names = {_rename_target(f, source, target) for f in src_files}
+    for stray in dst_files:  # leftovers of a torn earlier publish that the source does not have
+        if stray not in wanted_names:
+            os.unlink(wallet_dir / stray)
+    result: dict[str, str] = {}
+    for src_name in src_files:  # publish order: .keys last
+        dst_name = _rename_target(src_name, source, target)
+        tmp, digest = _copy_to_temp(wallet_dir / src_name, wallet_dir)
+        _crash_point("copy.after_temp")
+        try:
+            os.replace(tmp, wallet_dir / dst_name)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        result[dst_name] = digest
+    fsync_dir(wallet_dir)
+    return result
+
+
 def delete_wallet(wallet_dir: Path, wallet: str) -> list[str]:
     """Delete the file set of ``wallet``, ``.keys`` first; return the names deleted (empty if absent)."""
     wallet = check_wallet_name(wallet)

@@ -9,7 +9,8 @@ Endpoints (every ``/v1`` one needs ``Authorization: Bearer <token>``; errors are
 GET      ``/healthz``                 process alive (no auth)
 GET      ``/readyz``                  wallet-rpc answers ``get_version`` (no auth)
 POST     ``/v1/copy``                 ``{"source", "target"}`` -> ``{"files", "copied"}``
-POST     ``/v1/publish``              ``{"source", "target"}`` -> ``{"files"}``; 409 if published
+POST     ``/v1/publish``              ``{"source", "target", "keep_source"}`` -> ``{"files"}``; 409 if
+                                     published; ``keep_source`` publishes a copy (wallet affinity)
 DELETE   ``/v1/wallets/{wallet}``     -> ``{"deleted": [...]}``
 GET      ``/v1/wallets/{wallet}``     -> ``{"exists", "files": {name: {"size", "sha256"}}}``
 GET      ``/v1/wallets[?uid=UID]``    -> ``{"wallets": [{"name", "complete"}]}``
@@ -34,7 +35,7 @@ from typing import Any, TypeVar
 import httpx
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictStr, ValidationError, field_validator
 
 from escrow_operator.walletfs import files
 
@@ -48,6 +49,7 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 READY_TIMEOUT = 3.0
 
 T = TypeVar("T")
+Body = TypeVar("Body", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -186,6 +188,12 @@ class TransferRequest(BaseModel):
 
     source: StrictStr
     target: StrictStr
+
+
+class PublishRequest(TransferRequest):
+    """Body of ``/v1/publish``: ``keep_source`` publishes a copy and leaves the work wallet in place."""
+
+    keep_source: StrictBool = False
 
 
 _ERROR_STATUS: dict[type[files.WalletfsFileError], int] = {
@@ -358,11 +366,12 @@ class WalletfsServer:
         return web.json_response({"files": outcome.files, "copied": outcome.copied})
 
     async def publish(self, request: web.Request) -> web.Response:
-        body = await _transfer_body(request)
+        body = await _transfer_body(request, PublishRequest)
         source = files.check_wallet_name(body.source, "source")
         target = files.check_wallet_name(body.target, "target")
+        publish = files.publish_copy if body.keep_source else files.publish_wallet
         try:
-            result = await self._locked((source, target), files.publish_wallet, self.wallet_dir, source, target)
+            result = await self._locked((source, target), publish, self.wallet_dir, source, target)
         except files.AlreadyPublished:
             log.info("Publish %s -> %s: already published", source, target)
             raise
@@ -389,7 +398,7 @@ class WalletfsServer:
         return web.json_response({"wallets": [w.model_dump() for w in wallets]})
 
 
-async def _transfer_body(request: web.Request) -> TransferRequest:
+async def _transfer_body(request: web.Request, model: type[Body] = TransferRequest) -> Body:  # type: ignore[assignment]
     """Parse ``{"source": NAME, "target": NAME}`` (413 above the size limit, 400 if malformed)."""
     raw = await request.read()  # raises HTTPRequestEntityTooLarge (413) above client_max_size
     try:
@@ -397,10 +406,11 @@ async def _transfer_body(request: web.Request) -> TransferRequest:
     except (ValueError, UnicodeDecodeError):
         raise web.HTTPBadRequest(text="request body must be JSON") from None
     try:
-        return TransferRequest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError:
         raise web.HTTPBadRequest(
             text='request body must be {"source": WALLET_NAME, "target": WALLET_NAME}'
+            + (' with optional "keep_source": true|false' if model is PublishRequest else "")
         ) from None
 
 
