@@ -123,3 +123,9 @@ ServiceAccount, and a drop-one-rule check of each verb).
   resources: ["namespaces"]
   verbs: ["list", "watch"]
 {{- end }}
+
+{{/* The namespace of walletPool.name (created by the chart or existing): walletPool.namespace, else
+watchNamespace, else the release namespace (as templates/walletpool.yaml). */}}
+{{- define "xmr-escrow-operator.poolNamespace" -}}
+{{- .Values.walletPool.namespace | default (include "xmr-escrow-operator.watchNamespace" .) | default .Release.Namespace }}
+{{- end }}
