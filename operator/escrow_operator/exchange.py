@@ -164,6 +164,8 @@ class EscrowExchange:
         except StepFailed as failure:
             await self._fail(failure)
             return self.status
+        finally:  # wallets still open in pods need not wait for this escrow any more
+            self.pool.scheduler.unreserve({self._wallet_key(role) for role in self.roles})
         self.status.phase = EscrowPhase.READY
         self.status.address = address
         self.status.ready_at = utcnow()
@@ -250,7 +252,7 @@ class EscrowExchange:
         output = names.output_of(step)
         creds = await self.pool.credentials()
         assert creds is not None
-        wallet = f"{self.uid}/{role}"
+        wallet = self._wallet_key(role)
         async with self.pool.scheduler.lease(self.priority, label=f"{self.name}/{role}/{step}", wallet=wallet) as lease:
             timer = StepTimer()
             fs = timer.wrap_fs(self.pool.fs(lease.pod, creds))
@@ -345,6 +347,10 @@ class EscrowExchange:
             self.log.info("Created %s", output)
         else:
             self.log.info("Copied %s -> %s%s", source, output, " (FINAL)" if step == self.final else "")
+
+    def _wallet_key(self, role: str) -> str:
+        """What the scheduler knows a participant's wallet by (for wallet affinity)."""
+        return f"{self.uid}/{role}"
 
     def _caller(self, rpc: WalletRpc, step: int, pod: str, timer: "StepTimer") -> Callable[..., Any]:
         """wallet-rpc calls of one step: timed for the metrics, with fault points around each."""

@@ -18,6 +18,10 @@ from .settings import COMPONENT_LABEL, OPERATOR_NAME, POOL_LABEL, RPC_PORT, WALL
 
 WALLET_DIR = "/wallets"
 HOME_DIR = "/home/wallet"
+RPC_CONFIG_DIR = "/etc/wallet-rpc"
+#: The Secret key holding wallet-rpc's config file (``rpc-login=user:password``): a login passed on
+#: the command line would show in every process listing.
+RPC_CONFIG_KEY = "wallet-rpc.conf"
 RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
@@ -80,9 +84,14 @@ def rpc_secret(body: dict[str, Any], username: str, password: str, walletfs_toke
             "username": username,
             "password": password,
             "login": f"{username}:{password}",
+            RPC_CONFIG_KEY: rpc_config(username, password),
             "walletfs-token": walletfs_token,
         },
     }
+
+
+def rpc_config(username: str, password: str) -> str:
+    return f"rpc-login={username}:{password}\n"
 
 
 def claim(body: dict[str, Any], spec: WalletPoolSpec) -> dict[str, Any] | None:
@@ -106,7 +115,7 @@ def _wallet_rpc_args(spec: WalletPoolSpec) -> list[str]:
     args = [
         "--rpc-bind-ip=$(POD_IP)",
         f"--rpc-bind-port={RPC_PORT}",
-        "--rpc-login=$(RPC_LOGIN)",
+        f"--config-file={RPC_CONFIG_DIR}/{RPC_CONFIG_KEY}",
         "--confirm-external-bind",
         "--non-interactive",
         f"--wallet-dir={WALLET_DIR}",
@@ -138,12 +147,13 @@ def statefulset(body: dict[str, Any], spec: WalletPoolSpec) -> dict[str, Any]:
         "name": "wallet-rpc",
         "image": spec.image,
         "args": _wallet_rpc_args(spec),
-        "env": [pod_ip, login],
+        "env": [pod_ip],
         "ports": [{"name": "rpc", "containerPort": RPC_PORT}],
         "readinessProbe": {"tcpSocket": {"port": "rpc"}, "periodSeconds": 2, "failureThreshold": 3},
         "volumeMounts": [
             {"name": "wallets", "mountPath": WALLET_DIR},
             {"name": "home", "mountPath": HOME_DIR},
+            {"name": "rpc-config", "mountPath": RPC_CONFIG_DIR, "readOnly": True},
         ],
         "securityContext": RESTRICTED_CONTAINER,
         **({"resources": resources} if resources else {}),
@@ -201,6 +211,14 @@ def statefulset(body: dict[str, Any], spec: WalletPoolSpec) -> dict[str, Any]:
                     "volumes": [
                         {"name": "wallets", "persistentVolumeClaim": {"claimName": claim_name(pool, spec)}},
                         {"name": "home", "emptyDir": {}},
+                        {
+                            "name": "rpc-config",
+                            "secret": {
+                                "secretName": secret,
+                                "items": [{"key": RPC_CONFIG_KEY, "path": RPC_CONFIG_KEY}],
+                                "defaultMode": 0o440,
+                            },
+                        },
                     ],
                 },
             },

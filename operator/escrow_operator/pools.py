@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +53,7 @@ class PoolRuntime:
         self._rpc: dict[str, WalletRpc] = {}
         self._fs: dict[str, WalletfsClient] = {}
         self._dirty = asyncio.Event()
+        self._membership = asyncio.Event()  # pods came, went or changed readiness: write at once
         self._status_task: asyncio.Task | None = None
         self._written: dict[str, Any] = {}
 
@@ -62,7 +65,8 @@ class PoolRuntime:
         else:
             self.scheduler.update_pod(state)
         self._drop_clients(keep={s.ip for s in self._pod_states() if s.ip})
-        self._changed()  # replicas and readyReplicas may have changed
+        self._membership.set()  # replicas and readyReplicas may have changed
+        self._changed()
 
     def _pod_states(self) -> list[PodState]:
         return [slot.state for slot in self.scheduler._slots.values()]  # noqa: SLF001 - same package
@@ -114,11 +118,22 @@ class PoolRuntime:
             self._status_task = asyncio.get_running_loop().create_task(self._write_status_loop())
 
     async def _write_status_loop(self) -> None:
-        """Write replicas, ready, busy and queued counts when they change (coalesced, never polled)."""
+        """Write replicas, ready, busy and queued counts when they change, coalesced.
+
+        Pod changes (replicas, readyReplicas: what the scale subresource shows) are written at once;
+        busy and queued counts, which change with every step, at most every ``pool_status_interval``
+        seconds (the metrics show them live).
+        """
+        last_write = float("-inf")
         while True:
             await self._dirty.wait()
-            self._dirty.clear()
             await self.exists.wait()
+            delay = last_write + self.settings.pool_status_interval - time.monotonic()
+            if delay > 0 and not self._membership.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._membership.wait(), delay)
+            self._dirty.clear()
+            self._membership.clear()
             s = self.scheduler
             status = {
                 "replicas": s.pods,
@@ -132,6 +147,7 @@ class PoolRuntime:
             try:
                 await self.kube.patch_status(WALLETPOOL_PLURAL, self.namespace, self.name, status)
                 self._written = status
+                last_write = time.monotonic()
             except ApiException as exc:
                 if exc.status == 404:
                     self.exists.clear()

@@ -6,10 +6,12 @@ first-come), and a pod freed or becoming ready goes to the first waiter at once:
 waits on time. Membership follows the pod watch, so scaling the pool changes throughput at once.
 
 Wallet affinity: a step may leave its participant's wallet open on its pod (:meth:`Lease.keep`).
-The next step of that wallet gets that pod back if it is free when the step asks, and is told so
-(:attr:`Lease.warm`), so it skips the copy and ``open_wallet``. A held wallet never makes a step wait:
-a waiting step takes a pod holding someone else's wallet when no other pod is free (pods holding
-nothing first, then the wallet of the latest escrow), and that wallet's next step opens a copy.
+The next step of that wallet gets that pod back (:attr:`Lease.warm`) and skips the copy and
+``open_wallet``. While the holder's escrow is still in the round (:meth:`Scheduler.unreserve` ends
+that), its pod is *reserved*: a step of a later escrow does not take it, just as it would not get
+ahead of that escrow's next step in line. A step of the same or an earlier escrow takes a held pod
+when no pod holding nothing is free (the latest escrow's wallet is closed first), so a hold never
+delays a step that comes first in line, and every reservation ends with its escrow's round.
 
 A pod that is deleted, or whose wallet-rpc process restarts or changes address while leased, is
 *lost*: the lease's task is cancelled and the step raises :class:`PodLost`, to be run again on
@@ -20,6 +22,7 @@ another pod from its unchanged input. A pod that merely fails a readiness probe 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -79,6 +82,11 @@ class Held:
     wallet: str  # the key the steps of one participant's wallet lease with
     work: str  # the work wallet's file name, open in wallet-rpc
     priority: Any  # of the escrow it belongs to (the latest escrow's wallet is closed first)
+    reserved: bool = True  # its escrow is still in the round: later escrows' steps keep off
+
+    def blocks(self, priority: Any) -> bool:
+        """Whether a step of this priority must leave this wallet open."""
+        return self.reserved and self.priority < priority
 
 
 @dataclass
@@ -165,6 +173,13 @@ class Scheduler:
             if slot.state.schedulable:
                 return slot.state
         return None
+
+    def unreserve(self, wallets: set[str]) -> None:
+        """The escrow of these wallets is between rounds or done: later escrows may close them."""
+        for slot in self._slots.values():
+            if slot.held is not None and slot.held.reserved and slot.held.wallet in wallets:
+                slot.held = dataclasses.replace(slot.held, reserved=False)
+        self._dispatch()
 
     # --- membership from the pod watch --------------------------------------------------------
     def update_pod(self, state: PodState) -> None:
@@ -261,18 +276,29 @@ class Scheduler:
                     if slot is not None:
                         free.remove(slot)
                         self._assign(slot, waiter)
-            # The rest in priority order: pods holding nothing first, then the latest escrow's wallet.
-            held = sorted((s for s in free if s.held is not None), key=lambda s: s.held.priority, reverse=True)  # type: ignore[union-attr]
-            free = [s for s in free if s.held is None] + held
+        # The rest in priority order: pods holding nothing first, then the latest escrow's wallet.
+        # File-only work disturbs no open wallet: it takes the pod a wallet-rpc step would want last.
+        held = sorted((s for s in free if s.held is not None), key=lambda s: s.held.priority, reverse=True)  # type: ignore[union-attr]
+        free = [s for s in free if s.held is None] + held
+        waiting: list[_Waiter] = []
         while self._waiters and free:
             waiter = heapq.heappop(self._waiters)
             if waiter.future.done():
                 continue
-            # File-only work disturbs no open wallet: it takes the pod a wallet-rpc step would want last.
-            self._assign(free.pop(0) if waiter.rpc else free.pop(), waiter)
+            if not waiter.rpc:
+                self._assign(free.pop(), waiter)
+                continue
+            slot = next((s for s in free if s.held is None or not s.held.blocks(waiter.priority)), None)
+            if slot is None:  # every free pod is reserved for an earlier escrow's next step
+                waiting.append(waiter)
+                continue
+            free.remove(slot)
+            self._assign(slot, waiter)
+        for waiter in waiting:
+            heapq.heappush(self._waiters, waiter)
         while self._waiters and self._waiters[0].future.done():
             heapq.heappop(self._waiters)
-        if self._waiters and not free:
+        if self._waiters:
             pending = [s.quarantined_until for s in self._slots.values() if s.lease is None and s.quarantined_until > now]
             if pending:
                 self._arm_timer(min(pending) - now)

@@ -34,6 +34,9 @@ class OperatorSettings(BaseModel):
         True,
         description="keep a participant's wallet open on its pod between rounds when no waiting step needs the pod",
     )
+    pool_status_interval: float = Field(
+        5.0, ge=0, description="least seconds between pool status writes of busy and queued counts"
+    )
     api_threads: int = Field(16, ge=1, le=256, description="threads for blocking Kubernetes API calls")
     mode: Literal["production", "test"] = Field("production", description="test allows fault injection")
     faults: str | None = Field(None, description="fault injection points (tests only; see faults.py)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
@@ -225,3 +226,17 @@ def test_escrow_on_a_pool_that_never_gets_ready_waits_idle(kube: client.ApiClien
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_wallet_rpc_login_is_not_on_its_command_line(kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster) -> None:
+    secret = client.CoreV1Api(kube).read_namespaced_secret(f"{pool}-rpc", module_namespace).data
+    password = base64.b64decode(secret["password"]).decode()
+    pids = [int(line.split()[2]) for line in (cluster.kubelet_root / "pids").read_text().splitlines() if line.split()[1] == "wallet-rpc"]
+    cmdlines = []
+    for pid in pids:
+        try:
+            cmdlines.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
+        except OSError:
+            continue  # a process of an earlier module's pool, gone
+    assert any("--config-file=" in c for c in cmdlines), cmdlines
+    assert not any(password in c or "--rpc-login" in c for c in cmdlines)

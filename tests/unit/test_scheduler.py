@@ -244,3 +244,32 @@ async def test_a_failed_step_keeps_nothing_open() -> None:
             lease.mark_failed()
             raise RuntimeError("wallet-rpc answered late")
     assert s.held == 0
+
+
+async def test_a_reserved_wallet_keeps_later_escrows_off_until_unreserved() -> None:
+    s = Scheduler("p")
+    s.update_pod(pod("pod0"))
+    await _hold(s, 1, "early/buyer", "w")  # its escrow is still in the round
+    got: list[str] = []
+
+    async def step(priority: int, wallet: str) -> None:
+        async with s.lease(priority, wallet=wallet) as lease:
+            got.append(f"{wallet}:{'warm' if lease.warm else 'cold'}")
+
+    later = asyncio.create_task(step(5, "late/vendor"))
+    await asyncio.sleep(0)
+    assert got == [] and s.queued == 1  # the only pod is kept for the earlier escrow's next step
+    await step(1, "early/buyer")  # ... which takes it warm, and the later step follows
+    await later
+    assert got == ["early/buyer:warm", "late/vendor:cold"]
+
+    await _hold(s, 1, "early/buyer", "w2")
+    later = asyncio.create_task(step(5, "late/vendor"))
+    await asyncio.sleep(0)
+    assert s.queued == 1
+    s.unreserve({"early/buyer"})  # the earlier escrow stopped: its open wallet no longer blocks
+    await later
+    assert got[-1] == "late/vendor:cold" and s.held == 0
+    await _hold(s, 5, "late/vendor", "w3")
+    await step(1, "early/arbiter")  # an earlier escrow's step closes a later escrow's wallet at once
+    assert got[-1] == "early/arbiter:cold"
