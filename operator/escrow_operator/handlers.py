@@ -6,6 +6,7 @@ Importing this module registers the handlers; :func:`escrow_operator.cli.main` r
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import secrets
@@ -35,9 +36,11 @@ from .exchange import Context, EscrowExchange
 from .faults import Faults
 from .kube import Kube, load_api_client
 from .pool_resources import (
+    RPC_CONFIG_KEY,
     claim,
     disruption_budget,
     network_policy,
+    rpc_config,
     rpc_secret,
     rpc_secret_name,
     selector_string,
@@ -165,11 +168,18 @@ async def _apply_pool(ctx: Context, obj: dict[str, Any], spec: WalletPoolSpec) -
 async def _ensure_rpc_secret(kube: Kube, obj: dict[str, Any]) -> None:
     namespace, pool = obj["metadata"]["namespace"], obj["metadata"]["name"]
     try:
-        await kube.call(kube.core.read_namespaced_secret, rpc_secret_name(pool), namespace)
-        return
+        existing = await kube.call(kube.core.read_namespaced_secret, rpc_secret_name(pool), namespace)
     except ApiException as exc:
         if exc.status != 404:
             raise
+    else:
+        data = existing.data or {}
+        if RPC_CONFIG_KEY not in data and "username" in data and "password" in data:
+            # A Secret of an older release: add wallet-rpc's config file with the same login.
+            decode = lambda key: base64.b64decode(data[key]).decode()  # noqa: E731
+            patch = {"stringData": {RPC_CONFIG_KEY: rpc_config(decode("username"), decode("password"))}}
+            await kube.call(kube.core.patch_namespaced_secret, rpc_secret_name(pool), namespace, patch)
+        return
     body = rpc_secret(obj, "escrow-operator", secrets.token_urlsafe(32), secrets.token_urlsafe(32))
     try:
         await kube.call(kube.core.create_namespaced_secret, namespace, body)

@@ -114,17 +114,6 @@ class _Scheduler(Protocol):
     def queued(self) -> int: ...
 
 
-def _read(value: Callable[[], int], attempts: int = 5) -> int:
-    """A scheduler count read from the scrape thread while the event loop may change the pod set
-    (iterating a dict that changes size raises RuntimeError): read it again."""
-    for _ in range(attempts - 1):
-        try:
-            return value()
-        except RuntimeError:
-            continue
-    return value()
-
-
 class PoolCollector(Collector):
     """Pods, ready and busy pods and steps queued, per pool, read from the schedulers when scraped.
 
@@ -145,10 +134,10 @@ class PoolCollector(Collector):
                 continue
             scheduler: _Scheduler = pool.scheduler
             values = [pool.namespace, pool.name]
-            pods.add_metric(values, _read(lambda: scheduler.pods))
-            ready.add_metric(values, _read(lambda: scheduler.ready))
-            busy.add_metric(values, _read(lambda: scheduler.busy))
-            queued.add_metric(values, _read(lambda: scheduler.queued))
+            pods.add_metric(values, scheduler.pods)
+            ready.add_metric(values, scheduler.ready)
+            busy.add_metric(values, scheduler.busy)
+            queued.add_metric(values, scheduler.queued)
         yield from (pods, ready, busy, queued)
 
 
@@ -164,7 +153,7 @@ def app(registry: CollectorRegistry = REGISTRY) -> WsgiApp:
     """``/metrics`` (and ``/``) in the Prometheus text format, ``/healthz`` ``ok``, anything else 404."""
     metrics_app = make_wsgi_app(registry)
 
-    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path in ("/metrics", "/"):
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
@@ -174,7 +163,7 @@ def app(registry: CollectorRegistry = REGISTRY) -> WsgiApp:
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
         return [b"not found: try /metrics or /healthz\n"]
 
-    return serve
+    return route
 
 
 class _Server(ThreadingMixIn, WSGIServer):

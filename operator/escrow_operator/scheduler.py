@@ -146,26 +146,27 @@ class Scheduler:
         self.keep_history = False
 
     # --- what the pool status shows ----------------------------------------------------------
+    # Read by the metrics thread too: each count iterates a snapshot (an atomic copy under the GIL).
     @property
     def pods(self) -> int:
-        return sum(1 for s in self._slots.values() if not s.state.terminating)
+        return sum(1 for s in tuple(self._slots.values()) if not s.state.terminating)
 
     @property
     def ready(self) -> int:
-        return sum(1 for s in self._slots.values() if s.state.schedulable)
+        return sum(1 for s in tuple(self._slots.values()) if s.state.schedulable)
 
     @property
     def busy(self) -> int:
-        return sum(1 for s in self._slots.values() if s.lease is not None)
+        return sum(1 for s in tuple(self._slots.values()) if s.lease is not None)
 
     @property
     def queued(self) -> int:
-        return sum(1 for w in self._waiters if not w.future.done())
+        return sum(1 for w in tuple(self._waiters) if not w.future.done())
 
     @property
     def held(self) -> int:
         """Pods holding a wallet open for its next step."""
-        return sum(1 for s in self._slots.values() if s.held is not None)
+        return sum(1 for s in tuple(self._slots.values()) if s.held is not None)
 
     def any_ready_pod(self) -> PodState | None:
         """A ready pod for work that needs no exclusive wallet-rpc (file listing and deletion)."""

@@ -46,13 +46,15 @@ class OperatorProcess:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+    #: ESCROW_METRICS_PORT: 0 (the default) serves no metrics, so parallel operators never collide.
+    metrics_port: int = 0
 
     def start(self) -> "OperatorProcess":
         env = dict(os.environ)
         env.update(
             {
                 "KUBECONFIG": str(self.kubeconfig),
-                "ESCROW_METRICS_PORT": "0",
+                "ESCROW_METRICS_PORT": str(self.metrics_port),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -80,6 +82,12 @@ class OperatorProcess:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    @property
+    def metrics_url(self) -> str:
+        """Where this operator serves /metrics and /healthz (needs a metrics_port)."""
+        assert self.metrics_port, "started without a metrics_port"
+        return f"http://127.0.0.1:{self.metrics_port}"
 
     @property
     def log(self) -> str:

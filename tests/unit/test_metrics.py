@@ -173,23 +173,6 @@ def test_a_deleted_or_unknown_pool_is_not_exported() -> None:
     assert "# HELP xmrescrow_pool_pods_ready" in text  # the families are there, empty
 
 
-class Flaky:
-    """A scheduler count that fails the way a dict changed by the event loop mid-iteration does."""
-
-    def __init__(self, failures: int, value: int) -> None:
-        self.failures, self.value = failures, value
-
-    def __call__(self) -> int:
-        if self.failures:
-            self.failures -= 1
-            raise RuntimeError("dictionary changed size during iteration")
-        return self.value
-
-
-def test_a_count_read_mid_change_is_read_again() -> None:
-    assert metrics._read(Flaky(2, 7)) == 7
-    with pytest.raises(RuntimeError):
-        metrics._read(Flaky(10, 7), attempts=3)
 
 
 # --- the other metrics ---------------------------------------------------------------------------------
