@@ -78,8 +78,22 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     faults = Faults.parse(ours.faults, ours.mode)
     faults.install_resume_signal()
     CTX = Context(kube, pools, ours, faults)
+    await _know_existing_pools(kube, pools, ours.namespace)
     if ours.metrics_port:
         metrics.serve(ours.metrics_port)
+
+
+async def _know_existing_pools(kube: Kube, pools: Pools, namespace: str | None) -> None:
+    """Mark the pools that exist before any Escrow resumes, so an in-flight escrow does not report
+    PoolNotFound while the pool watch catches up after a restart."""
+    if namespace:
+        listing = await kube.call(kube.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, WALLETPOOL_PLURAL)
+    else:
+        listing = await kube.call(kube.custom.list_cluster_custom_object, GROUP, VERSION, WALLETPOOL_PLURAL)
+    for item in listing.get("items") or []:
+        meta = item["metadata"]
+        if not meta.get("deletionTimestamp"):
+            pools.get(meta["namespace"], meta["name"]).exists.set()
 
 
 @kopf.on.cleanup()
