@@ -298,6 +298,8 @@ class EscrowExchange:
         warm = lease.warm
         if warm is None:
             await call("close_wallet", autosave=False, point="drop_stale")
+        else:
+            self.log.info("%s round %d runs on its wallet kept open on %s", role, step, pod)
         work = warm.work if warm is not None else names.work(step)
         source = names.input_of(step)
         address: str | None = None
