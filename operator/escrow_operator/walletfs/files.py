@@ -289,6 +289,12 @@ def copy_wallet(wallet_dir: Path, source: str, target: str) -> CopyOutcome:
             return CopyOutcome(files=have, copied=False)
         raise WalletConflict(f"target wallet {target} exists with different content; not overwriting it")
 
+    return CopyOutcome(files=_copy_files(wallet_dir, source, target, src_files, dst_files), copied=True)
+
+
+def _copy_files(wallet_dir: Path, source: str, target: str, src_files: list[str], dst_files: list[str]) -> dict[str, str]:
+    """Write ``source``'s files under ``target``: temp file, fsync, rename, ``.keys`` last, then fsync
+    the directory. Returns sha256 per target file."""
     result: dict[str, str] = {}
     # Stray files of a torn earlier copy that the source does not have: remove so the copy is exact.
     wanted_names = {_rename_target(f, source, target) for f in src_files}
@@ -306,7 +312,7 @@ def copy_wallet(wallet_dir: Path, source: str, target: str) -> CopyOutcome:
             raise
         result[dst_name] = digest
     fsync_dir(wallet_dir)
-    return CopyOutcome(files=result, copied=True)
+    return result
 
 
 def publish_wallet(wallet_dir: Path, source: str, target: str) -> dict[str, str]:
@@ -349,23 +355,7 @@ def publish_copy(wallet_dir: Path, source: str, target: str) -> dict[str, str]:
         raise AlreadyPublished(f"wallet {target} is already published; it is never overwritten")
     if source + ".keys" not in src_files:
         raise WalletNotFound(f"work wallet {source} does not exist (and {target} is not published)")
-    wanted_names = {_rename_target(f, source, target) for f in src_files}
-    for stray in dst_files:  # leftovers of a torn earlier publish that the source does not have
-        if stray not in wanted_names:
-            os.unlink(wallet_dir / stray)
-    result: dict[str, str] = {}
-    for src_name in src_files:  # publish order: .keys last
-        dst_name = _rename_target(src_name, source, target)
-        tmp, digest = _copy_to_temp(wallet_dir / src_name, wallet_dir)
-        _crash_point("copy.after_temp")
-        try:
-            os.replace(tmp, wallet_dir / dst_name)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
-        result[dst_name] = digest
-    fsync_dir(wallet_dir)
-    return result
+    return _copy_files(wallet_dir, source, target, src_files, dst_files)
 
 
 def delete_wallet(wallet_dir: Path, wallet: str) -> list[str]:
