@@ -26,9 +26,9 @@ class OperatorSettings(BaseModel):
     operator_namespace: str = Field("default", description="where the operator runs (for the NetworkPolicy)")
     step_attempts: int = Field(5, ge=1, le=100, description="attempts of a step that fails with a wallet-rpc error")
     rpc_timeout: float = Field(180.0, gt=0, description="seconds one wallet-rpc call may take")
-    walletfs_timeout: float = Field(60.0, gt=0)
+    walletfs_timeout: float = Field(60.0, gt=0, description="seconds one walletfs request may take")
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics and /healthz; 0 disables")
-    liveness_port: int = Field(0, ge=0, le=65535)
+    liveness_port: int = Field(0, ge=0, le=65535, description="kopf's liveness endpoint; 0 disables")
     record_step_history: bool = Field(False, description="keep per-pod step intervals (tests, benchmarks)")
     wallet_affinity: bool = Field(
         True,

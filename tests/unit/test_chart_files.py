@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from escrow_operator.api.walletpool import DEFAULT_IMAGE, DEFAULT_OPERATOR_IMAGE
+from escrow_operator.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "xmr-escrow-operator"
@@ -193,3 +194,9 @@ def test_autoscaling_is_off_by_default_and_scales_the_pool_on_the_operators_gaug
     }
     # No RBAC for autoscalers in the chart: the HPA controller's and KEDA's own roles cover */scale.
     assert "walletpools/scale" not in (CHART / "templates" / "_helpers.tpl").read_text()
+
+
+def test_every_operator_setting_is_documented() -> None:
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    missing = [name for name in OperatorSettings.model_fields if f"`ESCROW_{name.upper()}`" not in operations]
+    assert missing == [], f"settings missing from docs/operations.md: {missing}"
