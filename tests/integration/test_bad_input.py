@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -40,6 +41,12 @@ from tests.support.escrows import condition
 from tests.support.kube import custom_objects, wait_for
 from tests.support.operator import OperatorProcess
 from tests.support.walletrpc_proc import standalone_wallet_rpc
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_started() -> datetime:
+    """Objects created from here on are this module's (creation timestamps have one-second resolution)."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
 
 API_VERSION = f"{GROUP}/{VERSION}"
 PLURALS = {"Escrow": ESCROW_PLURAL, "WalletPool": WALLETPOOL_PLURAL}
@@ -445,7 +452,9 @@ def test_walletpool_mutable_fields_change(kube: client.ApiClient, namespace: str
 # --------------------------------------------------------------------------------------------- 2. the operator
 
 
-def test_operator_reports_unknown_pool(kube: client.ApiClient, namespace: str, operator: OperatorProcess) -> None:
+def test_operator_reports_unknown_pool(
+    kube: client.ApiClient, namespace: str, operator: OperatorProcess, module_started: datetime
+) -> None:
     """After the table: an Escrow on a pool that does not exist is Pending with Ready=False/PoolNotFound."""
     create(kube, namespace, obj("Escrow", {"poolRef": "no-such-pool"}, name="orphan"))
 
@@ -476,8 +485,13 @@ def test_operator_reports_unknown_pool(kube: client.ApiClient, namespace: str, o
     )
     assert operator.proc is not None and operator.proc.poll() is None, "the operator exited"
     assert "Traceback" not in operator.log, operator.log[-4000:]
-    # Nothing of the table reached the operator: it built no pool anywhere.
-    assert client.AppsV1Api(kube).list_stateful_set_for_all_namespaces().items == []
+    # Nothing of the table reached the operator: it built no pool anywhere while this module ran.
+    built = [
+        f"{sts.metadata.namespace}/{sts.metadata.name}"
+        for sts in client.AppsV1Api(kube).list_stateful_set_for_all_namespaces().items
+        if sts.metadata.creation_timestamp >= module_started
+    ]
+    assert built == []
 
 
 # --------------------------------------------------------------------------------------------- 3. walletfs
