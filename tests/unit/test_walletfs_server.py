@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from escrow_operator.naming import WalletNames
 from escrow_operator.walletfs import files
+from escrow_operator.walletfs import server as server_module
 from escrow_operator.walletfs.client import WalletfsClient, WalletfsError, WalletfsUnavailable
 from escrow_operator.walletfs.server import (
     SettingsError,
@@ -373,6 +374,36 @@ async def test_readyz_follows_get_version(wallet_dir: Path, status: int, reply: 
                 response = await http.get("/readyz")
     assert response.status_code == (200 if ready else 503)
     assert calls and calls[0]["method"] == "get_version"
+
+
+async def test_readyz_counts_a_busy_wallet_rpc_as_ready_only_after_an_answer(
+    wallet_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wallet-rpc serves one request at a time: during a long call the probe's request waits."""
+    monkeypatch.setattr(server_module, "READY_TIMEOUT", 0.2)
+    busy = asyncio.Event()
+    release = asyncio.Event()
+
+    async def json_rpc(request: web.Request) -> web.Response:
+        if busy.is_set():
+            await release.wait()  # a long create_wallet ahead of the probe
+        return web.json_response({"jsonrpc": "2.0", "id": "0", "result": {"version": 65562}})
+
+    rpc_app = web.Application()
+    rpc_app.router.add_post("/json_rpc", json_rpc)
+    async with TestServer(rpc_app, host="127.0.0.1") as rpc:
+        settings = settings_for(wallet_dir, rpc_url=f"http://127.0.0.1:{rpc.port}/json_rpc")
+        async with TestServer(make_app(settings), host="127.0.0.1") as srv:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http:
+                busy.set()
+                assert (await http.get("/readyz")).status_code == 503  # never answered: not ready
+                busy.clear()
+                assert (await http.get("/readyz")).status_code == 200
+                busy.set()
+                assert (await http.get("/readyz")).status_code == 200  # busy after an answer: ready
+                monkeypatch.setattr(server_module, "BUSY_GRACE", 0.0)
+                assert (await http.get("/readyz")).status_code == 503  # silent too long: not ready
+                release.set()
 
 
 async def test_readyz_answers_wallet_rpc_digest_challenge(wallet_dir: Path) -> None:

@@ -28,6 +28,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,6 +48,11 @@ MAX_BODY_BYTES = 64 * 1024
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 #: Timeout of the readiness call to wallet-rpc, seconds.
 READY_TIMEOUT = 3.0
+#: wallet-rpc serves one request at a time: while it runs a long call (``create_wallet`` under load
+#: takes tens of seconds) it accepts the probe's connection but cannot answer. Having answered within
+#: this many seconds, it counts as busy, not unready, so its pod keeps getting steps (and keeps the
+#: wallet it holds open). Longer than the operator's wallet-rpc call timeout.
+BUSY_GRACE = 300.0
 
 T = TypeVar("T")
 Body = TypeVar("Body", bound=BaseModel)
@@ -265,6 +271,7 @@ class WalletfsServer:
         self._rpc: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ready: bool | None = None
+        self._last_answer: float | None = None  # monotonic time of wallet-rpc's last get_version answer
 
     # -- lifecycle
 
@@ -337,7 +344,8 @@ class WalletfsServer:
         return error_response(503, "wallet-rpc is not ready")
 
     async def _wallet_rpc_ready(self) -> bool:
-        """True iff wallet-rpc answers ``get_version`` with a result."""
+        """True iff wallet-rpc answers ``get_version`` with a result, or is busy: it accepted the
+        connection but is still running a long call, and it answered within :data:`BUSY_GRACE`."""
         assert self.settings.rpc_url is not None
         client = self._rpc
         if client is None:
@@ -347,10 +355,15 @@ class WalletfsServer:
                 self.settings.rpc_url, json={"jsonrpc": "2.0", "id": "0", "method": "get_version"}
             )
             body = response.json() if response.status_code == 200 else None
+        except httpx.ReadTimeout:
+            return self._last_answer is not None and time.monotonic() - self._last_answer < BUSY_GRACE
         except (httpx.HTTPError, ValueError) as exc:
             log.debug("wallet-rpc readiness call failed: %s", type(exc).__name__)
             return False
-        return isinstance(body, dict) and isinstance(body.get("result"), dict)
+        answered = isinstance(body, dict) and isinstance(body.get("result"), dict)
+        if answered:
+            self._last_answer = time.monotonic()
+        return answered
 
     # -- /v1
 
