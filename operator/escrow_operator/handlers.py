@@ -6,7 +6,6 @@ Importing this module registers the handlers; :func:`escrow_operator.cli.main` r
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import secrets
@@ -47,7 +46,7 @@ from .pool_resources import (
     service,
     statefulset,
 )
-from .pools import Pools
+from .pools import PoolCredentials, Pools
 from .scheduler import PodLost
 from .settings import FINALIZER, POOL_LABEL, RETRY_ANNOTATION, OperatorSettings
 from .walletfs.client import WalletfsUnavailable
@@ -188,10 +187,10 @@ async def _ensure_rpc_secret(kube: Kube, obj: dict[str, Any]) -> None:
             raise
     else:
         data = existing.data or {}
-        if RPC_CONFIG_KEY not in data and "username" in data and "password" in data:
+        if RPC_CONFIG_KEY not in data:
             # A Secret of an older release: add wallet-rpc's config file with the same login.
-            decode = lambda key: base64.b64decode(data[key]).decode()  # noqa: E731
-            patch = {"stringData": {RPC_CONFIG_KEY: rpc_config(decode("username"), decode("password"))}}
+            creds = PoolCredentials.from_secret(data)
+            patch = {"stringData": {RPC_CONFIG_KEY: rpc_config(creds.username, creds.password.get_secret_value())}}
             await kube.call(kube.core.patch_namespaced_secret, rpc_secret_name(pool), namespace, patch)
         return
     body = rpc_secret(obj, "escrow-operator", secrets.token_urlsafe(32), secrets.token_urlsafe(32))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -338,6 +339,15 @@ async def test_startup_removes_temp_leftovers(
     assert any("Removed 2 leftover" in r.getMessage() for r in caplog.records)
 
 
+@contextlib.asynccontextmanager
+async def fake_wallet_rpc(handler: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[str]:
+    """A stand-in for wallet-rpc's JSON-RPC endpoint (unit tests of the probe); yields its URL."""
+    app = web.Application()
+    app.router.add_post("/json_rpc", handler)
+    async with TestServer(app, host="127.0.0.1") as rpc:
+        yield f"http://127.0.0.1:{rpc.port}/json_rpc"
+
+
 async def test_readyz_503_when_wallet_rpc_unreachable(wallet_dir: Path) -> None:
     settings = settings_for(
         wallet_dir, rpc_url=f"http://127.0.0.1:{free_port()}/json_rpc", rpc_login=SecretStr("u:p")
@@ -365,10 +375,8 @@ async def test_readyz_follows_get_version(wallet_dir: Path, status: int, reply: 
         calls.append(await request.json())
         return web.json_response(reply, status=status)
 
-    rpc_app = web.Application()
-    rpc_app.router.add_post("/json_rpc", json_rpc)
-    async with TestServer(rpc_app, host="127.0.0.1") as rpc:
-        settings = settings_for(wallet_dir, rpc_url=f"http://127.0.0.1:{rpc.port}/json_rpc")
+    async with fake_wallet_rpc(json_rpc) as rpc:
+        settings = settings_for(wallet_dir, rpc_url=rpc)
         async with TestServer(make_app(settings), host="127.0.0.1") as srv:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http:
                 response = await http.get("/readyz")
@@ -389,10 +397,8 @@ async def test_readyz_counts_a_busy_wallet_rpc_as_ready_only_after_an_answer(
             await release.wait()  # a long create_wallet ahead of the probe
         return web.json_response({"jsonrpc": "2.0", "id": "0", "result": {"version": 65562}})
 
-    rpc_app = web.Application()
-    rpc_app.router.add_post("/json_rpc", json_rpc)
-    async with TestServer(rpc_app, host="127.0.0.1") as rpc:
-        settings = settings_for(wallet_dir, rpc_url=f"http://127.0.0.1:{rpc.port}/json_rpc")
+    async with fake_wallet_rpc(json_rpc) as rpc:
+        settings = settings_for(wallet_dir, rpc_url=rpc)
         async with TestServer(make_app(settings), host="127.0.0.1") as srv:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http:
                 busy.set()
@@ -417,11 +423,9 @@ async def test_readyz_answers_wallet_rpc_digest_challenge(wallet_dir: Path) -> N
             return web.json_response({}, status=401, headers={"WWW-Authenticate": challenge})
         return web.json_response({"jsonrpc": "2.0", "id": "0", "result": {"version": 65562}})
 
-    rpc_app = web.Application()
-    rpc_app.router.add_post("/json_rpc", json_rpc)
-    async with TestServer(rpc_app, host="127.0.0.1") as rpc:
+    async with fake_wallet_rpc(json_rpc) as rpc:
         settings = settings_for(
-            wallet_dir, rpc_url=f"http://127.0.0.1:{rpc.port}/json_rpc", rpc_login=SecretStr("rpcuser:rpcpass")
+            wallet_dir, rpc_url=rpc, rpc_login=SecretStr("rpcuser:rpcpass")
         )
         async with TestServer(make_app(settings), host="127.0.0.1") as srv:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http:

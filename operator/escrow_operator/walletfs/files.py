@@ -315,6 +315,19 @@ def _copy_files(wallet_dir: Path, source: str, target: str, src_files: list[str]
     return result
 
 
+def _publishable(wallet_dir: Path, source: str, target: str) -> tuple[str, str, list[str], list[str]]:
+    """Checked names and present files of a publish: refused if ``target`` is published already
+    (:class:`AlreadyPublished`, also when the source is gone) or ``source`` does not exist."""
+    source, target = _check_pair(source, target)
+    src_files = _present(wallet_dir, source)
+    dst_files = _present(wallet_dir, target)
+    if target + ".keys" in dst_files:
+        raise AlreadyPublished(f"wallet {target} is already published; it is never overwritten")
+    if source + ".keys" not in src_files:
+        raise WalletNotFound(f"work wallet {source} does not exist (and {target} is not published)")
+    return source, target, src_files, dst_files
+
+
 def publish_wallet(wallet_dir: Path, source: str, target: str) -> dict[str, str]:
     """Move the work copy ``source`` to its published name ``target``; return sha256 per target file.
 
@@ -325,14 +338,7 @@ def publish_wallet(wallet_dir: Path, source: str, target: str) -> dict[str, str]
     overwritten by the source's files; those the source no longer has (they were already moved by
     that earlier publish) are kept.
     """
-    source, target = _check_pair(source, target)
-    src_files = _present(wallet_dir, source)
-    dst_files = _present(wallet_dir, target)
-    if target + ".keys" in dst_files:
-        raise AlreadyPublished(f"wallet {target} is already published; it is never overwritten")
-    if source + ".keys" not in src_files:
-        raise WalletNotFound(f"work wallet {source} does not exist (and {target} is not published)")
-
+    source, target, src_files, dst_files = _publishable(wallet_dir, source, target)
     for name in src_files:
         _fsync_file(wallet_dir / name)
     for name in src_files:  # publish order: .keys last
@@ -348,13 +354,7 @@ def publish_copy(wallet_dir: Path, source: str, target: str) -> dict[str, str]:
     copied to temp files, fsynced and renamed into place, ``.keys`` last. Like :func:`publish_wallet`
     a published wallet is never overwritten (:class:`AlreadyPublished`).
     """
-    source, target = _check_pair(source, target)
-    src_files = _present(wallet_dir, source)
-    dst_files = _present(wallet_dir, target)
-    if target + ".keys" in dst_files:
-        raise AlreadyPublished(f"wallet {target} is already published; it is never overwritten")
-    if source + ".keys" not in src_files:
-        raise WalletNotFound(f"work wallet {source} does not exist (and {target} is not published)")
+    source, target, src_files, dst_files = _publishable(wallet_dir, source, target)
     return _copy_files(wallet_dir, source, target, src_files, dst_files)
 
 
