@@ -41,7 +41,7 @@ from .faults import NONE as NO_FAULTS
 from .faults import Faults
 from .kube import Kube
 from .naming import WalletNames, final_step
-from .pools import PoolCredentials, PoolRuntime, Pools
+from .pools import PoolRuntime, Pools
 from .scheduler import Lease, PodLost
 from .settings import OperatorSettings
 from .walletfs.client import WalletfsClient, WalletfsError, WalletfsUnavailable
@@ -50,7 +50,6 @@ from .walletrpc import (
     Stage,
     WalletRpc,
     WalletRpcError,
-    WalletRpcFailure,
     WalletRpcUnavailable,
     check_multisig,
     messages_for,

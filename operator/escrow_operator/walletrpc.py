@@ -23,11 +23,12 @@ from __future__ import annotations
 import enum
 import itertools
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from .httpclient import OwnsAsyncClient
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -255,7 +256,7 @@ R = TypeVar("R", bound=_Reply)
 # --------------------------------------------------------------------------------------------------------------
 
 
-class WalletRpc:
+class WalletRpc(OwnsAsyncClient):
     """Client of one monero-wallet-rpc endpoint (``http://host:port/json_rpc``) with digest auth.
 
     Use as ``async with WalletRpc(url, user, password) as rpc: ...`` or call :meth:`aclose`. Each method takes
@@ -276,7 +277,7 @@ class WalletRpc:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         auth = httpx.DigestAuth(user, secret(password).get_secret_value())
-        self._client = httpx.AsyncClient(
+        self._http = httpx.AsyncClient(
             auth=auth,
             transport=transport,
             timeout=self._timeout(timeout),
@@ -289,24 +290,6 @@ class WalletRpc:
 
     def __repr__(self) -> str:
         return f"WalletRpc({self.url!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    @property
-    def closed(self) -> bool:
-        return self._client.is_closed
 
     def _timeout(self, timeout: float) -> httpx.Timeout:
         return httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout))
@@ -323,7 +306,7 @@ class WalletRpc:
             body["params"] = _reveal(params)
         t = self.timeout if timeout is None else timeout
         try:
-            response = await self._client.post(self.url, json=body, timeout=self._timeout(t))
+            response = await self._http.post(self.url, json=body, timeout=self._timeout(t))
         except httpx.TimeoutException as exc:
             raise WalletRpcUnavailable(method, self.url, f"no answer within {t:g} s ({type(exc).__name__})") from None
         except httpx.RequestError as exc:

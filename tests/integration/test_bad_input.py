@@ -18,10 +18,8 @@ import http.client
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from escrow_operator.walletfs.server import MAX_BODY_BYTES
 from tests.support.escrows import condition
 from tests.support.kube import custom_objects, wait_for
 from tests.support.operator import OperatorProcess
+from tests.support.processes import free_port, stop, wait_serving
 from tests.support.walletrpc_proc import standalone_wallet_rpc
 
 
@@ -528,12 +527,6 @@ class Walletfs:
             conn.close()
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def snapshot(root: Path) -> dict[str, tuple[str, str]]:
     """Every entry under ``root`` (symlinks not followed): kind, and sha256 of files or the link target."""
     seen: dict[str, tuple[str, str]] = {}
@@ -584,7 +577,7 @@ def walletfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walletfs]:
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
     host = "127.0.0.1"
-    port = _free_port(host)
+    port = free_port(host)
     log = run / "walletfs.log"
     binary = Path(sys.executable).parent / "escrow-operator"
     with open(log, "wb") as out:
@@ -597,25 +590,17 @@ def walletfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walletfs]:
         )
     server = Walletfs(host, port, token, root, wallet_dir, log, proc, uid, httpx.Client(timeout=30))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if server.http.get(f"{server.url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"walletfs did not start: {log.read_text(errors='replace')}")
-            time.sleep(0.05)  # polling a starting process that signals nothing
+        wait_serving(
+            proc,
+            lambda: server.http.get(f"{server.url}/healthz", timeout=2).status_code == 200,
+            what="walletfs",
+            interval=0.05,
+            detail=lambda: log.read_text(errors="replace"),
+        )
         yield server
     finally:
         server.http.close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import ssl
 import subprocess
 import time
@@ -42,6 +41,7 @@ from hack.devcluster.procs import pdeathsig_preexec
 from tests.support.escrows import create_escrow, create_pool, wait_escrow, wait_escrow_gone
 from tests.support.kube import wait_for
 from tests.support.operator import OperatorProcess
+from tests.support.processes import free_port, stop, wait_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "xmr-escrow-operator"
@@ -303,12 +303,6 @@ class AuditedApiserver:
         return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def audited(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuditedApiserver]:
     """kube-apiserver #2 on the dev cluster's etcd: same CA, service-account keys and issuer (so
@@ -317,7 +311,7 @@ def audited(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> It
     state = tmp_path_factory.mktemp("audited-apiserver")
     (state / "policy.yaml").write_text(AUDIT_POLICY)
     audit_log = state / "audit.log"
-    port = _free_port()
+    port = free_port()
     k = cluster.pki
     argv = [
         str(binary("kube-apiserver")),
@@ -350,28 +344,22 @@ def audited(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> It
     server = f"https://127.0.0.1:{port}"
     context = ssl.create_default_context(cafile=str(k.ca_crt))
     context.load_cert_chain(str(k.admin_crt), str(k.admin_key))
-    deadline = time.monotonic() + 180
+    def ready() -> bool:
+        with urllib.request.urlopen(f"{server}/readyz", timeout=2, context=context) as reply:
+            return bool(reply.status == 200)
+
     try:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"the audited kube-apiserver exited: {(state / 'kube-apiserver.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{server}/readyz", timeout=2, context=context) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the audited kube-apiserver was not ready in time; see {state / 'kube-apiserver.log'}")
-            time.sleep(0.3)  # a starting process has no event to wait on
+        wait_serving(
+            proc,
+            ready,
+            what="the audited kube-apiserver",
+            timeout=180,
+            interval=0.3,
+            detail=lambda: (state / "kube-apiserver.log").read_text()[-3000:],
+        )
         yield AuditedApiserver(server, audit_log, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=20)
 
 
 def used(events: list[dict[str, Any]]) -> set[Triple]:

@@ -32,6 +32,7 @@ from tests.support.escrows import (
 )
 from tests.support.kube import custom_objects, pod_ready, wait_for
 from tests.support.operator import OperatorProcess
+from tests.support.processes import free_port, stop, wait_serving
 from tests.support.walletrpc_proc import standalone_wallet_rpc
 
 POOL = "faultpool"
@@ -184,7 +185,7 @@ def test_walletfs_killed_mid_copy_publishes_nothing_torn(tmp_path: Path) -> None
     token = "t" * 32
 
     def start(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "escrow_operator", "walletfs", f"--dir={wallets}", "--bind=127.0.0.1", f"--port={port}"],
             env={**os.environ, "WALLETFS_TOKEN": token, **env},
@@ -192,14 +193,8 @@ def test_walletfs_killed_mid_copy_publishes_nothing_torn(tmp_path: Path) -> None
             stderr=subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/healthz")
-                return proc, url
-            except httpx.HTTPError:
-                assert proc.poll() is None and time.monotonic() < deadline, "walletfs did not start"
-                time.sleep(0.05)  # polling a starting process
+        wait_serving(proc, lambda: httpx.get(f"{url}/healthz").status_code == 200, what="walletfs", timeout=20, interval=0.05)
+        return proc, url
 
     proc, url = start({"WALLETFS_MODE": "test", "WALLETFS_CRASH_AT": "copy.after_temp"})
     with pytest.raises(httpx.HTTPError):
@@ -213,13 +208,4 @@ def test_walletfs_killed_mid_copy_publishes_nothing_torn(tmp_path: Path) -> None
         assert not [p for p in wallets.iterdir() if p.name.startswith(".walletfs-tmp")]
         assert not (wallets / f"{target}.keys").exists()
     finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        stop(proc)

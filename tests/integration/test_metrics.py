@@ -9,7 +9,6 @@ meet the fault and the same operator serves both cases.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from escrow_operator.api import ESCROW_PLURAL, GROUP, VERSION
 from hack.devcluster import DevCluster
 from tests.support.escrows import assert_no_secrets, create_escrow, create_pool, escrow_secret, wait_escrow, wait_escrow_gone
 from tests.support.operator import OperatorProcess
+from tests.support.processes import free_port
 
 POOL = "metricspool"
 READY = ("esc-alpha", "esc-beta")  # 2-of-3, buyer/vendor/arbiter
@@ -31,12 +31,6 @@ FAILED = "esc-doomed"  # 2-of-2
 FAILED_ROLES = ["payer", "payee"]
 FAULTS = {"ESCROW_MODE": "test", "ESCROW_STEP_ATTEMPTS": "2", "ESCROW_FAULTS": "fail:rpc.before.is_multisig@2x1000"}
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def poll(read: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float = 60) -> T:

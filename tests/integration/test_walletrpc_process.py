@@ -13,7 +13,6 @@ import os
 import random
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -33,6 +32,7 @@ from escrow_operator.walletrpc import (
     messages_for,
     secret,
 )
+from tests.support.processes import free_port, stop
 
 pytestmark = pytest.mark.integration
 
@@ -70,15 +70,9 @@ class Pool:
         return WalletRpc(self.procs[i].url, USER, self.password if password is None else password, timeout=CALL_TIMEOUT)
 
 
-def _free_port(ip: str) -> int:
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return int(s.getsockname()[1])
-
-
 def _start(ip: str, wallet_dir: Path, home: Path, rpc_password: str) -> Proc:
     home.mkdir(parents=True, exist_ok=True)
-    port = _free_port(ip)
+    port = free_port(ip)
     assert WALLET_RPC is not None
     argv = [
         WALLET_RPC, "--offline", "--wallet-dir", str(wallet_dir),
@@ -115,16 +109,6 @@ def _wait_ready(proc: Proc, rpc_password: str, deadline: float) -> bool:
             time.sleep(0.2)
 
 
-def _stop(proc: Proc) -> None:
-    if proc.process.poll() is None:
-        proc.process.terminate()
-        try:
-            proc.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.process.kill()
-            proc.process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     if WALLET_RPC is None:
@@ -147,7 +131,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
         yield Pool(wallet_dir, rpc_password, [p for p in procs if p.process.poll() is None])
     finally:
         for proc in procs:
-            _stop(proc)
+            stop(proc.process)
 
 
 @pytest.fixture

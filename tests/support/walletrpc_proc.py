@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.support.processes import free_port, stop, wait_serving
 
 
 @dataclass
@@ -41,18 +41,12 @@ class Inspector:
             self.call("close_wallet", autosave_current=False)
 
 
-def _free_port(ip: str) -> int:
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def standalone_wallet_rpc(wallet_dir: Path, ip: str = "127.0.0.9") -> Iterator[Inspector]:
     binary = shutil.which("monero-wallet-rpc")
     assert binary, "monero-wallet-rpc is not installed (make deps)"
     password = secrets.token_urlsafe(12)
-    port = _free_port(ip)
+    port = free_port(ip)
     with tempfile.TemporaryDirectory() as home:
         proc = subprocess.Popen(
             [
@@ -67,20 +61,12 @@ def standalone_wallet_rpc(wallet_dir: Path, ip: str = "127.0.0.9") -> Iterator[I
         )
         inspector = Inspector(f"http://{ip}:{port}/json_rpc", httpx.DigestAuth("inspector", password))
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    inspector.call("get_version")
-                    break
-                except (httpx.HTTPError, ValueError):
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise AssertionError("the inspection wallet-rpc did not start") from None
-                    time.sleep(0.1)  # polling a starting process that signals nothing
+            wait_serving(
+                proc,
+                lambda: bool(inspector.call("get_version")),
+                what="the inspection wallet-rpc",
+                not_yet=(httpx.HTTPError, ValueError),
+            )
             yield inspector
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)

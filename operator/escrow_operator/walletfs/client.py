@@ -7,12 +7,12 @@ for every other failure. ``WalletfsUnavailable`` is a subclass of ``WalletfsErro
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from escrow_operator.httpclient import OwnsAsyncClient
 from escrow_operator.walletfs.files import FileInfo, WalletEntry, WalletStat
 
 __all__ = [
@@ -70,7 +70,7 @@ def _base_url(pod_ip: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-class WalletfsClient:
+class WalletfsClient(OwnsAsyncClient):
     """Client of the sidecar at ``http://{pod_ip}:{port}``; use ``async with`` or call :meth:`aclose`."""
 
     def __init__(
@@ -90,20 +90,6 @@ class WalletfsClient:
             timeout=timeout,
             transport=transport,
         )
-
-    async def __aenter__(self) -> WalletfsClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     def __repr__(self) -> str:  # never shows the token
         return f"WalletfsClient({self.base_url!r})"
