@@ -7,12 +7,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=controlplane.env
-source "$HERE/controlplane.env"
-KUBE_VERSION="${KUBE_VERSION_OVERRIDE:-$KUBE_VERSION}"
-CACHE_ROOT="${XMR_ESCROW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xmr-escrow-operator}"
-OUT="$CACHE_ROOT/controlplane/$KUBE_VERSION"
-BIN="$OUT/bin"
+# shellcheck source=gobuild.sh
+source "$HERE/gobuild.sh"
 BINARIES=(etcd kube-apiserver kube-controller-manager kubectl)
 
 all_present() {
@@ -26,10 +22,7 @@ if all_present; then
   exit 0
 fi
 
-command -v go >/dev/null || { echo "error: Go is not installed; install Go >= 1.24 (apt-get install golang) and run again" >&2; exit 1; }
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
-mkdir -p "$BIN"
-log() { printf '[build-controlplane %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+prepare_go_build
 
 # --- Kubernetes: a wrapper module whose replaces come from the release's own go.mod -------------
 KMOD="$OUT/src/kubernetes"
@@ -82,19 +75,9 @@ if not m:
 print(m.group(1))
 PY
 )
-EMOD="$OUT/src/etcd"
-mkdir -p "$EMOD"
 if [[ ! -x "$BIN/etcd" ]]; then
   log "building etcd v$ETCD_VERSION"
-  (
-    cd "$EMOD"
-    rm -f go.mod go.sum
-    go mod init xmrescrow.dev/hack/etcd >/dev/null 2>&1
-    go mod edit -require "go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
-    printf 'package tools\n' > tools.go
-    go build -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3
-  )
-  mv "$BIN/etcd.tmp" "$BIN/etcd"
+  go_build_module "$OUT/src/etcd" "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" go.etcd.io/etcd/server/v3 "-s -w" "$BIN/etcd"
 fi
 
 printf 'kubernetes %s\netcd %s\n' "$KUBE_VERSION" "$ETCD_VERSION" > "$OUT/STAMP"

@@ -14,15 +14,11 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=controlplane.env
-source "$HERE/controlplane.env"
-KUBE_VERSION="${KUBE_VERSION_OVERRIDE:-$KUBE_VERSION}"
+# shellcheck source=gobuild.sh
+source "$HERE/gobuild.sh"
 HELM_VERSION="${HELM_VERSION:-v3.19.5}"
 KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.7.1}"
 KIND_VERSION="${KIND_VERSION:-v0.30.0}"
-CACHE_ROOT="${XMR_ESCROW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xmr-escrow-operator}"
-OUT="$CACHE_ROOT/controlplane/$KUBE_VERSION"
-BIN="$OUT/bin"
 
 # tool  module  package  version
 TOOLS=(
@@ -49,10 +45,7 @@ if all_built; then
   exit 0
 fi
 
-command -v go >/dev/null || { echo "error: Go is not installed; install Go >= 1.24 (apt-get install golang) and run again" >&2; exit 1; }
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
-mkdir -p "$BIN"
-log() { printf '[build-tools %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+prepare_go_build
 
 ldflags() { # name version
   local flags="-s -w"
@@ -75,17 +68,9 @@ for t in "${TOOLS[@]}"; do
   read -r name mod pkg version <<<"$t"
   if built "$name" "$version"; then continue; fi
   src="$OUT/src/$name"
-  mkdir -p "$src"
   log "building $name $version"
-  (
-    cd "$src"
-    rm -f go.mod go.sum VERSION
-    go mod init "xmrescrow.dev/hack/$name" >/dev/null 2>&1
-    go mod edit -require "$mod@$version"
-    printf 'package tools\n' > tools.go
-    go build -trimpath -ldflags "$(ldflags "$name" "$version")" -o "$BIN/$name.tmp" "$pkg"
-  )
-  mv "$BIN/$name.tmp" "$BIN/$name"
+  rm -f "$src/VERSION"
+  go_build_module "$src" "$mod@$version" "$pkg" "$(ldflags "$name" "$version")" "$BIN/$name"
   echo "$version" > "$src/VERSION"
 done
 
