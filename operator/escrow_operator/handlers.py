@@ -265,6 +265,7 @@ async def escrow_event(event: kopf.RawEvent, **_: Any) -> None:
 @kopf.on.delete(GROUP, VERSION, ESCROW_PLURAL, retries=5, backoff=5)
 async def escrow_deleted(body: kopf.Body, namespace: str, name: str, uid: str, retry: int, **_: Any) -> None:
     """Retain: keep the files and release the Secret. Delete: remove every file and the Secret."""
+    metrics.ESCROWS.forget(uid)  # also when the watch missed the events that set deletionTimestamp
     ctx = context()
     spec = EscrowSpec.model_validate(dict(body["spec"]))
     secret = EscrowSecret(ctx.kube, namespace, name, uid)

@@ -57,8 +57,11 @@ class EscrowPhases(Collector):
     """``xmrescrow_escrows{namespace, phase}``: how many Escrows are in each phase, per namespace.
 
     Fed with every event of the Escrow watch (the initial listing included), so it mirrors the
-    objects, not what this process did: it is right after a restart. Keyed by uid internally; only
-    namespace and phase are exported. Read from the scrape thread, written on the event loop.
+    objects, not what this process did: it is right after a restart. An Escrow being deleted
+    (``deletionTimestamp`` set) no longer counts, and the delete handler :meth:`forget`\ s it too, so
+    an Escrow whose last events a watch restart missed does not stay counted. Keyed by uid
+    internally; only namespace and phase are exported. Read from the scrape thread, written on the
+    event loop.
     """
 
     def __init__(self) -> None:
@@ -71,12 +74,17 @@ class EscrowPhases(Collector):
         uid, namespace = meta.get("uid"), meta.get("namespace")
         if not uid or not namespace:
             return
+        if event_type == "DELETED" or meta.get("deletionTimestamp"):
+            self.forget(uid)
+            return
+        phase = (body.get("status") or {}).get("phase") or PHASES[0]
         with self._lock:
-            if event_type == "DELETED":
-                self._phases.pop(uid, None)
-                return
-            phase = (body.get("status") or {}).get("phase") or PHASES[0]
             self._phases[uid] = (namespace, phase if phase in PHASES else UNKNOWN_PHASE)
+
+    def forget(self, uid: str) -> None:
+        """Stop counting the Escrow ``uid`` (it is being deleted or gone)."""
+        with self._lock:
+            self._phases.pop(uid, None)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """namespace -> phase -> count; every known phase is present (0 when none)."""

@@ -64,6 +64,22 @@ def test_escrows_by_phase_follow_the_watch_events() -> None:
     assert "other" not in phases.counts()
 
 
+def test_an_escrow_being_deleted_no_longer_counts() -> None:
+    """deletionTimestamp set (finalizer still on) or the delete handler run: not counted, so a watch
+    restart that misses the DELETED event leaves no stale count; later events of it change nothing."""
+    phases = EscrowPhases()
+    phases.observe(None, escrow("u1", phase="Ready"))
+    phases.observe(None, escrow("u2", phase="Ready"))
+    deleting = escrow("u1", phase="Ready")
+    deleting["metadata"]["deletionTimestamp"] = "2026-11-29T06:00:00Z"
+    phases.observe("MODIFIED", deleting)
+    assert phases.counts()["shop"]["Ready"] == 1
+    phases.forget("u2")  # the delete handler ran; its MODIFIED events were missed
+    assert "shop" not in phases.counts()
+    phases.observe(None, deleting)  # a later listing while the finalizer is still on
+    assert phases.counts() == {}
+
+
 def test_every_phase_is_exported_with_zeros() -> None:
     phases = EscrowPhases()
     phases.observe(None, escrow("u1", phase="Ready"))
