@@ -58,7 +58,7 @@ class EscrowPhases(Collector):
 
     Fed with every event of the Escrow watch (the initial listing included), so it mirrors the
     objects, not what this process did: it is right after a restart. An Escrow being deleted
-    (``deletionTimestamp`` set) no longer counts, and the delete handler :meth:`forget`\ s it too, so
+    (``deletionTimestamp`` set) no longer counts, and the delete handler calls :meth:`forget`, so
     an Escrow whose last events a watch restart missed does not stay counted. Keyed by uid
     internally; only namespace and phase are exported. Read from the scrape thread, written on the
     event loop.
