@@ -69,6 +69,8 @@ def run_operator_policy(bench: Bench, pool: Pool, escrows: int, affinity: bool, 
             "operator_cpu_s": round(op_cpu, 1),
             "operator_peak_rss_mb": round(peak_rss_mb(operator.proc.pid), 1),
             "apiserver_writes_per_escrow": round(writes / escrows, 1),
+            "retried_attempts": steplog.retried_attempts(operator.log),
+            "operator_error_lines": steplog.error_lines(operator.log),
             **step_figures(steps, watch, created_at),
         }
     )

@@ -48,7 +48,8 @@ def operator_summary(f: dict[str, Any]) -> str:
         f"p95 {f['time_to_ready_p95_s']} s, wallet-rpc {f['wallet_rpc_cpu_s_per_escrow']} CPU s/escrow, "
         f"busy {f['pod_busy_fraction']:.0%}, {f['apiserver_writes_per_escrow']} writes/escrow, "
         f"affinity {f['affinity']}, step overhead p50 {_ms(f['step_overhead_ms_p50'])} p95 {_ms(f['step_overhead_ms_p95'])}, "
-        f"warm steps {'n/a' if f['warm_step_fraction'] is None else format(f['warm_step_fraction'], '.0%')}"
+        f"warm steps {'n/a' if f['warm_step_fraction'] is None else format(f['warm_step_fraction'], '.0%')}, "
+        f"{f['retried_attempts']} attempts retried, {f['operator_error_lines']} error lines"
     )
     if f["time_to_ready_over_critical_path"] is not None:
         line += f", time to Ready {f['time_to_ready_over_critical_path']}x the critical path ({f['critical_path_s']} s)"

@@ -65,6 +65,20 @@ def parse_steps(log: str) -> list[Step]:
     return steps
 
 
+_RETRY = re.compile(r"; retrying on another pod$| \(attempt \d+ of \d+\)$", re.MULTILINE)
+_ERROR = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) ", re.MULTILINE)
+
+
+def retried_attempts(log: str) -> int:
+    """Step attempts the operator retried (a pod lost, or a wallet-rpc/walletfs error), from its warnings."""
+    return len(_RETRY.findall(log))
+
+
+def error_lines(log: str) -> int:
+    """Lines the operator (or kopf in it) logged at ERROR or CRITICAL."""
+    return len(_ERROR.findall(log))
+
+
 def _float(value: str | None) -> float | None:
     return None if value is None else float(value)
 

@@ -27,6 +27,8 @@ EXPECTED = {
     "operator_cpu_s",
     "operator_peak_rss_mb",
     "apiserver_writes_per_escrow",
+    "retried_attempts",
+    "operator_error_lines",
     "steps",
     "step_overhead_ms_p50",
     "step_overhead_ms_p95",
@@ -60,5 +62,6 @@ def test_bench_two_escrows_on_two_pods(tmp_path: Path) -> None:
     assert 0 <= figures["step_overhead_ms_p50"] <= figures["step_overhead_ms_p95"]
     assert 0 <= figures["warm_step_fraction"] <= 1
     assert figures["time_to_ready_over_critical_path"] is None  # only for a single escrow
+    assert figures["retried_attempts"] == 0, "no fault was injected: no step attempt should be retried"
 
     assert re.search(r"^bench: 2 escrows on 2 pods: [\d.]+ escrows/min", done.stdout, re.MULTILINE), done.stdout[-2000:]
