@@ -395,6 +395,26 @@ def evidence_table(title: str, grants: set[Triple], requested: set[Triple], even
     return "\n".join(lines)
 
 
+@dataclass
+class RbacEvidence:
+    grants: set[Triple]  # what the manifest's roles grant
+    requested: set[Triple]  # what the service account asked for (audit log)
+    events: list[dict[str, Any]]
+    table: str
+
+
+def rbac_evidence(audited: AuditedApiserver, namespace: str, sa: str, manifest: str, title: str) -> RbacEvidence:
+    """What ``sa`` asked the audited apiserver for against what ``manifest`` grants; prints the table
+    and fails on any request RBAC refused or any request not granted."""
+    events = audited.requests(f"system:serviceaccount:{namespace}:{sa}")
+    grants, requested = granted(manifest), used(events)
+    table = evidence_table(title, grants, requested, events)
+    print("\n" + table)
+    assert not forbidden(events), forbidden(events)
+    assert requested <= grants, f"requested but not granted: {requested - grants}"
+    return RbacEvidence(grants, requested, events, table)
+
+
 def install_rbac(helm: Path, env: dict[str, str], cluster: DevCluster, release: str, namespace: str, *args: str) -> str:
     manifest = helm_template(helm, env, release, namespace, "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml", *args)
     apply(cluster, manifest)
@@ -443,21 +463,14 @@ def test_operator_with_the_charts_clusterrole_runs_escrows_to_ready(
                 objects_api.delete_namespaced_custom_object(GROUP, VERSION, ns, WALLETPOOL_PLURAL, "wallets")
             finally:
                 operator.stop()
-            log = operator.log
-            assert not rbac_denials(log), "\n".join(rbac_denials(log))[-4000:]
+            assert not rbac_denials(operator.log), "\n".join(rbac_denials(operator.log))[-4000:]
         finally:
             delete_cluster_objects(kube, manifest)
 
-        events = audited.requests(f"system:serviceaccount:{op_ns}:{sa}")
-        grants = granted(manifest)
-        requested = used(events)
-        table = evidence_table(f"cluster-wide ClusterRole {sa}:", grants, requested, events)
-        print("\n" + table)
-        assert not forbidden(events), forbidden(events)
-        assert requested <= grants, f"requested but not granted: {requested - grants}"
-        assert grants - requested == CHECKED_ON_BEHALF, table
+        evidence = rbac_evidence(audited, op_ns, sa, manifest, f"cluster-wide ClusterRole {sa}:")
+        assert evidence.grants - evidence.requested == CHECKED_ON_BEHALF, evidence.table
         # kopf lists namespaces only when it watches a namespace list, never cluster-wide.
-        assert not any(t[1] == "namespaces" for t in requested)
+        assert not any(t[1] == "namespaces" for t in evidence.requested)
 
 
 def test_operator_with_the_charts_role_serves_its_namespace(
@@ -485,20 +498,14 @@ def test_operator_with_the_charts_role_serves_its_namespace(
                 assert _retained(kube, ns, escrow["metadata"]["uid"])
             finally:
                 operator.stop()
-            log = operator.log
-            assert not rbac_denials(log), "\n".join(rbac_denials(log))[-4000:]
+            assert not rbac_denials(operator.log), "\n".join(rbac_denials(operator.log))[-4000:]
         finally:
             delete_cluster_objects(kube, manifest)
 
-        events = audited.requests(f"system:serviceaccount:{op_ns}:{sa}")
-        grants = granted(manifest)
-        requested = used(events)
-        print("\n" + evidence_table(f"watchNamespace Role + discovery ClusterRole {sa}:", grants, requested, events))
-        assert not forbidden(events), forbidden(events)
-        assert requested <= grants, f"requested but not granted: {requested - grants}"
-        assert ("", "namespaces", "list") in requested and ("", "namespaces", "watch") in requested
+        evidence = rbac_evidence(audited, op_ns, sa, manifest, f"watchNamespace Role + discovery ClusterRole {sa}:")
+        assert {("", "namespaces", "list"), ("", "namespaces", "watch")} <= evidence.requested
         # Every namespaced request stays in the watched namespace.
-        assert {e["objectRef"].get("namespace") for e in events if e["objectRef"]["resource"] not in ("namespaces", "customresourcedefinitions")} == {ns}
+        assert {e["objectRef"].get("namespace") for e in evidence.events if e["objectRef"]["resource"] not in ("namespaces", "customresourcedefinitions")} == {ns}
 
 
 # --- each verb of each rule is needed ----------------------------------------------------------
