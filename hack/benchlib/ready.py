@@ -20,19 +20,8 @@ from typing import Any
 import kopf
 from kubernetes import client
 
-from escrow_operator.api import (
-    DEGRADED,
-    ESCROW_PLURAL,
-    GROUP,
-    PROGRESSING,
-    READY,
-    VERSION,
-    EscrowPhase,
-    EscrowSpec,
-    EscrowStatus,
-    ParticipantStatus,
-    set_condition,
-)
+from escrow_operator import escrow_status
+from escrow_operator.api import ESCROW_PLURAL, GROUP, VERSION, EscrowPhase, EscrowSpec, EscrowStatus
 from escrow_operator.escrow_secret import secret_name
 from escrow_operator.naming import WalletNames, final_step
 from escrow_operator.settings import FINALIZER
@@ -63,23 +52,11 @@ def ready_status(uid: str, generation: int, spec: EscrowSpec) -> dict[str, Any]:
     roles = list(spec.participants)
     final = final_step(len(roles), spec.threshold)
     done = datetime.now(UTC).replace(microsecond=0)
-    status = EscrowStatus(
-        phase=EscrowPhase.READY,
-        round=final + 1,
-        rounds=final + 1,
-        participants=[
-            ParticipantStatus(role=role, round=final + 1, wallet=WalletNames(role, uid, final).final_wallet) for role in roles
-        ],
-        address=fake_address(),
-        observed_generation=generation,
-        started_at=done - timedelta(minutes=2),
-        ready_at=done,
-        message="multisig address ready",
-        secret_name=secret_name(uid),
-    )
-    set_condition(status.conditions, READY, True, "MultisigReady", f"{spec.threshold}-of-{len(roles)} multisig address is ready", generation)
-    set_condition(status.conditions, PROGRESSING, False, "Complete", "key exchange complete", generation)
-    set_condition(status.conditions, DEGRADED, False, "AsExpected", "", generation)
+    names = {role: WalletNames(role, uid, final) for role in roles}
+    status = escrow_status.started(EscrowStatus(), generation, 0, final, now=done - timedelta(minutes=2))
+    status = escrow_status.progress(status, generation, {role: final + 1 for role in roles}, names, final)
+    status.secret_name = secret_name(uid)
+    status = escrow_status.ready(status, generation, fake_address(), spec.threshold, len(roles), now=done)
     return status.to_api()
 
 

@@ -32,7 +32,7 @@ from pydantic import SecretStr
 
 from escrow_operator.api import DEFAULT_PARTICIPANTS, DEFAULT_THRESHOLD
 from escrow_operator.naming import WalletNames, final_step
-from escrow_operator.pools import PoolCredentials
+from escrow_operator.pool_secret import PoolCredentials
 from escrow_operator.settings import RPC_PORT, WALLETFS_PORT
 from escrow_operator.walletfs.client import WalletfsClient
 from escrow_operator.walletrpc import Stage, Version, WalletRpc, check_multisig, messages_for

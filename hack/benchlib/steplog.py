@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from escrow_operator.exchange import STEP_RETRY_PREFIX
+
 from .measure import p50_p95
 
 _LINE = re.compile(r"Step done: (?P<fields>.*)$", re.MULTILINE)
@@ -65,7 +67,7 @@ def parse_steps(log: str) -> list[Step]:
     return steps
 
 
-_RETRY = re.compile(r"; retrying on another pod$| \(attempt \d+ of \d+\)$", re.MULTILINE)
+_RETRY = re.compile(rf"\b{re.escape(STEP_RETRY_PREFIX)} ", re.MULTILINE)
 _ERROR = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) ", re.MULTILINE)
 
 

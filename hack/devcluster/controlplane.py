@@ -38,6 +38,10 @@ CONTROLLERS = ",".join(
         "disruption-controller",
         "root-ca-certificate-publisher-controller",
         "horizontal-pod-autoscaler-controller",
+        # Claims and volumes in use are kept until their pods are gone, then deleted (a namespace with
+        # claims finishes terminating, as in a cluster).
+        "persistentvolumeclaim-protection-controller",
+        "persistentvolume-protection-controller",
     ]
 )
 

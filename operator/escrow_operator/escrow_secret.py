@@ -63,6 +63,12 @@ class EscrowSecret:
         return self._get(f"address.{role}")
 
     # --- lifecycle ------------------------------------------------------------------------------
+    async def load(self) -> None:
+        """Read the Secret as it is (raises the API's 404 if it does not exist)."""
+        found = await self.kube.call(self.kube.core.read_namespaced_secret, self.name, self.namespace)
+        self._data = dict(found.data or {})
+        self._version = found.metadata.resource_version
+
     async def ensure(self, roles: list[str], owner: dict[str, Any]) -> None:
         """Load the Secret, creating it (random passwords) on first use."""
         try:

@@ -1,15 +1,22 @@
-"""The multisig key exchange of one Escrow (DESIGN.md section 3), driven round by round.
+"""The multisig key exchange of one Escrow, driven round by round (docs/design.md, Steps and files).
 
 Each step (one participant, one round) leases one pool pod exclusively and
 
-1. has walletfs copy its input wallet to a fresh work name (the input is never opened),
+1. has walletfs copy its input wallet to a fresh work name (the input is never opened), unless the
+   pod still holds the participant's wallet open from its previous step (wallet affinity),
 2. opens the work copy in wallet-rpc and runs the round with the previous round's messages,
-3. records the resulting message in the Escrow's Secret, closes the wallet (stored),
-4. has walletfs publish the work copy under the next round's name (atomic, ``.keys`` last).
+3. records the resulting message in the Escrow's Secret,
+4. stores the wallet and has walletfs publish a copy under the next round's name (the last step
+   closes the wallet and publishes the work file itself); atomic, ``.keys`` last, never replacing.
 
 A step whose output exists is done. Any crash leaves every input intact, so a step is simply run
 again; a pod lost mid-step costs a retry on another pod. When all participants hold their final
-wallet and report one address, the intermediate files are deleted and the Escrow turns Ready.
+wallet, the address is read from the wallets themselves (never taken from a store a user can edit),
+the intermediate files are deleted and the Escrow turns Ready.
+
+Status transitions are the pure functions of :mod:`escrow_operator.escrow_status`; this module only
+orchestrates. A stop (the Escrow deleted, the operator shutting down) cancels the steps; a call in
+flight is let finish first, so nothing of the escrow is written after its daemon returned.
 """
 
 from __future__ import annotations
@@ -17,38 +24,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
-from . import metrics
-from .api import (
-    DEGRADED,
-    ESCROW_PLURAL,
-    PROGRESSING,
-    READY,
-    EscrowPhase,
-    EscrowSpec,
-    EscrowStatus,
-    ParticipantStatus,
-    set_condition,
-    utcnow,
-)
+from . import escrow_status, metrics
+from .api import ESCROW_PLURAL, EscrowPhase, EscrowSpec, EscrowStatus
+from .context import Context
+from .kube import api_refusal, is_transient
+from .escrow_files import PoolUnusable, delete_files, is_work_copy
 from .escrow_secret import EscrowSecret, escrow_owner
-from .faults import NONE as NO_FAULTS
-from .faults import Faults
-from .kube import Kube
 from .naming import WalletNames, final_step
-from .pools import PoolRuntime, Pools
+from .pools import PoolRuntime
 from .scheduler import Lease, PodLost
-from .settings import OperatorSettings
+from .settings import RETRY_ANNOTATION
 from .walletfs.client import WalletfsClient, WalletfsError, WalletfsUnavailable
 from .walletrpc import (
     MultisigMismatch,
     Stage,
     WalletRpc,
+    WalletRpcAuthError,
     WalletRpcError,
     WalletRpcUnavailable,
     check_multisig,
@@ -56,11 +53,22 @@ from .walletrpc import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Infrastructure failures (a pod lost, unreachable) are retried on another pod this many times.
 MAX_POD_LOSSES = 50
+#: The ``Step done`` log line, one per step; the benchmark parses it (hack/benchlib/steplog.py).
+STEP_DONE_FORMAT = (
+    "Step done: escrow=%s/%s role=%s round=%d pod=%s start=%.6f end=%.6f rpc=%.6f fs=%.6f warm=%d"
+)
+#: The warning logged for each step attempt that is run again; the benchmark counts these.
+STEP_RETRY_PREFIX = "Step retried:"
 
 EmitEvent = Callable[[str, str, str], None]  # (type, reason, message)
+
+
+class EscrowGone(Exception):
+    """The Escrow object this exchange runs for was deleted (its name may already have a new object)."""
 
 
 class StepFailed(Exception):
@@ -71,47 +79,69 @@ class StepFailed(Exception):
         self.role, self.step, self.reason, self.message = role, step, reason, message
 
 
-@dataclass
-class Context:
-    kube: Kube
-    pools: Pools
-    settings: OperatorSettings
-    faults: Faults = NO_FAULTS
+class StepCalls:
+    """The wallet-rpc and walletfs calls of one step: timed, with fault points, finished before a stop.
 
+    A call in flight when the step is cancelled for a stop runs to its end (bounded by the client's
+    timeout) before the cancellation goes on, so no file is written after the escrow's daemon
+    returned. A call on a lost pod is abandoned at once (the step runs again elsewhere).
+    """
 
-class StepTimer:
-    """Seconds one step spent waiting on wallet-rpc and on walletfs (the rest is the operator's)."""
+    def __init__(self, ctx: Context, step: int, lease: Lease) -> None:
+        self.ctx, self.step, self.lease = ctx, step, lease
+        self.rpc_seconds = 0.0
+        self.fs_seconds = 0.0
 
-    def __init__(self) -> None:
-        self.rpc = 0.0
-        self.fs = 0.0
+    async def check(self, point: str) -> None:
+        await self.ctx.faults.check(point, self.step, self.lease.pod.name)
 
-    def wrap_fs(self, fs: WalletfsClient) -> WalletfsClient:
-        return _TimedFs(fs, self)  # type: ignore[return-value]
+    async def rpc(self, method: str, call: Awaitable[T], point: str | None = None) -> T:
+        point = point or method
+        await self.check(f"rpc.before.{point}")
+        started = time.monotonic()
+        try:
+            result = await self._finish(call)
+        finally:
+            elapsed = time.monotonic() - started
+            self.rpc_seconds += elapsed
+            metrics.RPC_SECONDS.labels(method=method).observe(elapsed)
+        await self.check(f"rpc.after.{point}")
+        return result
 
+    async def fs(self, call: Awaitable[T]) -> T:
+        started = time.monotonic()
+        try:
+            return await self._finish(call)
+        finally:
+            self.fs_seconds += time.monotonic() - started
 
-class _TimedFs:
-    """A walletfs client whose calls add their wall time to a :class:`StepTimer`."""
-
-    def __init__(self, fs: WalletfsClient, timer: StepTimer) -> None:
-        self._fs, self._timer = fs, timer
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._fs, name)
-
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.monotonic()
-            try:
-                return await method(*args, **kwargs)
-            finally:
-                self._timer.fs += time.monotonic() - started
-
-        return timed
+    async def _finish(self, call: Awaitable[T]) -> T:
+        task = asyncio.ensure_future(call)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done() and not self.lease.lost:
+                try:
+                    await task
+                except BaseException:  # noqa: BLE001 - the stop goes on whatever the call did
+                    pass
+            elif not task.done():
+                task.cancel()
+            raise
 
 
 class EscrowExchange:
-    def __init__(self, ctx: Context, body: dict[str, Any], emit: EmitEvent, retry: str | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        body: dict[str, Any],
+        emit: EmitEvent,
+        retry: str | None = None,
+        annotations: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
         meta = body["metadata"]
+        #: The Escrow's annotations as they are now (the body is a snapshot taken when the run began).
+        self.annotations = annotations or (lambda: meta.get("annotations") or {})
         self.retry = retry  # a new value of the retry annotation: run a Failed escrow again
         self.ctx = ctx
         self.body = body
@@ -121,7 +151,7 @@ class EscrowExchange:
         self.uid: str = meta["uid"]
         self.generation: int | None = meta.get("generation")
         self.spec = EscrowSpec.model_validate(body["spec"])
-        self.status = EscrowStatus.model_validate(body.get("status") or {})
+        self.status = escrow_status.without_legacy(EscrowStatus.model_validate(body.get("status") or {}))
         self.roles = list(self.spec.participants)
         self.total = len(self.roles)
         self.threshold = self.spec.threshold
@@ -132,61 +162,66 @@ class EscrowExchange:
         self.secret = EscrowSecret(ctx.kube, self.namespace, self.name, self.uid)
         self.pool: PoolRuntime = ctx.pools.get(self.namespace, self.spec.pool_ref)
         self._done: dict[str, int] = {p.role: p.round for p in self.status.participants}
+        self._addresses: dict[str, str] = {}  # read from wallet-rpc in this run
+        self._failing: set[str] = set()  # roles whose current step has failed at least once
         self.log = logging.LoggerAdapter(log, {"escrow": f"{self.namespace}/{self.name}"})
 
     # --- the whole exchange ---------------------------------------------------------------------
     async def run(self) -> EscrowStatus:
         """Run the exchange from wherever it stands; returns the final status (Ready or Failed)."""
-        if self.status.phase == EscrowPhase.FAILED and self.retry and self.retry != self.status.last_retry:
-            self.status.last_retry = self.retry
-            self.status.phase = EscrowPhase.KEY_EXCHANGE
-            set_condition(self.status.conditions, DEGRADED, False, "Retrying", f"retry {self.retry!r} requested", self.generation)
-            self._progressing("Retrying", f"retry {self.retry!r} requested: running the remaining rounds again")
+        if self.status.phase == EscrowPhase.FAILED:
+            if not self.retry or self.retry == self.status.last_retry:
+                return self.status  # waits for a new value of the retry annotation
+            self.status = escrow_status.retrying(self.status, self.generation, self.retry)
             await self._save()
             self.emit("Normal", "Retrying", f"retry {self.retry!r} requested; wallet files are reused")
-        if self.status.phase in (EscrowPhase.READY, EscrowPhase.FAILED):
-            return self.status  # nothing to do: no RPC, no write
+        elif self.status.phase == EscrowPhase.READY:
+            await self._check_ready()
+            return self.status
+        try:
+            await self._exchange()
+        except StepFailed as failure:
+            await self._fail(failure)
+        except ApiException as exc:
+            if exc.status == 404 or is_transient(exc):
+                raise  # gone (the daemon ends), or the apiserver is unwell: run again
+            await self._fail(StepFailed("-", self._round(), "ApiRefused", f"the apiserver refused a write: {api_refusal(exc)}"))
+        except (EscrowGone, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a defect: say so in status instead of restarting forever
+            self.log.exception("escrow %s/%s: unexpected error", self.namespace, self.name)
+            await self._fail(StepFailed("-", self._round(), "InternalError", f"unexpected {type(exc).__name__} (see the operator's log); retry once fixed"))
+        finally:  # wallets still open in pods need not wait for this escrow any more
+            self.pool.scheduler.unreserve({self._wallet_key(role) for role in self.roles})
+        return self.status
+
+    async def _exchange(self) -> None:
+        if self.status.phase is None:
+            self.status = escrow_status.pending(self.status, self.generation, "accepted; waiting for its WalletPool")
+            await self._save()
         await self._wait_for_pool()
         await self.secret.ensure(self.roles, escrow_owner(self.body))
         self.status.secret_name = self.secret.name
         if self.status.phase != EscrowPhase.KEY_EXCHANGE:
-            self.status.phase = EscrowPhase.KEY_EXCHANGE
-            self.status.started_at = self.status.started_at or utcnow()
-            self._progressing(f"Round{self._round()}", self._round_message())
+            self.status = escrow_status.started(self.status, self.generation, self._round(), self.final)
             await self._save()
             self.emit("Normal", "KeyExchangeStarted", f"{self.total} participants, threshold {self.threshold}, pool {self.spec.pool_ref}")
-        try:
-            for step in range(self._round(), self.final + 1):
-                await self._run_round(step)
-            address = self._agreed_address()
-            await self._clean_up()
-        except StepFailed as failure:
-            await self._fail(failure)
-            return self.status
-        finally:  # wallets still open in pods need not wait for this escrow any more
-            self.pool.scheduler.unreserve({self._wallet_key(role) for role in self.roles})
-        self.status.phase = EscrowPhase.READY
-        self.status.address = address
-        self.status.ready_at = utcnow()
-        self.status.message = "multisig address ready"
-        gen = self.generation
-        set_condition(self.status.conditions, READY, True, "MultisigReady", f"{self.threshold}-of-{self.total} multisig address is ready", gen)
-        set_condition(self.status.conditions, PROGRESSING, False, "Complete", "key exchange complete", gen)
-        set_condition(self.status.conditions, DEGRADED, False, "AsExpected", "", gen)
+        for step in range(self._round(), self.final + 1):
+            await self._run_round(step)
+        address = await self._wallet_address()
+        await self._clean_up(keep={names.final_wallet for names in self.names.values()}.__contains__)
+        await self.ctx.faults.check("cleanup.before_ready")
+        self.status = escrow_status.ready(self.status, self.generation, address, self.threshold, self.total)
         await self._save()
         metrics.ESCROWS_READY.inc()
         self.emit("Normal", "Ready", f"{self.threshold}-of-{self.total} multisig address {address[:12]}... is ready")
         self.log.info("escrow %s/%s ready: %s", self.namespace, self.name, address)
-        return self.status
 
     async def _wait_for_pool(self) -> None:
         if self.pool.exists.is_set() and await self.pool.credentials() is not None:
             return
-        self.status.phase = self.status.phase or EscrowPhase.PENDING
         message = f"WalletPool {self.spec.pool_ref!r} not found in namespace {self.namespace!r}; create it"
-        set_condition(self.status.conditions, READY, False, "PoolNotFound", message, self.generation)
-        self._progressing("PoolNotFound", message, status=False)
-        self.status.message = message
+        self.status = escrow_status.pool_not_found(self.status, self.generation, message)
         await self._save()
         self.emit("Warning", "PoolNotFound", message)
         while True:
@@ -198,11 +233,8 @@ class EscrowExchange:
     async def _run_round(self, step: int) -> None:
         todo = [role for role in self.roles if self._done.get(role, 0) <= step]
         if todo:
-            if self.pool.scheduler.ready == 0:
-                message = f"waiting for a ready pod of WalletPool {self.spec.pool_ref!r} (none is ready)"
-                if self._progressing("WaitingForPods", message):
-                    await self._save()
             started = time.monotonic()
+            watcher = asyncio.create_task(self._report_waiting_for_pods(step))
             try:
                 async with asyncio.TaskGroup() as group:
                     for role in todo:
@@ -211,16 +243,35 @@ class EscrowExchange:
                 failed = [e for e in group.exceptions if isinstance(e, StepFailed)]
                 if failed:
                     raise failed[0] from None
+                refused = [e for e in group.exceptions if isinstance(e, ApiException)]
+                if refused:
+                    raise refused[0] from None
                 raise
+            finally:
+                watcher.cancel()
             metrics.ROUND_SECONDS.observe(time.monotonic() - started)
         for role in self.roles:
             self._done[role] = max(self._done.get(role, 0), step + 1)
-        self._progressing(f"Round{self._round()}", self._round_message())
-        set_condition(self.status.conditions, READY, False, "KeyExchangeInProgress", self._round_message(), self.generation)
+        self.status = escrow_status.round_done(self.status, self.generation, self._round(), self.final)
         await self.ctx.faults.check("round.before_status", step)
         await self._save()
         await self.ctx.faults.check("round.after_status", step)
         self.emit("Normal", "RoundComplete", f"round {step} of {self.final} complete for all {self.total} participants")
+
+    async def _report_waiting_for_pods(self, step: int) -> None:
+        """While this round's steps wait with no ready pod in the pool, say so in status."""
+        waiting = False
+        while True:
+            seen = self.pool.pods_version
+            blocked = self.pool.scheduler.ready == 0
+            if blocked != waiting:
+                waiting = blocked
+                if blocked:
+                    self.status = escrow_status.waiting_for_pods(self.status, self.generation, self.pool.waiting_message())
+                else:
+                    self.status = escrow_status.round_done(self.status, self.generation, self._round(), self.final)
+                await self._save()
+            await self.pool.pods_changed(seen)
 
     # --- one step -------------------------------------------------------------------------------
     async def _step(self, role: str, step: int) -> None:
@@ -228,234 +279,278 @@ class EscrowExchange:
         while True:
             try:
                 await self._attempt(role, step)
+                if errors and role in self._failing:
+                    self._failing.discard(role)
+                    if not self._failing:
+                        self.status = escrow_status.recovered(self.status, self.generation, f"{role} round {step} succeeded on attempt {errors + 1}")
+                        await self._save()
                 return
+            except WalletRpcAuthError as exc:
+                losses += 1
+                changed = await self.pool.refresh_credentials()
+                self.log.warning("%s %s step %d: wallet-rpc refused the pool's credentials (%s); retrying", STEP_RETRY_PREFIX, role, step, "re-read" if changed else "unchanged")
+                if not changed and losses >= 3:
+                    raise StepFailed(role, step, "CredentialsRefused", str(exc)) from exc
             except (PodLost, WalletRpcUnavailable, WalletfsUnavailable) as exc:
                 losses += 1
                 metrics.STEP_RETRIES.labels(kind="pod").inc()
-                self.log.warning("%s step %d: pod unavailable (%s); retrying on another pod", role, step, type(exc).__name__)
+                self.log.warning("%s %s step %d: pod unavailable (%s); retrying on another pod", STEP_RETRY_PREFIX, role, step, type(exc).__name__)
                 if losses >= MAX_POD_LOSSES:
                     raise StepFailed(role, step, "PodsUnavailable", f"{losses} pods were lost or unreachable in a row") from exc
-            except (WalletRpcError, WalletfsError, MultisigMismatch) as exc:
-                errors += 1
-                metrics.STEP_RETRIES.labels(kind="error").inc()
+            except WalletfsError as exc:
+                if exc.status == 401 and await self.pool.refresh_credentials():
+                    losses += 1
+                    self.log.warning("%s %s step %d: walletfs refused stale credentials; retrying", STEP_RETRY_PREFIX, role, step)
+                    continue
+                errors = await self._step_error(role, step, errors, "StepError", f"{role} round {step}: {exc}", exc)
+            except (WalletRpcError, MultisigMismatch) as exc:
                 reason = "MultisigMismatch" if isinstance(exc, MultisigMismatch) else "StepError"
-                message = f"{role} round {step}: {exc}"
-                self.log.warning("%s (attempt %d of %d)", message, errors, self.ctx.settings.step_attempts)
-                if errors >= self.ctx.settings.step_attempts:
-                    raise StepFailed(role, step, reason, message) from exc
-                set_condition(self.status.conditions, DEGRADED, True, "StepRetried", message, self.generation)
-                self.emit("Warning", "StepRetried", message)
+                errors = await self._step_error(role, step, errors, reason, f"{role} round {step}: {exc}", exc)
+
+    async def _step_error(self, role: str, step: int, errors: int, reason: str, message: str, exc: Exception) -> int:
+        errors += 1
+        metrics.STEP_RETRIES.labels(kind="error").inc()
+        self.log.warning("%s %s (attempt %d of %d)", STEP_RETRY_PREFIX, message, errors, self.ctx.settings.step_attempts)
+        if errors >= self.ctx.settings.step_attempts:
+            raise StepFailed(role, step, reason, message) from exc
+        self._failing.add(role)
+        self.status = escrow_status.step_retried(self.status, self.generation, message)
+        await self._save()
+        self.emit("Warning", "StepRetried", message)
+        return errors
 
     async def _attempt(self, role: str, step: int) -> None:
-        names = self.names[role]
-        output = names.output_of(step)
         creds = await self.pool.credentials()
-        assert creds is not None
+        if creds is None:
+            raise WalletfsUnavailable(f"the Secret of WalletPool {self.spec.pool_ref} is missing")
         wallet = self._wallet_key(role)
         async with self.pool.scheduler.lease(self.priority, label=f"{self.name}/{role}/{step}", wallet=wallet) as lease:
-            timer = StepTimer()
-            fs = timer.wrap_fs(self.pool.fs(lease.pod, creds))
-            rpc = self.pool.rpc(lease.pod, creds)
+            calls = StepCalls(self.ctx, step, lease)
             started = time.time()
             try:
-                await self._run_on_pod(role, step, names, output, fs, rpc, lease, timer)
+                await self._run_on_pod(role, step, self.pool.fs(lease.pod, creds), self.pool.rpc(lease.pod, creds), lease, calls)
             except (WalletRpcUnavailable, WalletfsUnavailable):
                 lease.mark_failed()
                 raise
             self.log.info(
-                "Step done: escrow=%s/%s role=%s round=%d pod=%s start=%.6f end=%.6f rpc=%.6f fs=%.6f warm=%d",
-                self.namespace, self.name, role, step, lease.pod.name, started, time.time(),
-                timer.rpc, timer.fs, lease.warm is not None,
+                STEP_DONE_FORMAT, self.namespace, self.name, role, step, lease.pod.name, started, time.time(),
+                calls.rpc_seconds, calls.fs_seconds, lease.warm is not None,
             )
 
-    async def _run_on_pod(
-        self,
-        role: str,
-        step: int,
-        names: WalletNames,
-        output: str,
-        fs: WalletfsClient,
-        rpc: WalletRpc,
-        lease: Lease,
-        timer: "StepTimer",
-    ) -> None:
+    async def _run_on_pod(self, role: str, step: int, fs: WalletfsClient, rpc: WalletRpc, lease: Lease, calls: StepCalls) -> None:
+        names = self.names[role]
+        output = names.output_of(step)
         pod = lease.pod.name
-
-        async def check(point: str, step: int) -> None:
-            await self.ctx.faults.check(point, step, pod)
-
-        await check("step.start", step)
-        if (await fs.stat(output)).exists:
+        await calls.check("step.start")
+        if (await calls.fs(fs.stat(output))).exists:
             if step < self.final and self.secret.message(role, step) is None:
-                raise StepFailed(role, step, "MessageMissing", f"{output} exists but its round message is not recorded")
+                raise StepFailed(role, step, "MessageMissing", f"{output} exists but its round message is not recorded in Secret {self.secret.name}")
             return  # done before (a crash after publishing)
         started = time.monotonic()
         password = self.secret.password(role)
-        call = self._caller(rpc, step, pod, timer)
         # Wallet affinity: a pod that still holds this wallet from its previous step needs no copy and no
         # open_wallet. Otherwise whatever an interrupted or other step left open is dropped unsaved.
         warm = lease.warm
         if warm is None:
-            await call("close_wallet", autosave=False, point="drop_stale")
+            await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")
         else:
             self.log.info("%s round %d runs on its wallet kept open on %s", role, step, pod)
         work = warm.work if warm is not None else names.work(step)
         source = names.input_of(step)
         address: str | None = None
         if step == 0:
-            await call("create_wallet", work, password)
-            message = (await call("prepare_multisig", True)).multisig_info
+            await calls.rpc("create_wallet", rpc.create_wallet(work, password))
+            message = (await calls.rpc("prepare_multisig", rpc.prepare_multisig(True))).multisig_info
         else:
             assert source is not None
             if warm is None:
-                await fs.copy(source, work)
-                await check("step.after_copy", step)
-                await call("open_wallet", work, password)
-            version = await self._version(rpc)
+                await calls.fs(fs.copy(source, work))
+                await calls.check("step.after_copy")
+                await calls.rpc("open_wallet", rpc.open_wallet(work, password))
+            version = await self.pool.rpc_version(rpc)
             previous = self._messages(step - 1)
             if step == 1:
-                await call("prepare_multisig", True)  # enables multisig in this process
-                reply = await call("make_multisig", messages_for(role, previous, version, Stage.MAKE), self.threshold, password)
-                check_multisig(await call("is_multisig"), self.threshold, self.total, ready=False)
+                await calls.rpc("prepare_multisig", rpc.prepare_multisig(True))  # enables multisig in this process
+                made = messages_for(role, previous, version, Stage.MAKE)
+                reply = await calls.rpc("make_multisig", rpc.make_multisig(made, self.threshold, password))
+                check_multisig(await calls.rpc("is_multisig", rpc.is_multisig()), self.threshold, self.total, ready=False)
             else:
-                reply = await call("exchange_multisig_keys", messages_for(role, previous, version, Stage.EXCHANGE), password)
+                exchanged = messages_for(role, previous, version, Stage.EXCHANGE)
+                reply = await calls.rpc("exchange_multisig_keys", rpc.exchange_multisig_keys(exchanged, password))
                 if step == self.final:
-                    check_multisig(await call("is_multisig"), self.threshold, self.total, ready=True)
-                    address = reply.address or await call("get_address")
+                    check_multisig(await calls.rpc("is_multisig", rpc.is_multisig()), self.threshold, self.total, ready=True)
+                    address = reply.address or await calls.rpc("get_address", rpc.get_address())
             message = reply.multisig_info
-        await self.secret.record(role, step, message=message if step < self.final else None, address=address)
-        await check("step.after_record", step)
+        await self._record(role, step, message if step < self.final else None, address)
+        await calls.check("step.after_record")
         if self.ctx.settings.wallet_affinity and step < self.final:
             # Keep the wallet open for its next round: store it, publish a copy (the work file stays).
-            await call("store")
-            await check("step.before_publish", step)
-            published = await fs.publish(work, output, keep_source=True)
-            await check("step.after_publish", step)
+            await calls.rpc("store", rpc.store())
+            await calls.check("step.before_publish")
+            published = await calls.fs(fs.publish(work, output, keep_source=True))
+            await calls.check("step.after_publish")
             if published.already_published:
-                await call("close_wallet", autosave=False, point="drop_stale")
-                await fs.delete(work)
+                await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")
+                await calls.fs(fs.delete(work))
             else:
                 lease.keep(work)
         else:
-            await call("close_wallet", autosave=True)
-            await check("step.before_publish", step)
-            published = await fs.publish(work, output)
-            await check("step.after_publish", step)
+            await calls.rpc("close_wallet", rpc.close_wallet(autosave=True))
+            await calls.check("step.before_publish")
+            published = await calls.fs(fs.publish(work, output))
+            await calls.check("step.after_publish")
             if published.already_published:
-                await fs.delete(work)
+                await calls.fs(fs.delete(work))
+        if address is not None and not published.already_published:
+            self._addresses[role] = address  # this very wallet is the published final one
         metrics.STEP_SECONDS.observe(time.monotonic() - started)
         if step == 0:
             self.log.info("Created %s", output)
         else:
             self.log.info("Copied %s -> %s%s", source, output, " (FINAL)" if step == self.final else "")
 
+    async def _record(self, role: str, step: int, message: SecretStr | None, address: str | None) -> None:
+        """Record a step's result in the Secret; a refusal by the apiserver ends the escrow with its reason."""
+        try:
+            await self.secret.record(role, step, message=message, address=address)
+        except ApiException as exc:
+            if is_transient(exc):
+                raise
+            raise StepFailed(
+                role, step, "SecretWriteRefused",
+                f"the apiserver refused to record round {step} of {role} in Secret {self.secret.name}: {api_refusal(exc)}",
+            ) from None
+
     def _wallet_key(self, role: str) -> str:
         """What the scheduler knows a participant's wallet by (for wallet affinity)."""
         return f"{self.uid}/{role}"
-
-    def _caller(self, rpc: WalletRpc, step: int, pod: str, timer: "StepTimer") -> Callable[..., Any]:
-        """wallet-rpc calls of one step: timed for the metrics, with fault points around each."""
-
-        async def call(method: str, *args: Any, point: str | None = None, **kwargs: Any) -> Any:
-            point = point or method
-            await self.ctx.faults.check(f"rpc.before.{point}", step, pod)
-            started = time.monotonic()
-            try:
-                result = await getattr(rpc, method)(*args, **kwargs)
-            finally:
-                elapsed = time.monotonic() - started
-                timer.rpc += elapsed
-                metrics.RPC_SECONDS.labels(method=method).observe(elapsed)
-            await self.ctx.faults.check(f"rpc.after.{point}", step, pod)
-            return result
-
-        return call
-
-    async def _version(self, rpc: WalletRpc) -> Any:
-        if self.pool.version is None:
-            self.pool.version = await rpc.get_version()
-        return self.pool.version
 
     def _messages(self, step: int) -> dict[str, SecretStr]:
         found = {role: self.secret.message(role, step) for role in self.roles}
         missing = [role for role, msg in found.items() if msg is None]
         if missing:
-            raise StepFailed(missing[0], step, "MessageMissing", f"round {step} messages of {missing} are not recorded")
+            raise StepFailed(missing[0], step, "MessageMissing", f"round {step} messages of {missing} are not recorded in Secret {self.secret.name}")
         return {role: msg for role, msg in found.items() if msg is not None}
 
-    # --- the end ----------------------------------------------------------------------------------
-    def _agreed_address(self) -> str:
-        addresses = {role: self.secret.address(role) for role in self.roles}
-        distinct = set(addresses.values())
-        if None in distinct or len(distinct) != 1:
-            raise StepFailed(
-                self.roles[0],
-                self.final,
-                "AddressMismatch",
-                "participants' final wallets report different addresses; files are kept for inspection",
-            )
-        return next(iter(distinct))  # type: ignore[return-value]
+    # --- the address: a fact of the wallets -------------------------------------------------------
+    async def _wallet_address(self) -> str:
+        """The address every final wallet reports, read from wallet-rpc; a disagreeing Secret is corrected.
 
-    async def _clean_up(self) -> None:
-        """Delete every file of this escrow but the final wallets (intermediates, stale work copies)."""
-        creds = await self.pool.credentials()
-        assert creds is not None
-        finals = {names.final_wallet for names in self.names.values()}
+        Participants whose final step ran in this run reported it from the wallet they published; the
+        others (a resumed or retried escrow) are opened from a copy of their final wallet.
+        """
+        for role in self.roles:
+            if role not in self._addresses:
+                self._addresses[role] = await self._read_final_address(role)
+        distinct = set(self._addresses.values())
+        if len(distinct) != 1:
+            raise StepFailed(
+                self.roles[0], self.final, "AddressMismatch",
+                f"the participants' final wallets report {len(distinct)} different addresses; files are kept for inspection",
+            )
+        address = next(iter(distinct))
+        wrong = sorted(role for role in self.roles if self.secret.address(role) != address)
+        if any(self.secret.address(role) is not None for role in wrong):
+            message = (
+                f"the address recorded for {', '.join(wrong)} in Secret {self.secret.name} differs from the wallets'; "
+                "corrected from the wallets (check who can edit Secrets in this namespace)"
+            )
+            self.status = escrow_status.address_corrected(self.status, self.generation, message)
+            self.emit("Warning", "AddressCorrected", message)
+            self.log.warning("escrow %s/%s: %s", self.namespace, self.name, message)
+        for role in wrong:
+            await self._record(role, self.final, None, address)
+        return address
+
+    async def _read_final_address(self, role: str) -> str:
+        """Open a copy of ``role``'s final wallet and ask wallet-rpc for its address (and that it is ready)."""
+        names = self.names[role]
+        losses = 0
         while True:
+            creds = await self.pool.credentials()
+            if creds is None:
+                raise StepFailed(role, self.final, "PoolNotFound", f"WalletPool {self.spec.pool_ref} has no Secret")
             try:
-                async with self.pool.scheduler.lease(self.priority, label=f"{self.name}/cleanup", rpc=False) as lease:
-                    fs = self.pool.fs(lease.pod, creds)
-                    try:
-                        for entry in await fs.list(self.uid):
-                            if entry.name not in finals:
-                                await fs.delete(entry.name)
-                                self.log.info("Deleted intermediate file: %s", entry.name)
-                                await self.ctx.faults.check("cleanup.after_delete")
-                    except WalletfsUnavailable:
+                async with self.pool.scheduler.lease(self.priority, label=f"{self.name}/{role}/address", wallet=None) as lease:
+                    calls = StepCalls(self.ctx, self.final, lease)
+                    fs, rpc = self.pool.fs(lease.pod, creds), self.pool.rpc(lease.pod, creds)
+                    work = names.work(self.final)
+                    try:  # the copy is a work copy: the cleanup that follows deletes it
+                        await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")
+                        await calls.fs(fs.copy(names.final_wallet, work))
+                        await calls.rpc("open_wallet", rpc.open_wallet(work, self.secret.password(role)))
+                        check_multisig(await calls.rpc("is_multisig", rpc.is_multisig()), self.threshold, self.total, ready=True)
+                        address = await calls.rpc("get_address", rpc.get_address())
+                        await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")
+                    except (WalletRpcUnavailable, WalletfsUnavailable):
                         lease.mark_failed()
                         raise
-                self.log.info("Intermediate files cleaned up")
-                await self.ctx.faults.check("cleanup.before_ready")
-                return
-            except (PodLost, WalletfsUnavailable):
-                continue
+                    return address
+            except (PodLost, WalletRpcUnavailable, WalletfsUnavailable) as exc:
+                losses += 1
+                if losses >= MAX_POD_LOSSES:
+                    raise StepFailed(role, self.final, "PodsUnavailable", f"{losses} pods were lost or unreachable in a row") from exc
+            except (WalletRpcError, WalletfsError, MultisigMismatch) as exc:
+                raise StepFailed(role, self.final, "FinalWalletUnreadable", f"{role}'s final wallet {names.final_wallet} cannot be read: {exc}") from exc
+
+    async def _check_ready(self) -> None:
+        """A Ready escrow resumed: its Secret must agree with status.address; if not, the wallets decide."""
+        try:
+            await self.secret.load()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.log.warning("escrow %s/%s is Ready but its Secret %s is missing", self.namespace, self.name, self.secret.name)
+            return
+        recorded = {role: self.secret.address(role) for role in self.roles}
+        if all(value == self.status.address for value in recorded.values()):
+            return
+        self.log.warning("escrow %s/%s: recorded addresses disagree with status; reading the wallets", self.namespace, self.name)
+        try:
+            address = await self._wallet_address()
+            await self._clean_up(keep=lambda name: not is_work_copy(name))
+        except StepFailed as failure:
+            await self._fail(failure)
+            return
+        if address != self.status.address:
+            message = "status.address differed from the wallets' address; corrected from the wallets"
+            self.status = escrow_status.address_corrected(self.status, self.generation, message)
+            self.status.address = address
+            self.emit("Warning", "AddressCorrected", message)
+        await self._save()
+
+    # --- the end ----------------------------------------------------------------------------------
+    async def _clean_up(self, keep: Callable[[str], bool]) -> None:
+        """Delete this escrow's files but those ``keep`` names (intermediates, stale work copies)."""
+        deleted = await delete_files(self.pool, self.uid, self.priority, f"{self.name}/cleanup", keep, self.ctx.faults)
+        self.log.info("Cleaned up %d wallet file sets", len(deleted))
 
     async def _fail(self, failure: StepFailed) -> None:
         metrics.ESCROWS_FAILED.labels(reason=failure.reason).inc()
-        self.status.phase = EscrowPhase.FAILED
-        self.status.message = failure.message[:1024]
-        gen = self.generation
-        set_condition(self.status.conditions, READY, False, failure.reason, failure.message, gen)
-        set_condition(self.status.conditions, PROGRESSING, False, "Failed", "key exchange stopped; wallet files are kept", gen)
-        set_condition(self.status.conditions, DEGRADED, True, failure.reason, failure.message, gen)
+        self.status = escrow_status.failed(self.status, self.generation, failure.reason, failure.message)
+        self.status.last_retry = self._retry_annotation() or self.status.last_retry
         await self._save()
         self.emit("Warning", "Failed", failure.message)
         self.log.error("escrow %s/%s failed: %s", self.namespace, self.name, failure.message)
+        if self.pool.scheduler.ready:  # work copies go; every published wallet stays for a retry
+            try:
+                await asyncio.wait_for(self._clean_up(keep=lambda name: not is_work_copy(name)), self.ctx.settings.walletfs_timeout)
+            except (TimeoutError, PoolUnusable) as exc:
+                self.log.warning("work copies of escrow %s/%s not deleted now (%s); they go at the next retry or deletion", self.namespace, self.name, type(exc).__name__)
+
+    def _retry_annotation(self) -> str | None:
+        return self.annotations().get(RETRY_ANNOTATION)
 
     # --- status -------------------------------------------------------------------------------------
     def _round(self) -> int:
         return min((self._done.get(role, 0) for role in self.roles), default=0)
 
-    def _round_message(self) -> str:
-        done = self._round()
-        if done > self.final:
-            return "all rounds complete"
-        return f"round {done} of {self.final} ({['create', 'make_multisig'][done] if done < 2 else 'exchange_multisig_keys'})"
-
-    def _progressing(self, reason: str, message: str, status: bool = True) -> bool:
-        self.status.message = message
-        return set_condition(self.status.conditions, PROGRESSING, status, reason, message, self.generation)
-
     async def _save(self) -> None:
-        self.status.round = self._round()
-        self.status.rounds = self.final + 1
-        self.status.participants = [
-            ParticipantStatus(
-                role=role,
-                round=self._done.get(role, 0),
-                wallet=self.names[role].output_of(self._done[role] - 1) if self._done.get(role, 0) else None,
-            )
-            for role in self.roles
-        ]
-        self.status.observed_generation = self.generation
-        await self.ctx.kube.patch_status(ESCROW_PLURAL, self.namespace, self.name, self.status.to_api())
+        """Write the status to this Escrow object (never to a newer one of the same name)."""
+        self.status = escrow_status.progress(self.status, self.generation, self._done, self.names, self.final)
+        try:
+            await self.ctx.kube.patch_status(ESCROW_PLURAL, self.namespace, self.name, self.status.to_api(), uid=self.uid)
+        except ApiException as exc:
+            if exc.status == 404 or (exc.status == 409 and "Precondition failed" in (exc.body or "")):
+                raise EscrowGone(f"escrow {self.namespace}/{self.name} (uid {self.uid}) no longer exists") from None
+            raise

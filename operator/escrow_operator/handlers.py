@@ -6,64 +6,40 @@ Importing this module registers the handlers; :func:`escrow_operator.cli.main` r
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
-from pydantic import ValidationError
 
 from . import metrics
-from .api import (
-    ESCROW_PLURAL,
-    GROUP,
-    READY,
-    VERSION,
-    WALLETPOOL_PLURAL,
-    EscrowPhase,
-    EscrowSpec,
-    WalletPoolSpec,
-    WalletRetention,
-    set_condition,
-    WalletPoolStatus,
-)
+from .api import ESCROW_PLURAL, GROUP, VERSION, WALLETPOOL_PLURAL, EscrowPhase, EscrowSpec, WalletRetention
+from .context import Context
+from .escrow_files import PoolUnusable, delete_files, is_work_copy
 from .escrow_secret import EscrowSecret
-from .exchange import Context, EscrowExchange
+from .exchange import EscrowExchange, EscrowGone
 from .faults import Faults
 from .kube import Kube, load_api_client
-from .pool_resources import (
-    RPC_CONFIG_KEY,
-    claim,
-    disruption_budget,
-    network_policy,
-    rpc_config,
-    rpc_secret,
-    rpc_secret_name,
-    selector_string,
-    service,
-    statefulset,
-)
-from .pools import PoolCredentials, Pools
-from .scheduler import PodLost
+from .pool_reconcile import RECHECK_SECONDS, PoolRefused, PoolRetry, reconcile
+from .pools import Pools
 from .settings import FINALIZER, POOL_LABEL, RETRY_ANNOTATION, OperatorSettings
-from .walletfs.client import WalletfsUnavailable
 
 log = logging.getLogger(__name__)
-CTX: Context | None = None
+
+#: How long deleting an escrow waits for a pod to delete its files with, per attempt.
+FILE_DELETION_WAIT = 30.0
 
 
-def context() -> Context:
-    if CTX is None:
+def context(memo: Any) -> Context:
+    ctx = getattr(memo, "ctx", None)
+    if not isinstance(ctx, Context):
         raise RuntimeError("the operator context is not initialised (startup handler did not run)")
-    return CTX
+    return ctx
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global CTX
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     ours = OperatorSettings.from_env()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -76,7 +52,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     metrics.register_pools(pools)
     faults = Faults.parse(ours.faults, ours.mode)
     faults.install_resume_signal()
-    CTX = Context(kube, pools, ours, faults)
+    memo.ctx = Context(kube, pools, ours, faults)
     await _know_existing_pools(kube, pools, ours.namespace)
     if ours.metrics_port:
         metrics.serve(ours.metrics_port)
@@ -92,152 +68,88 @@ async def _know_existing_pools(kube: Kube, pools: Pools, namespace: str | None) 
     for item in listing.get("items") or []:
         meta = item["metadata"]
         if not meta.get("deletionTimestamp"):
-            pools.get(meta["namespace"], meta["name"]).exists.set()
+            pool = pools.get(meta["namespace"], meta["name"])
+            pool.adopt(meta.get("uid"))
+            pool.exists.set()
 
 
 @kopf.on.cleanup()
-async def cleanup(**_: Any) -> None:
-    if CTX is not None:
-        await CTX.pools.close()
-        CTX.kube.close()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    ctx = getattr(memo, "ctx", None)
+    if isinstance(ctx, Context):
+        await ctx.pools.close()
+        ctx.kube.close()
 
 
 # --- WalletPool ---------------------------------------------------------------------------------
 @kopf.on.resume(GROUP, VERSION, WALLETPOOL_PLURAL)
 @kopf.on.create(GROUP, VERSION, WALLETPOOL_PLURAL)
 @kopf.on.update(GROUP, VERSION, WALLETPOOL_PLURAL)
-async def reconcile_pool(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
-    ctx = context()
-    generation = body["metadata"].get("generation")
+async def reconcile_pool(body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    obj = {"metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
     try:
-        spec = WalletPoolSpec.model_validate(dict(body.get("spec") or {}))
-    except ValidationError as exc:
-        message = f"invalid spec: {'; '.join(e['msg'] for e in exc.errors())}"
-        await _pool_not_reconciled(ctx, body, "InvalidSpec", message)
-        raise kopf.PermanentError(message) from None
-    obj = {"metadata": dict(body["metadata"])}
-    try:
-        await _apply_pool(ctx, obj, spec)
+        await reconcile(context(memo), obj)
+    except PoolRefused as refused:
+        if refused.new:
+            kopf.event(body, type="Warning", reason=refused.reason, message=refused.message[:1000])
+        if refused.recheck:
+            raise kopf.TemporaryError(refused.message, delay=RECHECK_SECONDS) from None
+        raise kopf.PermanentError(refused.message) from None
+    except PoolRetry as retry:
+        raise kopf.TemporaryError(str(retry), delay=2) from None
     except ApiException as exc:
         if exc.status == 403 and "NamespaceTerminating" in (exc.body or ""):
             log.info("pool %s/%s: namespace is terminating; nothing to reconcile", namespace, name)
             return
-        if exc.status in (400, 422):
-            message = f"the apiserver refused the pool's workload: {_api_message(exc)}"
-            await _pool_not_reconciled(ctx, body, "Refused", message)
-            raise kopf.PermanentError(message) from None
         raise
-    pool = ctx.pools.get(namespace, name)
-    pool.generation = generation
-    status = WalletPoolStatus.model_validate(dict(body.get("status") or {}))
-    set_condition(status.conditions, "Reconciled", True, "Applied", "StatefulSet, Service, Secret, PDB and NetworkPolicy applied", generation)
-    await ctx.kube.patch_status(
-        WALLETPOOL_PLURAL,
-        namespace,
-        name,
-        {"conditions": status.to_api()["conditions"], "observedGeneration": generation, "selector": selector_string(name)},
-    )
-    pool.exists.set()
-
-
-async def _pool_not_reconciled(ctx: Context, body: kopf.Body, reason: str, message: str) -> None:
-    status = WalletPoolStatus.model_validate(dict(body.get("status") or {}))
-    generation = body["metadata"].get("generation")
-    set_condition(status.conditions, "Reconciled", False, reason, message[:1000], generation)
-    set_condition(status.conditions, READY, False, reason, message[:1000], generation)
-    await ctx.kube.patch_status(
-        WALLETPOOL_PLURAL, body["metadata"]["namespace"], body["metadata"]["name"],
-        {"conditions": status.to_api()["conditions"], "observedGeneration": generation},
-    )
-    kopf.event(body, type="Warning", reason=reason, message=message[:1000])
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body).get("message", exc.reason))
-    except (TypeError, ValueError):
-        return str(exc.reason)
-
-
-async def _apply_pool(ctx: Context, obj: dict[str, Any], spec: WalletPoolSpec) -> None:
-    namespace = obj["metadata"]["namespace"]
-    await _ensure_rpc_secret(ctx.kube, obj)
-    pvc = claim(obj, spec)
-    if pvc is not None:
-        try:
-            await ctx.kube.call(ctx.kube.core.create_namespaced_persistent_volume_claim, namespace, pvc)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-    for manifest in (
-        statefulset(obj, spec),
-        service(obj),
-        disruption_budget(obj),
-        network_policy(obj, ctx.settings.operator_namespace),
-    ):
-        await ctx.kube.apply(manifest)
-
-
-async def _ensure_rpc_secret(kube: Kube, obj: dict[str, Any]) -> None:
-    namespace, pool = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    try:
-        existing = await kube.call(kube.core.read_namespaced_secret, rpc_secret_name(pool), namespace)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-    else:
-        data = existing.data or {}
-        if RPC_CONFIG_KEY not in data:
-            # A Secret of an older release: add wallet-rpc's config file with the same login.
-            creds = PoolCredentials.from_secret(data)
-            patch = {"stringData": {RPC_CONFIG_KEY: rpc_config(creds.username, creds.password.get_secret_value())}}
-            await kube.call(kube.core.patch_namespaced_secret, rpc_secret_name(pool), namespace, patch)
-        return
-    body = rpc_secret(obj, "escrow-operator", secrets.token_urlsafe(32), secrets.token_urlsafe(32))
-    try:
-        await kube.call(kube.core.create_namespaced_secret, namespace, body)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
 
 
 @kopf.on.delete(GROUP, VERSION, WALLETPOOL_PLURAL, optional=True)
-async def pool_deleted(namespace: str, name: str, **_: Any) -> None:
-    context().pools.get(namespace, name).exists.clear()
+async def pool_deleted(namespace: str, name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    context(memo).pools.get(namespace, name).deleted(uid)
 
 
 # --- pods of pools ---------------------------------------------------------------------------------
 @kopf.on.event("v1", "pods", labels={POOL_LABEL: kopf.PRESENT})
-async def pool_pod_event(event: kopf.RawEvent, **_: Any) -> None:
+async def pool_pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     pod = event["object"]
     meta = pod.get("metadata", {})
     pool = (meta.get("labels") or {}).get(POOL_LABEL)
     if pool:
-        context().pools.get(meta["namespace"], pool).on_pod(event.get("type") or "ADDED", pod)
+        context(memo).pools.get(meta["namespace"], pool).on_pod(event.get("type") or "ADDED", pod)
 
 
 # --- Escrow ----------------------------------------------------------------------------------------
 _retry_wakeups: dict[str, asyncio.Event] = {}
+#: Set when an escrow's daemon has returned: nothing of that escrow runs or is in flight any more.
+_daemons_done: dict[str, asyncio.Event] = {}
 
 
 def _retry_requested(body: Mapping[str, Any], last_retry: str | None) -> str | None:
+    """A value of the retry annotation not yet acted on (the one place that decides a retry)."""
     value = ((body.get("metadata") or {}).get("annotations") or {}).get(RETRY_ANNOTATION)
     return value if value and value != last_retry else None
 
 
-@kopf.daemon(GROUP, VERSION, ESCROW_PLURAL, cancellation_timeout=10.0)
-async def run_escrow(body: kopf.Body, uid: str, **_: Any) -> None:
+@kopf.daemon(GROUP, VERSION, ESCROW_PLURAL, cancellation_timeout=60.0)
+async def run_escrow(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
     """One key exchange per Escrow, from wherever it stands; returns at once for a Ready one.
 
-    A Failed escrow waits (no polling) until its ``xmrescrow.dev/retry`` annotation changes.
+    A Failed escrow waits (no polling) until its ``xmrescrow.dev/retry`` annotation changes. Deleting
+    the Escrow cancels this daemon at once; a wallet-rpc or walletfs call in flight finishes first.
     """
 
     def emit(kind: str, reason: str, message: str) -> None:
         kopf.event(body, type=kind, reason=reason, message=message)
 
+    def annotations() -> Mapping[str, str]:
+        return dict((body.get("metadata") or {}).get("annotations") or {})
+
+    done = _daemons_done.setdefault(uid, asyncio.Event())
+    done.clear()
     status = dict(body.get("status") or {})
     try:
-        while status.get("phase") != EscrowPhase.READY:
+        while True:
             retry = _retry_requested(body, status.get("lastRetry"))
             if status.get("phase") == EscrowPhase.FAILED and retry is None:
                 wakeup = _retry_wakeups.setdefault(uid, asyncio.Event())
@@ -246,9 +158,15 @@ async def run_escrow(body: kopf.Body, uid: str, **_: Any) -> None:
                     await wakeup.wait()
                 continue
             snapshot = {"metadata": dict(body["metadata"]), "spec": dict(body["spec"]), "status": status}
-            status = (await EscrowExchange(context(), snapshot, emit, retry=retry).run()).to_api()
+            exchange = EscrowExchange(context(memo), snapshot, emit, retry=retry, annotations=annotations)
+            status = (await exchange.run()).to_api()
+            if status.get("phase") == EscrowPhase.READY:
+                return
+    except EscrowGone:
+        return
     finally:
         _retry_wakeups.pop(uid, None)
+        done.set()
 
 
 @kopf.on.event(GROUP, VERSION, ESCROW_PLURAL)
@@ -263,31 +181,35 @@ async def escrow_event(event: kopf.RawEvent, **_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, ESCROW_PLURAL, retries=5, backoff=5)
-async def escrow_deleted(body: kopf.Body, namespace: str, name: str, uid: str, retry: int, **_: Any) -> None:
-    """Retain: keep the files and release the Secret. Delete: remove every file and the Secret."""
+async def escrow_deleted(body: kopf.Body, namespace: str, name: str, uid: str, retry: int, memo: kopf.Memo, **_: Any) -> None:
+    """Once the escrow's daemon has stopped: Retain keeps the wallets (work copies go) and releases the
+    Secret; Delete removes every file and the Secret."""
     metrics.ESCROWS.forget(uid)  # also when the watch missed the events that set deletionTimestamp
-    ctx = context()
+    ctx = context(memo)
+    stopped = _daemons_done.get(uid)
+    if stopped is not None and not stopped.is_set():
+        raise kopf.TemporaryError("waiting for the escrow's running step to finish", delay=1)
+    _daemons_done.pop(uid, None)
     spec = EscrowSpec.model_validate(dict(body["spec"]))
     secret = EscrowSecret(ctx.kube, namespace, name, uid)
-    if spec.wallet_retention == WalletRetention.RETAIN:
+    pool = ctx.pools.get(namespace, spec.pool_ref)
+    retain = spec.wallet_retention == WalletRetention.RETAIN
+    keep = (lambda name: not is_work_copy(name)) if retain else (lambda name: False)
+    priority = ((body.get("metadata") or {}).get("creationTimestamp") or "", uid)
+    try:
+        if pool.scheduler.ready == 0:
+            if retain:  # only work copies would go: not worth holding up the deletion
+                raise PoolUnusable(f"no ready pod in pool {spec.pool_ref}")
+            raise TimeoutError
+        await asyncio.wait_for(delete_files(pool, uid, priority, f"{name}/delete", keep), FILE_DELETION_WAIT)
+    except (TimeoutError, PoolUnusable) as exc:
+        if retry < 4 and not retain:
+            raise kopf.TemporaryError(f"no ready pod of pool {spec.pool_ref} to delete wallet files with", delay=5) from exc
+        what = "work copies" if retain else "wallet files"
+        kopf.event(body, type="Warning", reason="FilesNotDeleted", message=f"no ready pod in pool {spec.pool_ref}; delete the {what} of escrow {uid} by hand")
+    if retain:
         await secret.release()
         kopf.event(body, type="Normal", reason="WalletsRetained", message=f"wallet files and Secret {secret.name} are kept")
-        return
-    pool = ctx.pools.get(namespace, spec.pool_ref)
-    creds = await pool.credentials()
-    pod = pool.scheduler.any_ready_pod()
-    if creds is None or pod is None:
-        if retry >= 4:
-            kopf.event(body, type="Warning", reason="FilesNotDeleted", message=f"no ready pod in pool {spec.pool_ref}; delete files of escrow {uid} by hand")
-            await secret.delete()
-            return
-        raise kopf.TemporaryError(f"no ready pod of pool {spec.pool_ref} to delete the wallet files", delay=5)
-    fs = pool.fs(pod, creds)
-    try:
-        for entry in await fs.list(uid):
-            await fs.delete(entry.name)
-            log.info("Deleted wallet file: %s", entry.name)
-    except (WalletfsUnavailable, PodLost) as exc:
-        raise kopf.TemporaryError(f"pod {pod.name} unavailable while deleting files: {type(exc).__name__}", delay=2) from exc
-    await secret.delete()
-    kopf.event(body, type="Normal", reason="WalletsDeleted", message="wallet files and Secret deleted (walletRetention: Delete)")
+    else:
+        await secret.delete()
+        kopf.event(body, type="Normal", reason="WalletsDeleted", message="wallet files and Secret deleted (walletRetention: Delete)")

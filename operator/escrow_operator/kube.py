@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -54,7 +55,13 @@ class Kube:
                 return None
             raise
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any], uid: str | None = None
+    ) -> dict[str, Any]:
+        """Merge-patch an object's status; with ``uid``, only that object (409 if the name now has another)."""
+        body: dict[str, Any] = {"status": status}
+        if uid is not None:
+            body["metadata"] = {"uid": uid}
         return await self.call(
             self.custom.patch_namespaced_custom_object_status,
             GROUP,
@@ -62,7 +69,7 @@ class Kube:
             namespace,
             plural,
             name,
-            {"status": status},
+            body,
             _content_type=MERGE,
         )
 
@@ -79,3 +86,16 @@ class Kube:
             "Secret": self.core.patch_namespaced_secret,
         }[kind]
         return await self.call(fn, name, ns, obj, field_manager=FIELD_MANAGER, force=True, _content_type=APPLY)
+
+
+def api_refusal(exc: ApiException) -> str:
+    """The apiserver's own message of a refused request (never the request body)."""
+    try:
+        return str(json.loads(exc.body).get("message", exc.reason))
+    except (TypeError, ValueError):
+        return str(exc.reason)
+
+
+def is_transient(exc: ApiException) -> bool:
+    """An apiserver answer worth retrying: overloaded, unavailable, timed out, conflict."""
+    return exc.status in (409, 429) or not exc.status or exc.status >= 500

@@ -73,7 +73,7 @@ def _meta(body: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def rpc_secret(body: dict[str, Any], username: str, password: str, walletfs_token: str) -> dict[str, Any]:
-    """Generated once per pool; never rotated behind running escrows' backs."""
+    """The pool Secret's object (``escrow_operator.pool_secret`` owns its content and life)."""
     pool = body["metadata"]["name"]
     return {
         "apiVersion": "v1",
@@ -84,14 +84,9 @@ def rpc_secret(body: dict[str, Any], username: str, password: str, walletfs_toke
             "username": username,
             "password": password,
             "login": f"{username}:{password}",
-            RPC_CONFIG_KEY: rpc_config(username, password),
             "walletfs-token": walletfs_token,
         },
     }
-
-
-def rpc_config(username: str, password: str) -> str:
-    return f"rpc-login={username}:{password}\n"
 
 
 def claim(body: dict[str, Any], spec: WalletPoolSpec) -> dict[str, Any] | None:
@@ -166,6 +161,7 @@ def statefulset(body: dict[str, Any], spec: WalletPoolSpec) -> dict[str, Any]:
             pod_ip,
             login,
             {"name": "WALLETFS_DIR", "value": WALLET_DIR},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},  # owner of its temp files
             {"name": "WALLETFS_BIND", "value": "$(POD_IP)"},
             {"name": "WALLETFS_PORT", "value": str(WALLETFS_PORT)},
             {"name": "WALLETFS_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "walletfs-token"}}},

@@ -3,41 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
-from pydantic import SecretStr
 
-from .api import WALLETPOOL_PLURAL
+from .api import WALLETPOOL_PLURAL, Condition, WalletPoolStatus
 from .kube import Kube
 from .pool_resources import rpc_secret_name, selector_string
+from .pool_secret import PoolCredentials, PoolSecretInvalid
+from .pool_status import Applied, Pods, compute, status_patch
 from .scheduler import PodState, Scheduler
 from .settings import RPC_PORT, WALLETFS_PORT, OperatorSettings
 from .walletfs.client import WalletfsClient
-from .walletrpc import WalletRpc
+from .walletrpc import Version, WalletRpc
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PoolCredentials:
-    username: str
-    password: SecretStr
-    walletfs_token: SecretStr
-
-    @classmethod
-    def from_secret(cls, data: dict[str, str]) -> "PoolCredentials":
-        value = lambda k: base64.b64decode(data[k]).decode()  # noqa: E731
-        return cls(value("username"), SecretStr(value("password")), SecretStr(value("walletfs-token")))
-
-
 class PoolRuntime:
-    """One pool as the operator sees it. Created on first mention (a pod, an escrow, the pool)."""
+    """One pool as the operator sees it. Created on first mention (a pod, an escrow, the pool).
+
+    It belongs to one WalletPool *object*: when a pool of the same name is created again (a new uid),
+    :meth:`adopt` drops the credentials, clients and wallet-rpc version of the old object, so nothing
+    of it is used for the new one.
+    """
 
     def __init__(self, namespace: str, name: str, kube: Kube, settings: OperatorSettings) -> None:
         self.namespace = namespace
@@ -47,8 +39,9 @@ class PoolRuntime:
         self.scheduler = Scheduler(f"{namespace}/{name}", on_change=self._changed)
         self.scheduler.keep_history = settings.record_step_history
         self.exists = asyncio.Event()  # the WalletPool object exists
-        self.generation: int | None = None
-        self.version: Any = None  # wallet-rpc's get_version, read once per pool
+        self.uid: str | None = None
+        self.applied: Applied | None = None  # the last reconcile's outcome; None until the first
+        self._version: Version | None = None  # wallet-rpc's get_version, read once per pool object
         self._credentials: PoolCredentials | None = None
         self._rpc: dict[str, WalletRpc] = {}
         self._fs: dict[str, WalletfsClient] = {}
@@ -56,6 +49,34 @@ class PoolRuntime:
         self._membership = asyncio.Event()  # pods came, went or changed readiness: write at once
         self._status_task: asyncio.Task | None = None
         self._written: dict[str, Any] = {}
+        self._conditions: list[Condition] = []
+        self._pods_version = 0
+        self._pods_cond = asyncio.Condition()
+
+    # --- identity -------------------------------------------------------------------------------
+    def adopt(self, uid: str | None) -> None:
+        """This runtime now stands for the WalletPool object ``uid``; a new object starts fresh."""
+        if uid is not None and self.uid is not None and uid != self.uid:
+            log.info("pool %s/%s was created again (uid %s); its credentials and clients start fresh", self.namespace, self.name, uid)
+            self._forget_credentials()
+            self.applied = None
+            self._conditions = []
+            self._written = {}
+        self.uid = uid or self.uid
+
+    def deleted(self, uid: str | None) -> None:
+        """The WalletPool object ``uid`` is gone: escrows on it wait, nothing of it is reused."""
+        if uid is None or self.uid in (None, uid):
+            self.exists.clear()
+            self._forget_credentials()
+
+    def set_applied(self, applied: Applied, conditions: list[Condition]) -> None:
+        """Record a reconcile's outcome; the status writer publishes it at once."""
+        if self.applied is None and not self._conditions:
+            self._conditions = list(conditions)
+        self.applied = applied
+        self._membership.set()
+        self._changed()
 
     # --- pods ---------------------------------------------------------------------------------
     def on_pod(self, event_type: str, pod: dict[str, Any]) -> None:
@@ -64,12 +85,35 @@ class PoolRuntime:
             self.scheduler.remove_pod(state.name)
         else:
             self.scheduler.update_pod(state)
-        self._drop_clients(keep={s.ip for s in self._pod_states() if s.ip})
+        self._drop_clients(keep={s.ip for s in self.scheduler.pod_states() if s.ip})
         self._membership.set()  # replicas and readyReplicas may have changed
         self._changed()
+        self._pods_version += 1
+        asyncio.get_running_loop().create_task(self._notify_pods())
 
-    def _pod_states(self) -> list[PodState]:
-        return [slot.state for slot in self.scheduler._slots.values()]  # noqa: SLF001 - same package
+    async def _notify_pods(self) -> None:
+        async with self._pods_cond:
+            self._pods_cond.notify_all()
+
+    @property
+    def pods_version(self) -> int:
+        """Counts pod changes; :meth:`pods_changed` waits for it to move on."""
+        return self._pods_version
+
+    async def pods_changed(self, seen: int) -> None:
+        """Return once a pod changed after ``seen`` (a :attr:`pods_version`) or the pool went away."""
+        async with self._pods_cond:
+            await self._pods_cond.wait_for(lambda: self._pods_version != seen)
+
+    def waiting_message(self) -> str:
+        """Why steps of this pool wait, for an escrow's status."""
+        s = self.scheduler
+        if not self.exists.is_set():
+            return f"waiting for WalletPool {self.name!r}: it does not exist (deleted?); create it again"
+        want = self.applied.replicas if self.applied is not None else None
+        if want == 0:
+            return f"waiting for pods: WalletPool {self.name!r} is scaled to 0 replicas; scale it up (kubectl scale wpool {self.name} --replicas=N)"
+        return f"waiting for a ready pod of WalletPool {self.name!r}: {s.ready} of {want if want is not None else s.pods} pods ready"
 
     def _drop_clients(self, keep: set[str]) -> None:
         for cache in (self._rpc, self._fs):
@@ -79,16 +123,47 @@ class PoolRuntime:
 
     # --- credentials and clients ---------------------------------------------------------------
     async def credentials(self) -> PoolCredentials | None:
-        """The pool's RPC credentials, read once (the operator never rotates them)."""
+        """The pool's RPC credentials, read once per pool object (and again after :meth:`refresh_credentials`)."""
         if self._credentials is None:
-            try:
-                secret = await self.kube.call(self.kube.core.read_namespaced_secret, rpc_secret_name(self.name), self.namespace)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
-            self._credentials = PoolCredentials.from_secret(secret.data or {})
+            self._credentials = await self._read_credentials()
         return self._credentials
+
+    async def _read_credentials(self) -> PoolCredentials | None:
+        try:
+            secret = await self.kube.call(self.kube.core.read_namespaced_secret, rpc_secret_name(self.name), self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        try:
+            return PoolCredentials.from_secret(secret.data or {})
+        except PoolSecretInvalid as exc:
+            log.warning("pool %s/%s: %s", self.namespace, self.name, exc)
+            return None
+
+    async def refresh_credentials(self) -> bool:
+        """Read the Secret again after a refusal; True (and fresh clients) when the credentials changed."""
+        fresh = await self._read_credentials()
+        if fresh == self._credentials:
+            return False
+        self._forget_credentials()
+        self._credentials = fresh
+        return True
+
+    def _forget_credentials(self) -> None:
+        self._credentials = None
+        self._version = None
+        try:
+            self._drop_clients(keep=set())
+        except RuntimeError:  # no running loop (tests)
+            self._rpc.clear()
+            self._fs.clear()
+
+    async def rpc_version(self, rpc: WalletRpc) -> Version:
+        """wallet-rpc's version, asked once per pool object (every pod runs the pool's one image)."""
+        if self._version is None:
+            self._version = await rpc.get_version()
+        return self._version
 
     def rpc(self, pod: PodState, creds: PoolCredentials) -> WalletRpc:
         assert pod.ip
@@ -117,42 +192,45 @@ class PoolRuntime:
         if self._status_task is None or self._status_task.done():
             self._status_task = asyncio.get_running_loop().create_task(self._write_status_loop())
 
-    async def _write_status_loop(self) -> None:
-        """Write replicas, ready, busy and queued counts when they change, coalesced.
+    def computed_status(self) -> WalletPoolStatus | None:
+        """The status as it should be now (:func:`escrow_operator.pool_status.compute`)."""
+        if self.applied is None:
+            return None
+        s = self.scheduler
+        pods = Pods(existing=s.pods, ready=s.ready, busy=s.busy, queued=s.queued)
+        return compute(self.applied, pods, selector_string(self.name), self._conditions)
 
-        Pod changes (replicas, readyReplicas: what the scale subresource shows) are written at once;
-        busy and queued counts, which change with every step, at most every ``pool_status_interval``
-        seconds (the metrics show them live).
+    async def _write_status_loop(self) -> None:
+        """Write the pool's status when it changes, coalesced; the one writer of a pool's status.
+
+        Reconciles and pod changes (replicas, readyReplicas, conditions) are written at once; busy and
+        queued counts, which change with every step, at most every ``pool_status_interval`` seconds
+        (the metrics show them live).
         """
         last_write = float("-inf")
         while True:
             await self._dirty.wait()
-            await self.exists.wait()
             delay = last_write + self.settings.pool_status_interval - time.monotonic()
             if delay > 0 and not self._membership.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._membership.wait(), delay)
             self._dirty.clear()
             self._membership.clear()
-            s = self.scheduler
-            status = {
-                "replicas": s.pods,
-                "readyReplicas": s.ready,
-                "selector": selector_string(self.name),
-                "busyPods": s.busy,
-                "queuedSteps": s.queued,
-            }
+            computed = self.computed_status()
+            if computed is None or self.uid is None:
+                continue
+            status = status_patch(computed)
             if status == self._written:
                 continue
             try:
-                await self.kube.patch_status(WALLETPOOL_PLURAL, self.namespace, self.name, status)
+                await self.kube.patch_status(WALLETPOOL_PLURAL, self.namespace, self.name, status, uid=self.uid)
                 self._written = status
+                self._conditions = computed.conditions
                 last_write = time.monotonic()
             except ApiException as exc:
-                if exc.status == 404:
-                    self.exists.clear()
-                else:  # written with the next change
-                    log.warning("status of pool %s/%s not written: %s", self.namespace, self.name, exc.reason)
+                if exc.status in (404, 409):  # gone, or another object of that name now: nothing to write
+                    continue
+                log.warning("status of pool %s/%s not written: %s", self.namespace, self.name, exc.reason)
 
     async def close(self) -> None:
         if self._status_task:

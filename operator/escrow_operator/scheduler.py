@@ -168,6 +168,10 @@ class Scheduler:
         """Pods holding a wallet open for its next step."""
         return sum(1 for s in tuple(self._slots.values()) if s.held is not None)
 
+    def pod_states(self) -> list[PodState]:
+        """The pods the scheduler knows, as last reported by the pod watch."""
+        return [slot.state for slot in self._slots.values()]
+
     def any_ready_pod(self) -> PodState | None:
         """A ready pod for work that needs no exclusive wallet-rpc (file listing and deletion)."""
         for slot in self._slots.values():

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from .api.walletpool import DEFAULT_IMAGE, DEFAULT_OPERATOR_IMAGE
+
 FINALIZER = "xmrescrow.dev/escrow-wallets"
 FIELD_MANAGER = "xmr-escrow-operator"
 POOL_LABEL = "xmrescrow.dev/pool"
@@ -38,8 +40,20 @@ class OperatorSettings(BaseModel):
         5.0, ge=0, description="least seconds between pool status writes of busy and queued counts"
     )
     api_threads: int = Field(16, ge=1, le=256, description="threads for blocking Kubernetes API calls")
+    allowed_images: str = Field(
+        f"{DEFAULT_IMAGE},{DEFAULT_OPERATOR_IMAGE}",
+        description="comma-separated images a WalletPool may run (wallet-rpc and the walletfs sidecar); an entry "
+        "ending in * allows every image that starts with the rest",
+    )
     mode: Literal["production", "test"] = Field("production", description="test allows fault injection")
     faults: str | None = Field(None, description="fault injection points (tests only; see faults.py)")
+
+    def image_allowed(self, image: str) -> bool:
+        """Whether a WalletPool may run ``image`` (:attr:`allowed_images`)."""
+        for entry in filter(None, (e.strip() for e in self.allowed_images.split(","))):
+            if image == entry or (entry.endswith("*") and image.startswith(entry[:-1])):
+                return True
+        return False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorSettings":

@@ -150,7 +150,11 @@ def _describe_error(method: str, code: int, message: str) -> str:
             "enable_multisig_experimental in the same process before make_multisig"
         )
     elif "unexpected number of recommendations" in message or "number of unique other signers" in message.lower():
-        hint = "the wrong set of round messages was passed (see messages_for)"
+        hint = (
+            "the round messages passed do not come from the other participants' wallets of this round: one was "
+            "altered, duplicated or copied from another escrow (the operator passes exactly the other "
+            "participants' messages recorded in the escrow's Secret)"
+        )
     elif code == CODE_ALREADY_MULTISIG:
         hint = "the wallet is already multisig (this round already ran on this file)"
     elif code == CODE_NOT_MULTISIG:
@@ -513,7 +517,7 @@ def check_multisig(status: MultisigStatus, threshold: int, total: int, *, ready:
     if (status.threshold, status.total) != (threshold, total):
         raise MultisigMismatch(
             f"built a {status.threshold}-of-{status.total} instead of {threshold}-of-{total}: "
-            "the wrong set of messages was passed"
+            "the round messages did not name the expected signers (altered or duplicated in the escrow's Secret?)"
         )
     if ready is not None and status.ready != ready:
         state = "ready" if status.ready else "not ready"

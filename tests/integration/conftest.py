@@ -7,7 +7,11 @@ import pytest
 from kubernetes import client
 
 from hack.devcluster import DevCluster
+from escrow_operator.api import DEFAULT_IMAGE, DEFAULT_OPERATOR_IMAGE
 from tests.support.operator import OperatorProcess, install_crds
+
+#: The default images, and one the process kubelet cannot run (a pool whose pods never get ready).
+TEST_ALLOWED_IMAGES = f"{DEFAULT_IMAGE},{DEFAULT_OPERATOR_IMAGE},registry.invalid/never:1"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -27,7 +31,8 @@ def crds(kube: client.ApiClient) -> None:
 def operator(cluster: DevCluster, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The operator as its own process (one per test module), with the admin kubeconfig."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    proc = OperatorProcess(Path(cluster.kubeconfig), log, env={"ESCROW_RECORD_STEP_HISTORY": "true"}).start()
+    env = {"ESCROW_RECORD_STEP_HISTORY": "true", "ESCROW_ALLOWED_IMAGES": TEST_ALLOWED_IMAGES}
+    proc = OperatorProcess(Path(cluster.kubeconfig), log, env=env).start()
     try:
         yield proc
     finally:

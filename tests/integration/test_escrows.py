@@ -210,7 +210,7 @@ def test_escrow_on_a_pool_that_never_gets_ready_waits_idle(kube: client.ApiClien
     create_escrow(kube, ns, "stuck", "broken", walletRetention="Delete")
     waiting = wait_for(
         custom_objects(kube, ns, "escrows"),
-        lambda e: any(c["type"] == "Progressing" and c["reason"] == "WaitingForPods" for c in (e.get("status") or {}).get("conditions", [])),
+        lambda e: any(c["type"] == "Reconciling" and c["reason"] == "WaitingForPods" for c in (e.get("status") or {}).get("conditions", [])),
         field_selector="metadata.name=stuck",
         what="the escrow to say it waits for pods",
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,3 +94,13 @@ class OperatorProcess:
     @property
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, pattern: str, timeout: float = 180) -> re.Match[str]:
+        """Wait for a line in the operator's log (polling a file: it signals nothing else)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if m := re.search(pattern, self.log):
+                return m
+            assert self.proc is not None and self.proc.poll() is None, f"the operator exited:\n{self.log[-3000:]}"
+            time.sleep(0.1)
+        raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n{self.log[-3000:]}")

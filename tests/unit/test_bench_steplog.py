@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from escrow_operator.exchange import STEP_DONE_FORMAT, STEP_RETRY_PREFIX
 from hack.benchlib import steplog
 
-LOG = """\
+LOG = f"""\
 2026-11-29 06:04:46,861 ERROR kopf._cogs.clients.watching Request attempt #1/9 failed; will retry: GET /apis/xmrescrow.dev/v1alpha1/escrows -> 429
-2026-11-29 06:05:01,002 INFO escrow_operator.exchange Step done: escrow=bench/bench-0001 role=buyer round=0 pod=bench-1 start=100.0 end=104.5 rpc=4.2 fs=0.1 warm=0
-2026-11-29 06:05:03,118 WARNING escrow_operator.exchange vendor step 1: pod unavailable (PodLost); retrying on another pod
-2026-11-29 06:05:04,200 WARNING escrow_operator.exchange arbiter round 2: wallet-rpc error -1 (attempt 1 of 3)
+2026-11-29 06:05:01,002 INFO escrow_operator.exchange {STEP_DONE_FORMAT % ("bench", "bench-0001", "buyer", 0, "bench-1", 100.0, 104.5, 4.2, 0.1, 0)}
+2026-11-29 06:05:03,118 WARNING escrow_operator.exchange {STEP_RETRY_PREFIX} vendor step 1: pod unavailable (PodLost); retrying on another pod
+2026-11-29 06:05:04,200 WARNING escrow_operator.exchange {STEP_RETRY_PREFIX} arbiter round 2: wallet-rpc error -1 (attempt 1 of 3)
 2026-11-29 06:05:06,000 INFO escrow_operator.exchange Step done: escrow=bench/bench-0001 role=buyer round=1 pod=bench-1 start=104.6 end=105.6 rpc=0.9 fs=0.05 warm=1
 2026-11-29 06:05:07,000 INFO kopf.objects Handler 'reconcile_pool' succeeded.
 """

@@ -37,6 +37,15 @@
 {{- end }}
 {{- end }}
 
+{{/* Images WalletPools may run: the chart's own (the operator image for walletfs, the CRD's defaults,
+walletPool's images) and operator.allowedImages. */}}
+{{- define "xmr-escrow-operator.allowedImages" -}}
+{{- $images := list (include "xmr-escrow-operator.image" .) "xmr-escrow/wallet-rpc:0.18.0.0" "xmr-escrow/operator:0.1.0" -}}
+{{- with .Values.walletPool.image }}{{ $images = append $images . }}{{ end -}}
+{{- with .Values.walletPool.operatorImage }}{{ $images = append $images . }}{{ end -}}
+{{- join "," (concat $images .Values.operator.allowedImages | uniq) -}}
+{{- end }}
+
 {{/* Labels. app.kubernetes.io/name is fixed: WalletPool NetworkPolicies admit exactly it. */}}
 {{- define "xmr-escrow-operator.selectorLabels" -}}
 app.kubernetes.io/name: xmr-escrow-operator
@@ -100,10 +109,11 @@ ServiceAccount, and a drop-one-rule check of each verb).
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["create", "patch"]
-# The pool's wallet claim is created once (an existing one answers 409) and never changed.
+# The pool's wallet claim is created once (an existing one answers 409) and never changed; a pool
+# naming an existing claim (storage.claimName) has it read to check it is labelled for that pool.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["create"]
+  verbs: ["get", "create"]
 # kopf.event (one per round, retention, failures) posts core/v1 Events.
 - apiGroups: [""]
   resources: ["events"]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from .conditions import (
     DEGRADED,
-    PROGRESSING,
     READY,
+    RECONCILING,
+    STALLED,
     ApiModel,
     Condition,
     ConditionStatus,
@@ -84,8 +85,9 @@ __all__ = [
     "MAX_REPLICAS",
     "MIN_PARTICIPANTS",
     "OFFLINE",
-    "PROGRESSING",
     "READY",
+    "RECONCILING",
+    "STALLED",
     "VERSION",
     "WALLETPOOL_KIND",
     "WALLETPOOL_PLURAL",

@@ -21,9 +21,12 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
 
-#: The Escrow and WalletPool condition types (DESIGN.md section 2).
+#: The condition types of Escrows and WalletPools, as kstatus reads them (docs/install.md, GitOps):
+#: Ready is the summary, Reconciling is True while work is under way, Stalled is True when the object
+#: cannot make progress without a change, Degraded is True while something is wrong.
 READY = "Ready"
-PROGRESSING = "Progressing"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
 DEGRADED = "Degraded"
 
 # metav1.Condition's validation, as in the core types.
@@ -92,7 +95,7 @@ class Condition(ApiModel):
         min_length=1,
         max_length=316,
         pattern=CONDITION_TYPE_PATTERN,
-        description="Type of the condition, such as Ready, Progressing or Degraded.",
+        description="Type of the condition, such as Ready, Reconciling, Stalled or Degraded.",
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(

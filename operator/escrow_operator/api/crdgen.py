@@ -184,6 +184,9 @@ def resource_schema(model: type[BaseModel]) -> Schema:
     schema = structural({**raw, "properties": properties}, defs)
     # metadata is the API server's ObjectMeta: the CRD may only restrict its name, so it stays a bare object.
     schema["properties"]["metadata"] = {"type": "object"}
+    # Until the operator's first write, status reads as observed for generation 0: kstatus (Flux, kpt)
+    # then sees an object whose generation was not yet observed (InProgress), never one that is Current.
+    schema["properties"]["status"]["default"] = {"observedGeneration": 0}
     return schema
 
 

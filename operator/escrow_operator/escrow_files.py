@@ -1,0 +1,68 @@
+"""Deleting an escrow's files from the shared volume: the one place that does it.
+
+Used when an escrow turns Ready (intermediates and stale work copies go, the final wallets stay),
+when it fails (work copies go, every published wallet stays for inspection and retry) and when it is
+deleted (per its ``walletRetention``). The deletion runs on a leased pod (``rpc=False``: it touches
+files only and disturbs no wallet kept open in wallet-rpc).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .faults import NONE as NO_FAULTS
+from .faults import Faults
+from .naming import WALLET_NAME_RE
+from .pools import PoolRuntime
+from .scheduler import PodLost
+from .walletfs.client import WalletfsUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class PoolUnusable(Exception):
+    """The pool's Secret is gone (the pool was deleted): its pods cannot be reached."""
+
+
+def is_work_copy(name: str) -> bool:
+    """A work copy (``..._work_{step}_{random}``): never an input, never a published wallet."""
+    match = WALLET_NAME_RE.fullmatch(name)
+    return match is not None and match["stage"].startswith("work_")
+
+
+async def delete_files(
+    pool: PoolRuntime,
+    uid: str,
+    priority: Any,
+    label: str,
+    keep: Callable[[str], bool],
+    faults: Faults = NO_FAULTS,
+) -> list[str]:
+    """Delete every wallet of escrow ``uid`` for which ``keep`` is false; return the names deleted.
+
+    Waits for a pod like any step (the caller bounds the wait when it must); a pod lost midway is
+    replaced and the listing starts over, so the result is the same whatever fails.
+    """
+    deleted: list[str] = []
+    while True:
+        creds = await pool.credentials()
+        if creds is None:
+            raise PoolUnusable(f"the Secret of WalletPool {pool.namespace}/{pool.name} is missing")
+        try:
+            async with pool.scheduler.lease(priority, label=label, rpc=False) as lease:
+                fs = pool.fs(lease.pod, creds)
+                try:
+                    for entry in await fs.list(uid):
+                        if not keep(entry.name):
+                            await fs.delete(entry.name)
+                            deleted.append(entry.name)
+                            log.info("Deleted wallet file set: %s", entry.name)
+                            await faults.check("cleanup.after_delete")
+                except WalletfsUnavailable:
+                    lease.mark_failed()
+                    raise
+            return deleted
+        except (PodLost, WalletfsUnavailable):
+            continue
