@@ -29,7 +29,9 @@ from escrow_operator.api import (
     get_condition,
     set_condition,
 )
-from escrow_operator.api import crdgen
+from escrow_operator import shapes
+from escrow_operator.api import MAX_PARTICIPANTS, MIN_PARTICIPANTS, crdgen
+from escrow_operator.api.escrow import MIN_THRESHOLDS, SHAPE_FITS_SECRET, SHAPE_TOO_LARGE, shape_rule
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
@@ -374,6 +376,9 @@ def _minimal(model: type[BaseModel]) -> dict[str, Any]:
         ({"poolRef": "pool", "threshold": 4}, "threshold must not exceed the number of participants"),
         ({"poolRef": "pool", "threshold": 3, "participants": ["buyer", "vendor"]}, "threshold must not exceed"),
         ({"poolRef": "pool", "threshold": 1, "participants": ["buyer"]}, "at least 2 items"),
+        ({"poolRef": "pool", "threshold": 2, "participants": [f"p{i}" for i in range(16)]}, SHAPE_TOO_LARGE),
+        ({"poolRef": "pool", "threshold": 5, "participants": [f"p{i}" for i in range(12)]}, SHAPE_TOO_LARGE),
+        ({"poolRef": "pool", "threshold": 12, "participants": [f"p{i}" for i in range(16)]}, SHAPE_TOO_LARGE),
         ({"poolRef": "pool", "participants": [f"p{i}" for i in range(17)]}, "at most 16 items"),
         ({"poolRef": "pool", "participants": ["buyer", "vendor", "buyer"]}, "participants must be unique"),
         ({"poolRef": "pool", "participants": ["buyer", "ven_dor", "arbiter"]}, "should match pattern"),
@@ -400,6 +405,9 @@ def test_escrow_spec_refuses(spec: dict[str, Any], message: str) -> None:
         {"poolRef": "pool", "threshold": 1, "participants": ["a", "b"]},
         {"poolRef": "pool", "threshold": 2, "participants": ["a", "b"]},
         {"poolRef": "pool-1", "threshold": 16, "participants": [f"p{i}" for i in range(16)], "walletRetention": "Delete"},
+        {"poolRef": "pool", "threshold": 1, "participants": [f"p{i}" for i in range(11)]},
+        {"poolRef": "pool", "threshold": 6, "participants": [f"p{i}" for i in range(12)]},
+        {"poolRef": "pool", "threshold": 13, "participants": [f"p{i}" for i in range(16)]},
         {"pool_ref": "pool", "wallet_retention": WalletRetention.DELETE},  # Python names work as well
     ],
 )
@@ -481,6 +489,102 @@ def test_crd_patterns_accept_what_the_models_accept(crd_plural: str, path: tuple
         node = node["properties"][part]
     for value in values:
         assert re.search(node["pattern"], value), value
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shapes whose key-exchange messages fit in the Escrow's Secret (escrow_operator.shapes)
+
+ALL_SHAPES = [(m, n) for n in range(MIN_PARTICIPANTS, MAX_PARTICIPANTS + 1) for m in range(1, n + 1)]
+
+
+def _crd_shape_rule() -> dict[str, str]:
+    spec = _schema(_crd("escrows"))["properties"]["spec"]
+    [rule] = [rule for rule in spec["x-kubernetes-validations"] if "self.threshold >= [" in rule["rule"]]
+    return rule
+
+
+def _evaluate_shape_rule(rule: str, threshold: int, participants: int) -> bool:
+    """The shape rule's CEL (size(), integer literals and comparisons, a list literal and its index, ||)
+    reads the same in Python once the two fields are substituted and || is spelled or."""
+    expression = (
+        rule.replace("size(self.participants)", str(participants)).replace("self.threshold", str(threshold)).replace("||", "or")
+    )
+    assert re.fullmatch(r"[0-9 ()\[\],<>=+-]*(or[0-9 ()\[\],<>=+-]*)*", expression), f"not the expected CEL subset: {rule}"
+    return bool(eval(expression, {"__builtins__": {}}))  # noqa: S307 - digits and operators only (checked above)
+
+
+def test_crd_shape_rule_is_the_table() -> None:
+    rule = _crd_shape_rule()
+    assert rule == SHAPE_FITS_SECRET
+    assert rule["rule"] == (
+        "size(self.participants) <= 11 || self.threshold >= [6, 9, 10, 12, 13][size(self.participants) - 12]"
+    )
+    for threshold, participants in ALL_SHAPES:
+        admitted = _evaluate_shape_rule(rule["rule"], threshold, participants)
+        assert admitted == (threshold >= MIN_THRESHOLDS[participants]) == shapes.fits(participants, threshold), (
+            threshold,
+            participants,
+        )
+
+
+def test_crd_shape_rule_stays_in_its_list_and_costs_a_constant() -> None:
+    """The list covers every count from the first restricted one up to maxItems (a larger count fails
+    maxItems, which stops CEL evaluation); no macro iterates over participants, so the estimated cost
+    is a small constant whatever the list bounds."""
+    rule = _crd_shape_rule()["rule"]
+    spec = _schema(_crd("escrows"))["properties"]["spec"]
+    [listed] = re.findall(r"\[([0-9, ]+)\]", rule)
+    first = int(re.search(r"- ([0-9]+)\]?$", rule).group(1))  # type: ignore[union-attr]
+    assert first + len(listed.split(",")) - 1 == spec["properties"]["participants"]["maxItems"] == MAX_PARTICIPANTS
+    assert not re.search(r"\.(all|exists|exists_one|map|filter)\(", rule)
+    assert set(re.findall(r"self\.\w+", rule)) == {"self.threshold", "self.participants"}
+
+
+def test_crd_shape_rule_message_says_what_to_do() -> None:
+    message = _crd_shape_rule()["message"]
+    assert message.startswith(SHAPE_TOO_LARGE) and "(1 MiB)" in message
+    assert "use at most 11 participants" in message
+    assert "a threshold of at least 6 with 12, 9 with 13, 10 with 14, 12 with 15, 13 with 16 participants" in message
+    threshold = _schema(_crd("escrows"))["properties"]["spec"]["properties"]["threshold"]
+    assert "at least 6 with 12, 9 with 13, 10 with 14, 12 with 15, 13 with 16 participants" in threshold["description"]
+
+
+@pytest.mark.parametrize(("threshold", "participants"), ALL_SHAPES)
+def test_pydantic_refuses_exactly_what_the_crd_rule_refuses(threshold: int, participants: int) -> None:
+    spec = {"poolRef": "pool", "threshold": threshold, "participants": [f"p{i}" for i in range(participants)]}
+    admitted = _evaluate_shape_rule(_crd_shape_rule()["rule"], threshold, participants)
+    if admitted:
+        EscrowSpec.model_validate(spec)
+    else:
+        with pytest.raises(ValidationError, match=re.escape(SHAPE_TOO_LARGE)):
+            EscrowSpec.model_validate(spec)
+
+
+def test_pydantic_shape_refusal_names_the_way_out() -> None:
+    spec = {"poolRef": "pool", "threshold": 2, "participants": [f"p{i}" for i in range(16)]}
+    with pytest.raises(ValidationError) as refused:
+        EscrowSpec.model_validate(spec)
+    [error] = refused.value.errors()
+    assert error["msg"] == (
+        f"Value error, {SHAPE_TOO_LARGE}: threshold 2 of 16 participants would need a Secret of 23,109,744 bytes; "
+        "use a threshold of at least 13 with 16 participants, or at most 11 participants with threshold 2"
+    )
+
+
+def test_threshold_above_the_count_is_reported_once() -> None:
+    """A threshold above the count is the other rule's: the shape rule does not add a second error."""
+    with pytest.raises(ValidationError) as refused:
+        EscrowSpec.model_validate({"poolRef": "pool", "threshold": 14, "participants": [f"p{i}" for i in range(12)]})
+    assert [e["msg"] for e in refused.value.errors()] == [
+        "Value error, threshold must not exceed the number of participants (threshold 14, 12 participants)"
+    ]
+
+
+def test_shape_rule_needs_a_restricted_tail() -> None:
+    with pytest.raises(ValueError, match="threshold above 1"):
+        shape_rule({n: 1 for n in range(2, 17)})
+    with pytest.raises(ValueError, match="threshold above 1"):
+        shape_rule({**{n: 1 for n in range(2, 17)}, 12: 6})  # 13..16 would be unrestricted
 
 
 # ---------------------------------------------------------------------------------------------------

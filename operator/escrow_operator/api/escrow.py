@@ -3,6 +3,11 @@
 The API server enforces the rules below through the generated CRD (schema keywords and the CEL rules
 in ``json_schema_extra``); the pydantic validators repeat them so the operator refuses the same specs
 itself. The one rule pydantic cannot check is immutability (it needs the old object).
+
+Not every M-of-N shape can be built: the round messages of the key exchange, all kept in the Escrow's
+Secret, grow with C(N-1, s) keys and must fit in its 1 MiB. :data:`MIN_THRESHOLDS` (from the size
+model in :mod:`escrow_operator.shapes`) gives the lowest threshold per participant count; both the
+CEL rule :data:`SHAPE_FITS_SECRET` and the pydantic validator are generated from it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from escrow_operator.naming import ROLE_PATTERN, final_step
+from escrow_operator.shapes import SECRET_DATA_LIMIT, max_participants_for, min_thresholds, secret_data_bytes
 
 from .conditions import ApiModel, Condition, Timestamp, cel, conditions_field, validations
 
@@ -39,6 +45,47 @@ THRESHOLD_AT_MOST_PARTICIPANTS = cel(
 )
 SPEC_IMMUTABLE = cel("self == oldSelf", "spec is immutable once the Escrow is created; delete and recreate it")
 
+#: {N: the lowest threshold whose N-participant key exchange fits in the Escrow's Secret}, N in
+#: MIN_PARTICIPANTS..MAX_PARTICIPANTS (escrow_operator.shapes: measured message sizes, 900 KiB budget).
+MIN_THRESHOLDS: dict[int, int] = min_thresholds(MIN_PARTICIPANTS, MAX_PARTICIPANTS)
+#: What the CEL rule and the pydantic validator say first.
+SHAPE_TOO_LARGE = (
+    "this threshold/participants shape makes the key-exchange messages larger than the Escrow's Secret can hold "
+    f"({SECRET_DATA_LIMIT // (1024 * 1024)} MiB)"
+)
+
+
+def _restricted(table: dict[int, int]) -> dict[int, int]:
+    """The participant counts whose lowest threshold is above 1; they must run up to the largest count."""
+    restricted = {n: lowest for n, lowest in table.items() if lowest > 1}
+    if not restricted or sorted(restricted) != list(range(min(restricted), max(table) + 1)):
+        raise ValueError(f"expected every count above some N to need a threshold above 1: {table}")
+    return restricted
+
+
+def _lowest_thresholds(table: dict[int, int]) -> str:
+    """The restricted part of ``table`` for messages: ``6 with 12, 9 with 13, ... participants``."""
+    return ", ".join(f"{lowest} with {n}" for n, lowest in sorted(_restricted(table).items())) + " participants"
+
+
+def shape_rule(table: dict[int, int]) -> dict[str, str]:
+    """The CEL rule refusing the shapes that ``table`` ({N: lowest threshold}) does not allow.
+
+    Up to the last N that allows every threshold anything goes; above it the lowest threshold is read
+    from a list indexed by N minus the first restricted N. A count above the schema's maxItems never
+    reaches the rule (a maxItems violation stops CEL evaluation), so the index stays in the list."""
+    restricted = _restricted(table)
+    first = min(restricted)
+    lowest = ", ".join(str(restricted[n]) for n in sorted(restricted))
+    return cel(
+        f"size(self.participants) <= {first - 1} || self.threshold >= [{lowest}][size(self.participants) - {first}]",
+        f"{SHAPE_TOO_LARGE}: use at most {first - 1} participants, or a threshold of at least "
+        f"{_lowest_thresholds(table)}",
+    )
+
+
+SHAPE_FITS_SECRET = shape_rule(MIN_THRESHOLDS)
+
 
 class WalletRetention(StrEnum):
     """What happens to the wallet files and the Escrow's Secret when the Escrow is deleted."""
@@ -57,7 +104,9 @@ class EscrowPhase(StrEnum):
 class EscrowSpec(ApiModel):
     """The desired multisig wallet set. Immutable once created."""
 
-    model_config = ConfigDict(json_schema_extra=validations(THRESHOLD_AT_MOST_PARTICIPANTS, SPEC_IMMUTABLE))
+    model_config = ConfigDict(
+        json_schema_extra=validations(THRESHOLD_AT_MOST_PARTICIPANTS, SHAPE_FITS_SECRET, SPEC_IMMUTABLE)
+    )
 
     pool_ref: str = Field(
         min_length=1,
@@ -69,7 +118,10 @@ class EscrowSpec(ApiModel):
         default=DEFAULT_THRESHOLD,
         ge=1,
         le=MAX_PARTICIPANTS,
-        description="M: how many participants must sign to spend. At most the number of participants.",
+        description=(
+            "M: how many participants must sign to spend. At most the number of participants, and at least "
+            f"{_lowest_thresholds(MIN_THRESHOLDS)} (the key-exchange messages must fit in the Escrow's Secret)."
+        ),
     )
     participants: list[Role] = Field(
         default=list(DEFAULT_PARTICIPANTS),
@@ -105,6 +157,20 @@ class EscrowSpec(ApiModel):
                 f"(threshold {self.threshold}, {len(self.participants)} participants)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _shape_fits_secret(self) -> EscrowSpec:
+        """The CEL rule :data:`SHAPE_FITS_SECRET`, with the shape's size and both ways out in the message."""
+        participants, threshold = len(self.participants), self.threshold
+        lowest = MIN_THRESHOLDS.get(participants)
+        if lowest is None or threshold > participants or threshold >= lowest:
+            return self  # other rules refuse counts out of range and thresholds above the count
+        most = max_participants_for(threshold, MIN_THRESHOLDS)
+        raise ValueError(
+            f"{SHAPE_TOO_LARGE}: threshold {threshold} of {participants} participants would need a Secret of "
+            f"{secret_data_bytes(participants, threshold):,} bytes; use a threshold of at least {lowest} "
+            f"with {participants} participants, or at most {most} participants with threshold {threshold}"
+        )
 
     @property
     def steps(self) -> int:
