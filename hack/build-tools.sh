@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds helm, kustomize and kind from their Go modules into the same versioned cache directory as
-# the control plane (hack/build-controlplane.sh), outside the git tree. A second run with the
-# binaries present does no network I/O and exits at once.
+# Builds helm, kustomize and kind from their Go modules, and gitops-verdict from this repository's
+# hack/gitops-verdict, into the same versioned cache directory as the control plane
+# (hack/build-controlplane.sh), outside the git tree. A second run with the binaries present does no
+# network I/O and exits at once.
 #
 #   hack/build-tools.sh                   build (or confirm) the tools, print their directory
 #   HELM_VERSION=v3.19.5 hack/...         another release of one tool (the pins are below)
@@ -11,6 +12,8 @@
 #   helm      v3.19.5  k8s.io/client-go v0.34.2, go 1.24   (v3.20+ moves to client-go v0.35+)
 #   kustomize v5.7.1   the kustomize kubectl v1.34 embeds, so `kustomize build` == `kubectl kustomize`
 #   kind      v0.30.0  default node image kindest/node:v1.34.0 (hack/kind-e2e.sh)
+# gitops-verdict (tests/support/gitops.py) pins its own modules in hack/gitops-verdict/go.mod; its
+# stamp is a hash of its sources, so an edited main.go or go.mod is built again.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,6 +30,11 @@ TOOLS=(
   "kind sigs.k8s.io/kind sigs.k8s.io/kind $KIND_VERSION"
 )
 
+# gitops-verdict: a module of this repository, stamped with a hash of its sources (go.mod, go.sum,
+# main.go in this order; tests/support/gitops.py computes the same to refuse a stale binary).
+VERDICT_SRC="$HERE/gitops-verdict"
+VERDICT_VERSION="src-$(cat "$VERDICT_SRC/go.mod" "$VERDICT_SRC/go.sum" "$VERDICT_SRC/main.go" | sha256sum | cut -c1-16)"
+
 # A tool is built when its binary exists and its stamp names the pinned version.
 built() { # name version
   [[ -x "$BIN/$1" ]] && [[ "$(cat "$OUT/src/$1/VERSION" 2>/dev/null)" == "$2" ]]
@@ -38,6 +46,7 @@ all_built() {
     read -r name mod pkg version <<<"$t"
     built "$name" "$version" || return 1
   done
+  built gitops-verdict "$VERDICT_VERSION"
 }
 
 if all_built; then
@@ -73,6 +82,18 @@ for t in "${TOOLS[@]}"; do
   go_build_module "$src" "$mod@$version" "$pkg" "$(ldflags "$name" "$version")" "$BIN/$name"
   echo "$version" > "$src/VERSION"
 done
+
+# --- gitops-verdict, from its own module in the tree --------------------------------------------
+# -mod=readonly: a go.mod or go.sum that does not cover the imports fails the build instead of
+# being rewritten in the git tree.
+if ! built gitops-verdict "$VERDICT_VERSION"; then
+  log "building gitops-verdict ($VERDICT_VERSION)"
+  mkdir -p "$OUT/src/gitops-verdict"
+  rm -f "$OUT/src/gitops-verdict/VERSION"
+  (cd "$VERDICT_SRC" && GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$BIN/gitops-verdict.tmp" .)
+  mv "$BIN/gitops-verdict.tmp" "$BIN/gitops-verdict"
+  echo "$VERDICT_VERSION" > "$OUT/src/gitops-verdict/VERSION"
+fi
 
 log "done"
 echo "$BIN"

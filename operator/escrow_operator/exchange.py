@@ -526,17 +526,19 @@ class EscrowExchange:
         self.log.info("Cleaned up %d wallet file sets", len(deleted))
 
     async def _fail(self, failure: StepFailed) -> None:
+        """Failed: work copies are deleted first (every published wallet stays for a retry), then the
+        status says why, so a Failed escrow never has work copies left behind."""
+        if self.pool.scheduler.ready:
+            try:
+                await asyncio.wait_for(self._clean_up(keep=lambda name: not is_work_copy(name)), self.ctx.settings.walletfs_timeout)
+            except (TimeoutError, PoolUnusable) as exc:
+                self.log.warning("work copies of escrow %s/%s not deleted now (%s); they go at the next retry or deletion", self.namespace, self.name, type(exc).__name__)
         metrics.ESCROWS_FAILED.labels(reason=failure.reason).inc()
         self.status = escrow_status.failed(self.status, self.generation, failure.reason, failure.message)
         self.status.last_retry = self._retry_annotation() or self.status.last_retry
         await self._save()
         self.emit("Warning", "Failed", failure.message)
         self.log.error("escrow %s/%s failed: %s", self.namespace, self.name, failure.message)
-        if self.pool.scheduler.ready:  # work copies go; every published wallet stays for a retry
-            try:
-                await asyncio.wait_for(self._clean_up(keep=lambda name: not is_work_copy(name)), self.ctx.settings.walletfs_timeout)
-            except (TimeoutError, PoolUnusable) as exc:
-                self.log.warning("work copies of escrow %s/%s not deleted now (%s); they go at the next retry or deletion", self.namespace, self.name, type(exc).__name__)
 
     def _retry_annotation(self) -> str | None:
         return self.annotations().get(RETRY_ANNOTATION)

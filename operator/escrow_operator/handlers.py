@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
-from . import metrics
-from .api import ESCROW_PLURAL, GROUP, VERSION, WALLETPOOL_PLURAL, EscrowPhase, EscrowSpec, WalletRetention
+from . import escrow_status, metrics
+from .api import ESCROW_PLURAL, GROUP, VERSION, WALLETPOOL_PLURAL, EscrowPhase, EscrowStatus, WalletRetention
 from .context import Context
 from .escrow_files import PoolUnusable, delete_files, is_work_copy
 from .escrow_secret import EscrowSecret
@@ -158,7 +159,11 @@ async def run_escrow(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> No
                     await wakeup.wait()
                 continue
             snapshot = {"metadata": dict(body["metadata"]), "spec": dict(body["spec"]), "status": status}
-            exchange = EscrowExchange(context(memo), snapshot, emit, retry=retry, annotations=annotations)
+            try:
+                exchange = EscrowExchange(context(memo), snapshot, emit, retry=retry, annotations=annotations)
+            except ValidationError as exc:  # admitted by an older CRD, refused by this release's rules
+                await _refuse_spec(context(memo), snapshot, exc, emit)
+                return
             status = (await exchange.run()).to_api()
             if status.get("phase") == EscrowPhase.READY:
                 return
@@ -167,6 +172,20 @@ async def run_escrow(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> No
     finally:
         _retry_wakeups.pop(uid, None)
         done.set()
+
+
+async def _refuse_spec(ctx: Context, body: dict[str, Any], exc: ValidationError, emit: Callable[[str, str, str], None]) -> None:
+    meta = body["metadata"]
+    message = f"invalid spec: {'; '.join(e['msg'] for e in exc.errors())}; delete the Escrow and create a valid one"
+    status = escrow_status.failed(EscrowStatus.model_validate(body.get("status") or {}), meta.get("generation"), "InvalidSpec", message)
+    await ctx.kube.patch_status(ESCROW_PLURAL, meta["namespace"], meta["name"], status.to_api(), uid=meta["uid"])
+    emit("Warning", "InvalidSpec", message[:1000])
+
+
+def _deletion_spec(spec: Mapping[str, Any]) -> tuple[str, bool]:
+    """The pool and retention of an Escrow being deleted, even one whose spec no longer validates."""
+    pool = str(spec.get("poolRef") or "")
+    return pool, spec.get("walletRetention", WalletRetention.RETAIN) != WalletRetention.DELETE
 
 
 @kopf.on.event(GROUP, VERSION, ESCROW_PLURAL)
@@ -190,23 +209,22 @@ async def escrow_deleted(body: kopf.Body, namespace: str, name: str, uid: str, r
     if stopped is not None and not stopped.is_set():
         raise kopf.TemporaryError("waiting for the escrow's running step to finish", delay=1)
     _daemons_done.pop(uid, None)
-    spec = EscrowSpec.model_validate(dict(body["spec"]))
+    pool_ref, retain = _deletion_spec(body.get("spec") or {})
     secret = EscrowSecret(ctx.kube, namespace, name, uid)
-    pool = ctx.pools.get(namespace, spec.pool_ref)
-    retain = spec.wallet_retention == WalletRetention.RETAIN
+    pool = ctx.pools.get(namespace, pool_ref)
     keep = (lambda name: not is_work_copy(name)) if retain else (lambda name: False)
     priority = ((body.get("metadata") or {}).get("creationTimestamp") or "", uid)
     try:
         if pool.scheduler.ready == 0:
             if retain:  # only work copies would go: not worth holding up the deletion
-                raise PoolUnusable(f"no ready pod in pool {spec.pool_ref}")
+                raise PoolUnusable(f"no ready pod in pool {pool_ref}")
             raise TimeoutError
         await asyncio.wait_for(delete_files(pool, uid, priority, f"{name}/delete", keep), FILE_DELETION_WAIT)
     except (TimeoutError, PoolUnusable) as exc:
         if retry < 4 and not retain:
-            raise kopf.TemporaryError(f"no ready pod of pool {spec.pool_ref} to delete wallet files with", delay=5) from exc
+            raise kopf.TemporaryError(f"no ready pod of pool {pool_ref} to delete wallet files with", delay=5) from exc
         what = "work copies" if retain else "wallet files"
-        kopf.event(body, type="Warning", reason="FilesNotDeleted", message=f"no ready pod in pool {spec.pool_ref}; delete the {what} of escrow {uid} by hand")
+        kopf.event(body, type="Warning", reason="FilesNotDeleted", message=f"no ready pod in pool {pool_ref}; delete the {what} of escrow {uid} by hand")
     if retain:
         await secret.release()
         kopf.event(body, type="Normal", reason="WalletsRetained", message=f"wallet files and Secret {secret.name} are kept")

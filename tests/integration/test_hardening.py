@@ -77,13 +77,13 @@ def test_forged_secret_and_status_address_are_corrected_from_the_wallets(
     finally:
         op.stop()
     uid, true_address = ready["metadata"]["uid"], ready["status"]["address"]
-    forged = fake_address()
+    forged, also_forged = fake_address(), fake_address()
     # A user who may edit Secrets rewrites every recorded address; an admin rewrites status.address.
     client.CoreV1Api(kube).patch_namespaced_secret(
         f"escrow-{uid}", ns, {"stringData": {"address.buyer": forged, "address.vendor": forged}}
     )
     client.CustomObjectsApi(kube).patch_namespaced_custom_object_status(
-        GROUP, VERSION, ns, "escrows", "forged", {"status": {"address": forged}}
+        GROUP, VERSION, ns, "escrows", "forged", {"status": {"address": also_forged}}
     )
     op = start(cluster, log_dir / "operator2.log")
     try:
@@ -103,7 +103,7 @@ def test_forged_secret_and_status_address_are_corrected_from_the_wallets(
     recorded = escrow_secret(kube, ns, uid)
     assert recorded["address.buyer"] == recorded["address.vendor"] == true_address
     assert any(e.reason == "AddressCorrected" and e.type == "Warning" for e in events(kube, ns, "forged"))
-    assert forged not in str(get_escrow(kube, ns, "forged")["status"])
+    assert forged not in str(get_escrow(kube, ns, "forged")["status"]) and also_forged not in str(get_escrow(kube, ns, "forged"))
     # Reading the wallets left no work copy behind.
     files = {p.name for p in pool_directory(kube, ns, pool).iterdir() if uid in p.name}
     assert files and all("_final" in f for f in files), files
@@ -266,6 +266,12 @@ def test_a_retry_annotation_set_before_the_failure_is_not_acted_on(
         failed = wait_escrow(kube, ns, "prearmed", phase="Failed")
         assert failed["status"]["lastRetry"] == "early"  # recorded at the failure, not acted on
         objects.patch_namespaced_custom_object(GROUP, VERSION, ns, "escrows", "prearmed", {"metadata": {"annotations": {"xmrescrow.dev/retry": "late"}}})
+        wait_for(
+            custom_objects(kube, ns, "escrows"),
+            lambda e: (e.get("status") or {}).get("lastRetry") == "late",
+            field_selector="metadata.name=prearmed",
+            what="the new retry acted on",
+        )
         ready = wait_escrow(kube, ns, "prearmed")
     finally:
         op.stop()
