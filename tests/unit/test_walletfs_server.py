@@ -147,6 +147,20 @@ async def test_publish_refuses_to_overwrite(client: WalletfsClient, wallet_dir: 
     assert (wallet_dir / (WORK + ".keys")).read_bytes() == CONTENT[".keys"]
 
 
+async def test_publish_onto_a_torn_cache_is_503_not_already_published(
+    client: WalletfsClient, wallet_dir: Path
+) -> None:
+    """A cache without .keys that no publish owns (a torn write of an older walletfs) is never
+    overwritten, and never reported as published: the step fails and is retried."""
+    make_wallet(wallet_dir, WORK)
+    (wallet_dir / ROUND_2).write_bytes(b"torn cache")
+    before = listing(wallet_dir)
+    with pytest.raises(WalletfsError) as err:
+        await client.publish(WORK, ROUND_2)
+    assert err.value.status == 503 and "no .keys" in err.value.message
+    assert listing(wallet_dir) == before and (wallet_dir / ROUND_2).read_bytes() == b"torn cache"
+
+
 async def test_publish_keep_source_publishes_a_copy(client: WalletfsClient, wallet_dir: Path) -> None:
     make_wallet(wallet_dir, WORK)
     result = await client.publish(WORK, ROUND_2, keep_source=True)
@@ -327,16 +341,18 @@ async def test_probes_need_no_token(http: httpx.AsyncClient) -> None:
 # --------------------------------------------------------------------------------------------- lifecycle
 
 
-async def test_startup_removes_temp_leftovers(
+async def test_startup_removes_its_own_temp_leftovers_only(
     wallet_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="escrow_operator.walletfs")
     make_wallet(wallet_dir, ROUND_1)
     for i in range(2):
-        (wallet_dir / f"{files.TEMP_PREFIX}{i:08x}").write_bytes(b"torn copy")
-    async with TestServer(make_app(settings_for(wallet_dir)), host="127.0.0.1"):
-        assert listing(wallet_dir) == sorted(ROUND_1 + s for s in CONTENT)
-    assert any("Removed 2 leftover" in r.getMessage() for r in caplog.records)
+        (wallet_dir / f"{files.TEMP_PREFIX}wallets-0-{i:016x}").write_bytes(b"torn copy of my last life")
+    in_flight = f"{files.TEMP_PREFIX}wallets-1-{0:016x}"
+    (wallet_dir / in_flight).write_bytes(b"another pod's copy in flight")
+    async with TestServer(make_app(settings_for(wallet_dir, owner="wallets-0")), host="127.0.0.1"):
+        assert listing(wallet_dir) == sorted([*(ROUND_1 + s for s in CONTENT), in_flight])
+    assert any("Removed 2 leftover" in r.getMessage() and "wallets-0" in r.getMessage() for r in caplog.records)
 
 
 @contextlib.asynccontextmanager
@@ -398,7 +414,7 @@ async def test_readyz_counts_a_busy_wallet_rpc_as_ready_only_after_an_answer(
         return web.json_response({"jsonrpc": "2.0", "id": "0", "result": {"version": 65562}})
 
     async with fake_wallet_rpc(json_rpc) as rpc:
-        settings = settings_for(wallet_dir, rpc_url=rpc)
+        settings = settings_for(wallet_dir, rpc_url=rpc, ready_cache=0.0)  # every probe asks
         async with TestServer(make_app(settings), host="127.0.0.1") as srv:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http:
                 busy.set()
@@ -468,18 +484,25 @@ def test_settings_from_env_and_flags(tmp_path: Path) -> None:
     token_file.write_text(TOKEN + "\n")
     login_file = tmp_path / "login"
     login_file.write_text("rpcuser:rpcpass\n")
-    env = {"WALLETFS_DIR": "/wallets", "WALLETFS_TOKEN": "env-token", "WALLETFS_PORT": "9000"}
+    env = {"WALLETFS_DIR": "/wallets", "WALLETFS_TOKEN": "env-token", "WALLETFS_PORT": "9000", "POD_NAME": "wallets-2"}
 
     settings = WalletfsSettings.from_env(env)
     assert settings.wallet_dir == Path("/wallets") and settings.port == 9000
     assert settings.token.get_secret_value() == "env-token" and settings.rpc_url is None
+    assert settings.owner == "wallets-2"
+    assert (settings.request_timeout, settings.ready_cache) == (10.0, 2.0)
+    tuned = WalletfsSettings.from_env(
+        {**env, "WALLETFS_OWNER": "fs-2", "WALLETFS_REQUEST_TIMEOUT": "2.5", "WALLETFS_READY_CACHE": "0"}
+    )
+    assert (tuned.owner, tuned.request_timeout, tuned.ready_cache) == ("fs-2", 2.5, 0.0)
 
     args = _parser().parse_args(
         ["--dir", str(tmp_path), "--token-file", str(token_file), "--rpc-url", "http://127.0.0.1:18083/json_rpc",
-         "--rpc-login-file", str(login_file), "--bind", "127.0.0.1"]
+         "--rpc-login-file", str(login_file), "--bind", "127.0.0.1", "--owner", "wallets-9"]
     )
     settings = settings_from_args(args, env)
     assert settings.wallet_dir == tmp_path and settings.bind == "127.0.0.1" and settings.port == 9000
+    assert settings.owner == "wallets-9"
     assert settings.token.get_secret_value() == TOKEN
     assert settings.rpc_login is not None and settings.rpc_login.get_secret_value() == "rpcuser:rpcpass"
     assert TOKEN not in repr(settings) and "rpcpass" not in repr(settings)
@@ -494,6 +517,8 @@ def test_settings_from_env_and_flags(tmp_path: Path) -> None:
         {"WALLETFS_DIR": "/w", "WALLETFS_TOKEN_FILE": "/nonexistent/token"},
         {"WALLETFS_DIR": "/w", "WALLETFS_TOKEN": "t", "WALLETFS_RPC_LOGIN": "no-colon-secret"},
         {"WALLETFS_DIR": "/w", "WALLETFS_TOKEN": "t", "WALLETFS_PORT": "99999"},
+        {"WALLETFS_DIR": "/w", "WALLETFS_TOKEN": "t", "WALLETFS_REQUEST_TIMEOUT": "0"},
+        {"WALLETFS_DIR": "/w", "WALLETFS_TOKEN": "t", "WALLETFS_READY_CACHE": "-1"},
     ],
 )
 def test_bad_settings(env: dict[str, str]) -> None:
