@@ -1,4 +1,4 @@
-"""Wallet file names of the escrow protocol (DESIGN.md section 3).
+"""Wallet file names of the escrow protocol (docs/design.md, Steps and files).
 
 For participant ``role`` of the escrow with uid ``uid`` the base name is ``{role}_escrow_{uid}``.
 An M-of-N escrow runs K = N - M + 2 steps after creation numbering 0..K:

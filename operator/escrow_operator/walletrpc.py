@@ -1,4 +1,4 @@
-"""Async JSON-RPC client for monero-wallet-rpc (DESIGN.md section 1).
+"""Async JSON-RPC client for monero-wallet-rpc (docs/design.md, Measured costs).
 
 One :class:`WalletRpc` talks to one wallet-rpc endpoint (one process). A process holds ONE open wallet and
 nothing in a request names it, so exclusive use of the process for a whole step is the caller's job (the
@@ -12,7 +12,7 @@ method name, the endpoint and wallet-rpc's error code/message, never request par
 Cancellation: every call is a single httpx request, and httpx requests may be cancelled at any await point
 (``asyncio.timeout``, task cancellation). Note that wallet-rpc still finishes a call whose HTTP request was
 abandoned: after a cancelled or timed-out round the process (and its open wallet) must be treated as
-unknown state, which is why rounds run on work copies (DESIGN.md section 3).
+unknown state, which is why rounds run on work copies (docs/design.md, Steps and files).
 
 Message-passing policy (which round messages a participant passes) is in :func:`messages_for`; see
 :func:`own_message_in_make_multisig` for the version history it is based on.

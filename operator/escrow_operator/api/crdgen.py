@@ -246,7 +246,7 @@ def escrow_crd() -> dict[str, Any]:
         subresources={"status": {}},
         columns=[
             _printer_column("Phase", "string", ".status.phase", "Pending, KeyExchange, Ready or Failed."),
-            _printer_column("Round", "integer", ".status.round", "Steps completed by every participant."),
+            _printer_column("Round", "integer", ".status.round", "Rounds completed by every participant."),
             _printer_column("Rounds", "integer", ".status.rounds", "Total steps of the key exchange.", priority=1),
             _printer_column("Pool", "string", ".spec.poolRef", "The WalletPool.", priority=1),
             _printer_column("Address", "string", ".status.address", "The multisig address."),

@@ -1,4 +1,4 @@
-"""The ``Escrow`` resource: one M-of-N multisig wallet set (DESIGN.md section 2).
+"""The ``Escrow`` resource: one M-of-N multisig wallet set (docs/design.md).
 
 The API server enforces the rules below through the generated CRD (schema keywords and the CEL rules
 in ``json_schema_extra``); the pydantic validators repeat them so the operator refuses the same specs
@@ -194,7 +194,7 @@ class EscrowStatus(ApiModel):
     """Observed state of the key exchange. Never holds secret material (round messages, passwords)."""
 
     phase: EscrowPhase | None = Field(default=None, description="Pending, KeyExchange, Ready or Failed.")
-    round: int = Field(default=0, ge=0, description="Steps completed by every participant.")
+    round: int = Field(default=0, ge=0, description="Rounds completed: steps every participant has done.")
     rounds: int = Field(default=0, ge=0, description="Total steps of the key exchange.")
     participants: list[ParticipantStatus] = Field(
         default=[],
@@ -208,7 +208,7 @@ class EscrowStatus(ApiModel):
         pattern=ADDRESS_PATTERN,
         description="The multisig address, set once every participant reports the same final address.",
     )
-    conditions: list[Condition] = conditions_field("Ready, Progressing and Degraded.")
+    conditions: list[Condition] = conditions_field("Ready, Reconciling, Stalled and Degraded (kstatus conventions).")
     observed_generation: int | None = Field(
         default=None, ge=0, description="The metadata.generation this status was computed for."
     )
@@ -221,8 +221,8 @@ class EscrowStatus(ApiModel):
     last_retry: str | None = Field(
         default=None,
         max_length=253,
-        description="The value of the xmrescrow.dev/retry annotation last acted on (a Failed escrow is retried "
-        "when the annotation changes).",
+        description="The value of the xmrescrow.dev/retry annotation last acted on, or found when the escrow last "
+        "failed (a Failed escrow is retried when the annotation changes from it).",
     )
 
 

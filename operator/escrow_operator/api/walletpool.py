@@ -1,4 +1,4 @@
-"""The ``WalletPool`` resource: a pool of monero-wallet-rpc pods sharing one wallet volume (DESIGN.md section 2).
+"""The ``WalletPool`` resource: a pool of monero-wallet-rpc pods sharing one wallet volume (docs/design.md).
 
 As for :mod:`escrow_operator.api.escrow`, the API server enforces these rules through the generated CRD
 and the pydantic validators repeat those that do not need the old object.
@@ -173,7 +173,7 @@ class WalletPoolStatus(ApiModel):
     )
     busy_pods: int = Field(default=0, ge=0, description="Pods running a step now.")
     queued_steps: int = Field(default=0, ge=0, description="Steps waiting for a free pod.")
-    conditions: list[Condition] = conditions_field("Ready, Progressing and Degraded.")
+    conditions: list[Condition] = conditions_field("Ready, Reconciling, Stalled and Reconciled (kstatus conventions).")
     observed_generation: int | None = Field(
         default=None, ge=0, description="The metadata.generation this status was computed for."
     )

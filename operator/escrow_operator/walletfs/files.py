@@ -1,4 +1,4 @@
-"""The walletfs file operations: plain blocking file I/O, no HTTP (DESIGN.md sections 3 and 4).
+"""The walletfs file operations: plain blocking file I/O, no HTTP (docs/design.md, Publishing across pods).
 
 A wallet is a file set ``NAME.address.txt`` (optional), ``NAME`` (the cache) and ``NAME.keys`` in one
 flat directory; it *exists* iff ``NAME.keys`` exists. The directory is shared by every pod of a pool
