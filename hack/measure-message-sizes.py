@@ -10,7 +10,7 @@ the operator's round engine (``escrow_operator.exchange``) does, with the operat
 
 - step 0: ``create_wallet`` + ``prepare_multisig``;
 - step 1: ``prepare_multisig`` (enables multisig) + ``make_multisig`` with the messages chosen by
-  ``walletrpc.messages_for`` (0.18.0.0, RPC version <= 1.25: only the others' step-0 messages), then
+  ``multisig.messages_for`` (0.18.0.0, RPC version <= 1.25: only the others' step-0 messages), then
   ``is_multisig`` must report an M-of-N wallet that is not ready;
 - steps 2..K-1: ``exchange_multisig_keys`` with the others' previous messages;
 - step K = N - M + 2: the last ``exchange_multisig_keys``; every participant must report a ready
@@ -52,7 +52,8 @@ from pydantic import SecretStr  # noqa: E402
 
 from escrow_operator import shapes  # noqa: E402
 from escrow_operator.naming import final_step  # noqa: E402
-from escrow_operator.walletrpc import Stage, Version, WalletRpc, check_multisig, messages_for  # noqa: E402
+from escrow_operator.multisig import Stage, check_multisig, messages_for
+from escrow_operator.walletrpc import Version, WalletRpc  # noqa: E402
 from tests.support.processes import free_port, stop, wait_serving  # noqa: E402
 
 DEFAULT_SHAPES = ("2-of-3", "2-of-4", "3-of-5", "2-of-5")

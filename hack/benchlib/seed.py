@@ -34,13 +34,15 @@ from escrow_operator.api import DEFAULT_PARTICIPANTS, DEFAULT_THRESHOLD
 from escrow_operator.naming import WalletNames, final_step
 from escrow_operator.pool_secret import PoolCredentials
 from escrow_operator.settings import RPC_PORT, WALLETFS_PORT
+from escrow_operator import multisig
 from escrow_operator.walletfs.client import WalletfsClient
-from escrow_operator.walletrpc import Stage, Version, WalletRpc, check_multisig, messages_for
+from escrow_operator.walletrpc import Version, WalletRpc
 
 from .harness import Bench, Pool
 from .measure import total_cpu_seconds
 from .report import common_figures
 
+HOOK = multisig.PassThrough()
 STAGGER_S = 25.0
 ROUND_PAUSE_S = 10.0
 
@@ -149,41 +151,30 @@ class SeedDriver:
             self._steps += 1
 
     async def _run_on_pod(self, pod: SeedPod, escrow: SeedEscrow, role: str, step: int) -> None:
+        """One step as the prior design ran it: always a fresh copy, opened and closed (the protocol's
+        calls come from escrow_operator.multisig, as the operator's)."""
         names, password = escrow.names[role], escrow.passwords[role]
         rpc = pod.rpc
         work = names.work(step)
         await rpc.close_wallet(autosave=False)  # whatever an earlier step left open is dropped
         if step == 0:
-            await rpc.create_wallet(work, password)
-            message = (await rpc.prepare_multisig(True)).multisig_info
+            result = await multisig.create(HOOK, rpc, work, password)
         else:
             source = names.input_of(step)
-            assert source is not None
+            assert source is not None and self.version is not None
             await pod.fs.copy(source, work)
             await rpc.open_wallet(work, password)
-            message = await self._round(rpc, escrow, role, step, password)
-        escrow.messages.setdefault(step, {})[role] = message
+            previous = {r: escrow.messages[step - 1][r] for r in self.roles}  # in role order, as the operator
+            shape = multisig.Shape(self.threshold, len(self.roles))
+            result = await multisig.exchange(HOOK, rpc, step, shape, role, password, previous, self.version)
+        if result.message is not None:
+            escrow.messages.setdefault(step, {})[role] = result.message
+        if result.address is not None:
+            escrow.addresses[role] = result.address
         await rpc.close_wallet(autosave=True)
         published = await pod.fs.publish(work, names.output_of(step))
         if published.already_published:
             await pod.fs.delete(work)
-
-    async def _round(self, rpc: WalletRpc, escrow: SeedEscrow, role: str, step: int, password: SecretStr) -> SecretStr:
-        """make_multisig (step 1) or exchange_multisig_keys (later steps) on the open work copy."""
-        assert self.version is not None
-        total = len(self.roles)
-        previous = {r: escrow.messages[step - 1][r] for r in self.roles}  # in role order, as the operator
-        if step == 1:
-            await rpc.prepare_multisig(True)  # enables multisig in this process
-            infos = messages_for(role, previous, self.version, Stage.MAKE)
-            reply = await rpc.make_multisig(infos, self.threshold, password)
-            check_multisig(await rpc.is_multisig(), self.threshold, total, ready=False)
-            return reply.multisig_info
-        exchanged = await rpc.exchange_multisig_keys(messages_for(role, previous, self.version, Stage.EXCHANGE), password)
-        if step == self.final:
-            check_multisig(await rpc.is_multisig(), self.threshold, total, ready=True)
-            escrow.addresses[role] = exchanged.address or await rpc.get_address()
-        return exchanged.multisig_info
 
     async def _clean_up(self, escrow: SeedEscrow) -> None:
         """Delete the escrow's intermediate wallets (any pod's sidecar: the volume is shared)."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .faults import NONE as NO_FAULTS
-from .faults import Faults
+from .faults import Faults, Point
 from .naming import WALLET_NAME_RE
 from .pools import PoolRuntime
 from .scheduler import PodLost
@@ -39,8 +39,11 @@ async def delete_files(
     label: str,
     keep: Callable[[str], bool],
     faults: Faults = NO_FAULTS,
+    what: str = "wallet",
 ) -> list[str]:
     """Delete every wallet of escrow ``uid`` for which ``keep`` is false; return the names deleted.
+
+    ``what`` names them in the log line of each (``Deleted intermediate file: NAME``).
 
     Waits for a pod like any step (the caller bounds the wait when it must); a pod lost midway is
     replaced and the listing starts over, so the result is the same whatever fails.
@@ -58,8 +61,8 @@ async def delete_files(
                         if not keep(entry.name):
                             await fs.delete(entry.name)
                             deleted.append(entry.name)
-                            log.info("Deleted wallet file set: %s", entry.name)
-                            await faults.check("cleanup.after_delete")
+                            log.info("Deleted %s file: %s", what, entry.name)
+                            await faults.check(Point.CLEANUP_AFTER_DELETE)
                 except WalletfsUnavailable:
                     lease.mark_failed()
                     raise

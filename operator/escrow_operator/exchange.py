@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
-from . import escrow_status, metrics
+from . import escrow_status, metrics, multisig, wallet_step
 from .api import ESCROW_PLURAL, EscrowPhase, EscrowSpec, EscrowStatus
 from .context import Context
 from .kube import api_refusal, is_transient
@@ -38,22 +38,15 @@ from .escrow_files import PoolUnusable, delete_files, is_work_copy
 from .escrow_secret import EscrowSecret, escrow_owner
 from .naming import WalletNames, final_step
 from .pools import PoolRuntime
-from .scheduler import Lease, PodLost
+from .faults import Point
+from .scheduler import PodLost
 from .settings import RETRY_ANNOTATION
-from .walletfs.client import WalletfsClient, WalletfsError, WalletfsUnavailable
-from .walletrpc import (
-    MultisigMismatch,
-    Stage,
-    WalletRpc,
-    WalletRpcAuthError,
-    WalletRpcError,
-    WalletRpcUnavailable,
-    check_multisig,
-    messages_for,
-)
+from .walletfs.client import WalletfsError, WalletfsUnavailable
+from .multisig import MultisigMismatch, check_multisig
+from .wallet_step import StepCalls
+from .walletrpc import WalletRpc, WalletRpcAuthError, WalletRpcError, WalletRpcUnavailable
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: Infrastructure failures (a pod lost, unreachable) are retried on another pod this many times.
 MAX_POD_LOSSES = 50
@@ -77,57 +70,6 @@ class StepFailed(Exception):
     def __init__(self, role: str, step: int, reason: str, message: str) -> None:
         super().__init__(f"{role} step {step}: {message}")
         self.role, self.step, self.reason, self.message = role, step, reason, message
-
-
-class StepCalls:
-    """The wallet-rpc and walletfs calls of one step: timed, with fault points, finished before a stop.
-
-    A call in flight when the step is cancelled for a stop runs to its end (bounded by the client's
-    timeout) before the cancellation goes on, so no file is written after the escrow's daemon
-    returned. A call on a lost pod is abandoned at once (the step runs again elsewhere).
-    """
-
-    def __init__(self, ctx: Context, step: int, lease: Lease) -> None:
-        self.ctx, self.step, self.lease = ctx, step, lease
-        self.rpc_seconds = 0.0
-        self.fs_seconds = 0.0
-
-    async def check(self, point: str) -> None:
-        await self.ctx.faults.check(point, self.step, self.lease.pod.name)
-
-    async def rpc(self, method: str, call: Awaitable[T], point: str | None = None) -> T:
-        point = point or method
-        await self.check(f"rpc.before.{point}")
-        started = time.monotonic()
-        try:
-            result = await self._finish(call)
-        finally:
-            elapsed = time.monotonic() - started
-            self.rpc_seconds += elapsed
-            metrics.RPC_SECONDS.labels(method=method).observe(elapsed)
-        await self.check(f"rpc.after.{point}")
-        return result
-
-    async def fs(self, call: Awaitable[T]) -> T:
-        started = time.monotonic()
-        try:
-            return await self._finish(call)
-        finally:
-            self.fs_seconds += time.monotonic() - started
-
-    async def _finish(self, call: Awaitable[T]) -> T:
-        task = asyncio.ensure_future(call)
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not task.done() and not self.lease.lost:
-                try:
-                    await task
-                except BaseException:  # noqa: BLE001 - the stop goes on whatever the call did
-                    pass
-            elif not task.done():
-                task.cancel()
-            raise
 
 
 class EscrowExchange:
@@ -156,6 +98,7 @@ class EscrowExchange:
         self.total = len(self.roles)
         self.threshold = self.spec.threshold
         self.final = final_step(self.total, self.threshold)
+        self.shape = multisig.Shape(self.threshold, self.total)
         self.names = {role: WalletNames(role, self.uid, self.final) for role in self.roles}
         # First come, first served across escrows: the earliest-created escrow's steps go first.
         self.priority = (meta.get("creationTimestamp") or "", self.uid)
@@ -209,8 +152,8 @@ class EscrowExchange:
         for step in range(self._round(), self.final + 1):
             await self._run_round(step)
         address = await self._wallet_address()
-        await self._clean_up(keep={names.final_wallet for names in self.names.values()}.__contains__)
-        await self.ctx.faults.check("cleanup.before_ready")
+        await self._clean_up({names.final_wallet for names in self.names.values()}.__contains__, "intermediate")
+        await self.ctx.faults.check(Point.CLEANUP_BEFORE_READY)
         self.status = escrow_status.ready(self.status, self.generation, address, self.threshold, self.total)
         await self._save()
         metrics.ESCROWS_READY.inc()
@@ -253,9 +196,9 @@ class EscrowExchange:
         for role in self.roles:
             self._done[role] = max(self._done.get(role, 0), step + 1)
         self.status = escrow_status.round_done(self.status, self.generation, self._round(), self.final)
-        await self.ctx.faults.check("round.before_status", step)
+        await self.ctx.faults.check(Point.ROUND_BEFORE_STATUS, step)
         await self._save()
-        await self.ctx.faults.check("round.after_status", step)
+        await self.ctx.faults.check(Point.ROUND_AFTER_STATUS, step)
         self.emit("Normal", "RoundComplete", f"round {step} of {self.final} complete for all {self.total} participants")
 
     async def _report_waiting_for_pods(self, step: int) -> None:
@@ -323,91 +266,54 @@ class EscrowExchange:
         creds = await self.pool.credentials()
         if creds is None:
             raise WalletfsUnavailable(f"the Secret of WalletPool {self.spec.pool_ref} is missing")
-        wallet = self._wallet_key(role)
-        async with self.pool.scheduler.lease(self.priority, label=f"{self.name}/{role}/{step}", wallet=wallet) as lease:
+        names = self.names[role]
+        plan = wallet_step.Plan(
+            step=step,
+            password=self.secret.password(role),
+            input=names.input_of(step),
+            output=names.output_of(step),
+            work=names.work(step),
+            keep_open=self.ctx.settings.wallet_affinity and step < self.final,
+        )
+
+        async def operation(calls: StepCalls, rpc: WalletRpc, work: str) -> multisig.StepResult:
+            if step == 0:
+                return await multisig.create(calls, rpc, work, plan.password)
+            version = await self.pool.rpc_version(rpc)
+            try:
+                return await multisig.exchange(calls, rpc, step, self.shape, role, plan.password, self._messages(step - 1), version)
+            except multisig.RoundMessagesInvalid as exc:
+                raise StepFailed(role, step, "MessageInvalid", f"round {step - 1} messages in Secret {self.secret.name}: {exc}") from None
+
+        async def record(result: multisig.StepResult) -> None:
+            await self._record(role, step, result.message if step < self.final else None, result.address)
+
+        def on_done() -> None:  # the output exists: a crash after publishing
+            if step < self.final and self.secret.message(role, step) is None:
+                raise StepFailed(role, step, "MessageMissing", f"{plan.output} exists but its round message is not recorded in Secret {self.secret.name}")
+
+        async with self.pool.scheduler.lease(self.priority, label=f"{self.name}/{role}/{step}", wallet=self._wallet_key(role)) as lease:
             calls = StepCalls(self.ctx, step, lease)
             started = time.time()
+            if lease.warm is not None:
+                self.log.info("%s round %d runs on its wallet kept open on %s", role, step, lease.pod.name)
             try:
-                await self._run_on_pod(role, step, self.pool.fs(lease.pod, creds), self.pool.rpc(lease.pod, creds), lease, calls)
+                outcome = await wallet_step.run(calls, self.pool.rpc(lease.pod, creds), self.pool.fs(lease.pod, creds), plan, operation, record, on_done)
             except (WalletRpcUnavailable, WalletfsUnavailable):
                 lease.mark_failed()
                 raise
+            if outcome.result is None:
+                return  # done before
+            if outcome.result.address is not None and outcome.published:
+                self._addresses[role] = outcome.result.address  # this very wallet is the published final one
+            if step == 0:
+                self.log.info("Created %s", plan.output)
+            else:
+                self.log.info("Copied %s -> %s%s", plan.input, plan.output, " (FINAL)" if step == self.final else "")
             self.log.info(
                 STEP_DONE_FORMAT, self.namespace, self.name, role, step, lease.pod.name, started, time.time(),
-                calls.rpc_seconds, calls.fs_seconds, lease.warm is not None,
+                calls.rpc_seconds, calls.fs_seconds, outcome.warm,
             )
-
-    async def _run_on_pod(self, role: str, step: int, fs: WalletfsClient, rpc: WalletRpc, lease: Lease, calls: StepCalls) -> None:
-        names = self.names[role]
-        output = names.output_of(step)
-        pod = lease.pod.name
-        await calls.check("step.start")
-        if (await calls.fs(fs.stat(output))).exists:
-            if step < self.final and self.secret.message(role, step) is None:
-                raise StepFailed(role, step, "MessageMissing", f"{output} exists but its round message is not recorded in Secret {self.secret.name}")
-            return  # done before (a crash after publishing)
-        started = time.monotonic()
-        password = self.secret.password(role)
-        # Wallet affinity: a pod that still holds this wallet from its previous step needs no copy and no
-        # open_wallet. Otherwise whatever an interrupted or other step left open is dropped unsaved.
-        warm = lease.warm
-        if warm is None:
-            await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")
-        else:
-            self.log.info("%s round %d runs on its wallet kept open on %s", role, step, pod)
-        work = warm.work if warm is not None else names.work(step)
-        source = names.input_of(step)
-        address: str | None = None
-        if step == 0:
-            await calls.rpc("create_wallet", rpc.create_wallet(work, password))
-            message = (await calls.rpc("prepare_multisig", rpc.prepare_multisig(True))).multisig_info
-        else:
-            assert source is not None
-            if warm is None:
-                await calls.fs(fs.copy(source, work))
-                await calls.check("step.after_copy")
-                await calls.rpc("open_wallet", rpc.open_wallet(work, password))
-            version = await self.pool.rpc_version(rpc)
-            previous = self._messages(step - 1)
-            if step == 1:
-                await calls.rpc("prepare_multisig", rpc.prepare_multisig(True))  # enables multisig in this process
-                made = messages_for(role, previous, version, Stage.MAKE)
-                reply = await calls.rpc("make_multisig", rpc.make_multisig(made, self.threshold, password))
-                check_multisig(await calls.rpc("is_multisig", rpc.is_multisig()), self.threshold, self.total, ready=False)
-            else:
-                exchanged = messages_for(role, previous, version, Stage.EXCHANGE)
-                reply = await calls.rpc("exchange_multisig_keys", rpc.exchange_multisig_keys(exchanged, password))
-                if step == self.final:
-                    check_multisig(await calls.rpc("is_multisig", rpc.is_multisig()), self.threshold, self.total, ready=True)
-                    address = reply.address or await calls.rpc("get_address", rpc.get_address())
-            message = reply.multisig_info
-        await self._record(role, step, message if step < self.final else None, address)
-        await calls.check("step.after_record")
-        if self.ctx.settings.wallet_affinity and step < self.final:
-            # Keep the wallet open for its next round: store it, publish a copy (the work file stays).
-            await calls.rpc("store", rpc.store())
-            await calls.check("step.before_publish")
-            published = await calls.fs(fs.publish(work, output, keep_source=True))
-            await calls.check("step.after_publish")
-            if published.already_published:
-                await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")
-                await calls.fs(fs.delete(work))
-            else:
-                lease.keep(work)
-        else:
-            await calls.rpc("close_wallet", rpc.close_wallet(autosave=True))
-            await calls.check("step.before_publish")
-            published = await calls.fs(fs.publish(work, output))
-            await calls.check("step.after_publish")
-            if published.already_published:
-                await calls.fs(fs.delete(work))
-        if address is not None and not published.already_published:
-            self._addresses[role] = address  # this very wallet is the published final one
-        metrics.STEP_SECONDS.observe(time.monotonic() - started)
-        if step == 0:
-            self.log.info("Created %s", output)
-        else:
-            self.log.info("Copied %s -> %s%s", source, output, " (FINAL)" if step == self.final else "")
 
     async def _record(self, role: str, step: int, message: SecretStr | None, address: str | None) -> None:
         """Record a step's result in the Secret; a refusal by the apiserver ends the escrow with its reason."""
@@ -508,7 +414,7 @@ class EscrowExchange:
         self.log.warning("escrow %s/%s: recorded addresses disagree with status; reading the wallets", self.namespace, self.name)
         try:
             address = await self._wallet_address()
-            await self._clean_up(keep=lambda name: not is_work_copy(name))
+            await self._clean_up(lambda name: not is_work_copy(name), "work copy")
         except StepFailed as failure:
             await self._fail(failure)
             return
@@ -520,17 +426,17 @@ class EscrowExchange:
         await self._save()
 
     # --- the end ----------------------------------------------------------------------------------
-    async def _clean_up(self, keep: Callable[[str], bool]) -> None:
+    async def _clean_up(self, keep: Callable[[str], bool], what: str) -> None:
         """Delete this escrow's files but those ``keep`` names (intermediates, stale work copies)."""
-        deleted = await delete_files(self.pool, self.uid, self.priority, f"{self.name}/cleanup", keep, self.ctx.faults)
-        self.log.info("Cleaned up %d wallet file sets", len(deleted))
+        deleted = await delete_files(self.pool, self.uid, self.priority, f"{self.name}/cleanup", keep, self.ctx.faults, what)
+        self.log.info("%s files cleaned up (%d)", what.capitalize(), len(deleted))
 
     async def _fail(self, failure: StepFailed) -> None:
         """Failed: work copies are deleted first (every published wallet stays for a retry), then the
         status says why, so a Failed escrow never has work copies left behind."""
         if self.pool.scheduler.ready:
             try:
-                await asyncio.wait_for(self._clean_up(keep=lambda name: not is_work_copy(name)), self.ctx.settings.walletfs_timeout)
+                await asyncio.wait_for(self._clean_up(lambda name: not is_work_copy(name), "work copy"), self.ctx.settings.walletfs_timeout)
             except (TimeoutError, PoolUnusable) as exc:
                 self.log.warning("work copies of escrow %s/%s not deleted now (%s); they go at the next retry or deletion", self.namespace, self.name, type(exc).__name__)
         metrics.ESCROWS_FAILED.labels(reason=failure.reason).inc()

@@ -1,21 +1,20 @@
 """Fault injection at named points, for the crash and fault tests. Off unless ESCROW_FAULTS is set,
 and refused when ESCROW_MODE=production (the default): a production operator never injects.
 
-``ESCROW_FAULTS`` is a comma-separated list of ``ACTION:POINT[@ROUND][xCOUNT]``:
+``ESCROW_FAULTS`` is a comma-separated list of ``ACTION:POINT[@STEP][xCOUNT]`` (``@STEP``: a step index,
+docs/design.md, Words):
 
-* ``crash:step.after_publish@2``  SIGKILL the operator itself the first time any participant's round-2
-  step reaches ``step.after_publish``;
+* ``crash:step.after_publish@2``  SIGKILL the operator itself the first time any participant's step 2
+  reaches ``step.after_publish``;
 * ``fail:rpc.before.exchange_multisig_keys@3x2``  make that call fail (a retryable wallet-rpc error)
-  the first two times it is reached in round 3;
+  the first two times it is reached in step 3;
 * ``pause:rpc.before.exchange_multisig_keys@2``  hold the step there, its pod leased, until the
   operator receives SIGUSR1 (the log names the point and the pod), so a test can break the pod
   exactly mid-step.
 
-Points: ``step.start``, ``rpc.before.drop_stale`` / ``rpc.after.drop_stale`` (closing whatever an
-interrupted step left open), ``step.after_copy``, ``rpc.before.METHOD`` / ``rpc.after.METHOD`` for every
-wallet-rpc call of a step, ``step.after_record`` (message in the Secret), ``step.before_publish``,
-``step.after_publish``, ``round.before_status`` / ``round.after_status`` (the status patch after a
-round), ``cleanup.after_delete`` (after the first intermediate is deleted), ``cleanup.before_ready``.
+Points are data (:class:`Point` and :func:`rpc_point`); :func:`step_points` lists every point a step of
+the key exchange reaches, in order (the crash test iterates it), and :meth:`Faults.parse` refuses a
+point that does not exist.
 """
 
 from __future__ import annotations
@@ -26,10 +25,58 @@ import os
 import re
 import signal
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .walletrpc import WalletRpcError
 
 log = logging.getLogger(__name__)
+
+
+class Point(StrEnum):
+    """The named points of a step, a round and the clean-up (besides ``rpc.before|after.METHOD``)."""
+
+    STEP_START = "step.start"
+    AFTER_COPY = "step.after_copy"  # the input copied to the work name
+    AFTER_RECORD = "step.after_record"  # the step's result in the Secret
+    BEFORE_PUBLISH = "step.before_publish"
+    AFTER_PUBLISH = "step.after_publish"
+    ROUND_BEFORE_STATUS = "round.before_status"  # every participant done, status not yet written
+    ROUND_AFTER_STATUS = "round.after_status"
+    CLEANUP_AFTER_DELETE = "cleanup.after_delete"  # the first intermediate deleted
+    CLEANUP_BEFORE_READY = "cleanup.before_ready"
+
+
+#: wallet-rpc calls are named by method; ``drop_stale`` is the close_wallet(autosave=false) of whatever
+#: an interrupted or other step left open.
+RPC_NAMES = (
+    "drop_stale", "create_wallet", "open_wallet", "close_wallet", "store", "prepare_multisig", "make_multisig",
+    "exchange_multisig_keys", "is_multisig", "get_address",
+)
+
+
+def rpc_point(when: str, name: str) -> str:
+    """``rpc.before.NAME`` or ``rpc.after.NAME``."""
+    return f"rpc.{when}.{name}"
+
+
+def known_points() -> set[str]:
+    return {p.value for p in Point} | {rpc_point(w, n) for w in ("before", "after") for n in RPC_NAMES}
+
+
+def step_points(step: int, final: int, calls: list[str], affinity: bool = True) -> list[str]:
+    """Every point a cold run of step ``step`` reaches, in order; ``calls`` are the operation's
+    wallet-rpc methods (:func:`escrow_operator.multisig.calls`)."""
+
+    def rpc(*names: str) -> list[str]:
+        return [rpc_point(when, name) for name in names for when in ("before", "after")]
+
+    points = [Point.STEP_START.value, *rpc("drop_stale")]
+    if step > 0:
+        points += [Point.AFTER_COPY.value, *rpc("open_wallet")]
+    points += [*rpc(*calls), Point.AFTER_RECORD.value]
+    points += rpc("store" if affinity and step < final else "close_wallet")
+    points += [Point.BEFORE_PUBLISH.value, Point.AFTER_PUBLISH.value, Point.ROUND_BEFORE_STATUS.value, Point.ROUND_AFTER_STATUS.value]
+    return points
 
 _SPEC = re.compile(r"^(?P<action>crash|fail|pause):(?P<point>[a-z_]+(?:\.[a-z_]+)+)(?:@(?P<round>\d+))?(?:x(?P<count>\d+))?$")
 
@@ -76,7 +123,9 @@ class Faults:
         for item in filter(None, (s.strip() for s in spec.split(","))):
             m = _SPEC.match(item)
             if not m:
-                raise ValueError(f"bad fault {item!r}: expected ACTION:POINT[@ROUND][xCOUNT], e.g. crash:step.after_publish@2")
+                raise ValueError(f"bad fault {item!r}: expected ACTION:POINT[@STEP][xCOUNT], e.g. crash:step.after_publish@2")
+            if m["point"] not in known_points():
+                raise ValueError(f"bad fault {item!r}: no point {m['point']!r}; points: {', '.join(sorted(known_points()))}")
             faults.append(
                 Fault(m["action"], m["point"], int(m["round"]) if m["round"] else None, int(m["count"] or 1))
             )

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from escrow_operator import multisig
+from escrow_operator.faults import Point, step_points
 from hack.devcluster import DevCluster
 from tests.support.escrows import (
     assert_no_secrets,
@@ -32,30 +34,16 @@ from tests.support.walletrpc_proc import standalone_wallet_rpc
 
 POOL = "crashpool"
 ROLES = ("buyer", "vendor", "arbiter")
-def _rpc(*methods: str) -> list[str]:
-    return [f"rpc.{when}.{m}" for m in methods for when in ("before", "after")]
-
-
-AFTER = ["step.after_publish", "round.before_status", "round.after_status"]
-#: Every named point of each step, in the order a step reaches them. A step that is not the last
-#: stores its wallet and publishes a copy (it stays open for its next round: wallet affinity).
-STEP_POINTS = {
-    0: ["step.start", *_rpc("drop_stale", "create_wallet", "prepare_multisig"), "step.after_record",
-        *_rpc("store"), "step.before_publish", *AFTER],
-    1: ["step.start", *_rpc("drop_stale"), "step.after_copy",
-        *_rpc("open_wallet", "prepare_multisig", "make_multisig", "is_multisig"), "step.after_record",
-        *_rpc("store"), "step.before_publish", *AFTER],
-    2: ["step.start", *_rpc("drop_stale"), "step.after_copy", *_rpc("open_wallet", "exchange_multisig_keys"),
-        "step.after_record", *_rpc("store"), "step.before_publish", *AFTER],
-    3: ["step.start", *_rpc("drop_stale"), "step.after_copy", *_rpc("open_wallet", "exchange_multisig_keys", "is_multisig"),
-        "step.after_record", *_rpc("close_wallet"), "step.before_publish", *AFTER],
-}
-PRE_PUBLISH = ["step.start", "step.after_copy", "step.after_record", "step.before_publish"]
+SHAPE = multisig.Shape(threshold=2, total=3)
+#: Every named point of each step, in the order a step reaches them (from the operator's own tables:
+#: a step that is not the last stores its wallet and publishes a copy, the wallet stays open).
+STEP_POINTS = {step: step_points(step, SHAPE.final, multisig.calls(step, SHAPE)) for step in range(SHAPE.final + 1)}
+PRE_PUBLISH = [Point.STEP_START, Point.AFTER_COPY, Point.AFTER_RECORD, Point.BEFORE_PUBLISH]
 
 
 def crash_points() -> list[str]:
     points = [f"{p}@{step}" for step, names in STEP_POINTS.items() for p in names]
-    return points + ["cleanup.after_delete", "cleanup.before_ready"]
+    return points + [Point.CLEANUP_AFTER_DELETE.value, Point.CLEANUP_BEFORE_READY.value]
 
 
 def must_hit(point: str) -> bool:

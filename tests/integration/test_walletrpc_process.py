@@ -22,14 +22,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from escrow_operator.multisig import Stage, check_multisig, messages_for
 from escrow_operator.walletrpc import (
-    Stage,
     WalletRpc,
     WalletRpcAuthError,
     WalletRpcError,
     WalletRpcFailure,
-    check_multisig,
-    messages_for,
     secret,
 )
 from tests.support.processes import free_port, stop

@@ -15,12 +15,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from escrow_operator.multisig import MultisigMismatch, Stage, check_multisig, messages_for, own_message_in_make_multisig
 from escrow_operator.walletrpc import (
     ExchangeResult,
     MakeMultisigResult,
-    MultisigMismatch,
     MultisigStatus,
-    Stage,
     Version,
     WalletRpc,
     WalletRpcAuthError,
@@ -28,9 +27,6 @@ from escrow_operator.walletrpc import (
     WalletRpcFailure,
     WalletRpcProtocolError,
     WalletRpcUnavailable,
-    check_multisig,
-    messages_for,
-    own_message_in_make_multisig,
     secret,
 )
 
