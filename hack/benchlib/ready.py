@@ -1,8 +1,9 @@
 """Scale check of an operator restart: N finished (Ready) escrows exist, the operator starts.
 
 The benchmark creates the pool with the operator running, stops the operator, creates N Escrow
-objects with the operator's finalizer and writes a finished escrow's status for each through the
-status subresource (no key exchange runs: the wallets do not exist), then starts the operator and
+objects with the operator's finalizer, writes a finished escrow's status for each through the
+status subresource and its Secret (passwords, and the address for every participant, as a finished
+escrow has them; no key exchange runs: the wallets do not exist), then starts the operator and
 measures until it is idle: how long that took, its CPU and peak RSS, the apiserver writes it made to
 escrows, secrets, events and pools, how many escrows changed, whether it ran any step, and the pool's
 wallet-rpc CPU over the same window (against what the pods' readiness probes alone cost).
@@ -25,7 +26,7 @@ from escrow_operator.api import ESCROW_PLURAL, GROUP, VERSION, EscrowPhase, Escr
 from escrow_operator.escrow_secret import secret_name
 from escrow_operator.naming import WalletNames, final_step
 from escrow_operator.settings import FINALIZER
-from tests.support.escrows import escrow_body
+from hack.testground.escrows import escrow_body
 
 from .harness import Bench, Pool
 from .measure import apiserver_writes, cpu_seconds, peak_rss_mb, total_cpu_seconds, writes_delta
@@ -88,6 +89,15 @@ def create_ready_escrow(objects: client.CustomObjectsApi, namespace: str, name: 
     objects.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, ESCROW_PLURAL, name, {"status": status}, _content_type="application/merge-patch+json"
     )
+    # The Secret a finished escrow has: a resumed Ready escrow compares its addresses with status.
+    roles = EscrowSpec.model_validate(created["spec"]).participants
+    client.CoreV1Api(objects.api_client).create_namespaced_secret(namespace, {
+        "metadata": {"name": secret_name(meta["uid"])},
+        "stringData": {
+            **{f"password.{role}": secrets.token_urlsafe(32) for role in roles},
+            **{f"address.{role}": status["address"] for role in roles},
+        },
+    })
 
 
 def escrow_versions(bench: Bench, namespace: str) -> dict[str, tuple[str, str | None]]:
@@ -152,7 +162,7 @@ class Snapshot:
     versions: dict[str, tuple[str, str | None]]
 
     @classmethod
-    def take(cls, bench: Bench, pool: Pool) -> "Snapshot":
+    def take(cls, bench: Bench, pool: Pool) -> Snapshot:
         return cls(
             total_cpu_seconds(bench.wallet_rpc_pids(pool)),
             apiserver_writes(bench.cluster),
