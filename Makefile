@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LINT_STAMP := $(VENV)/.installed-lint
 
-.PHONY: demo test unit deps python-deps system-deps controlplane tools bench down crds
+.PHONY: demo test unit lint deps python-deps system-deps controlplane tools bench down crds
 
 ## demo: the main job on the embedded dev cluster (control plane + wallet-rpc pool + operator + escrows)
 demo: deps controlplane
@@ -19,6 +20,14 @@ test: deps controlplane tools
 unit: python-deps
 	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)
 
+## lint: ruff, mypy (strict on the operator) and import-linter (the layers of docs/design.md); reports all three
+lint: $(LINT_STAMP)
+	@status=0; \
+	for tool in "ruff check ." mypy "lint-imports --no-logo"; do \
+		echo "+ $$tool"; $(VENV)/bin/$$tool || status=1; \
+	done; \
+	exit $$status
+
 deps: system-deps python-deps
 
 system-deps:
@@ -30,6 +39,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+$(LINT_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,lint]'
+	touch $(LINT_STAMP)
 
 ## controlplane: etcd, kube-apiserver, kube-controller-manager, kubectl built from their Go modules (cached)
 controlplane:

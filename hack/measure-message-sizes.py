@@ -51,10 +51,10 @@ import httpx  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
 from escrow_operator import shapes  # noqa: E402
+from escrow_operator.multisig import Stage, check_multisig, messages_for  # noqa: E402
 from escrow_operator.naming import final_step  # noqa: E402
-from escrow_operator.multisig import Stage, check_multisig, messages_for
 from escrow_operator.walletrpc import Version, WalletRpc  # noqa: E402
-from tests.support.processes import free_port, stop, wait_serving  # noqa: E402
+from hack.testground.processes import free_port, stop, wait_serving  # noqa: E402
 
 DEFAULT_SHAPES = ("2-of-3", "2-of-4", "3-of-5", "2-of-5")
 HOST = "127.0.0.1"

@@ -13,11 +13,12 @@ from pathlib import Path
 from kubernetes import client, config
 
 from escrow_operator.api import ESCROW_PLURAL, GROUP, VERSION, WALLETPOOL_PLURAL
+from escrow_operator.kube import metadata
 from escrow_operator.pool_resources import rpc_secret_name, selector_string
 from hack.devcluster import DevCluster, Ports
-from tests.support.escrows import create_pool
-from tests.support.kube import custom_objects, pod_ready, wait_gone
-from tests.support.operator import OperatorProcess, install_crds
+from hack.testground.escrows import create_pool
+from hack.testground.kube import custom_objects, pod_ready, wait_gone
+from hack.testground.operator import OperatorProcess, install_crds
 
 from .measure import container_pids
 
@@ -67,7 +68,7 @@ class Bench:
 
     # --- namespaces and pools ----------------------------------------------------------------------
     def create_namespace(self, name: str) -> None:
-        client.CoreV1Api(self.api).create_namespace({"metadata": {"name": name}})
+        client.CoreV1Api(self.api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
 
     def retire(self, pool: Pool, timeout: float) -> bool:
         """Delete the pool's Escrows and the WalletPool, and wait until the escrows are gone (the
@@ -94,11 +95,14 @@ class Bench:
 
     def read_pool(self, namespace: str, name: str) -> Pool:
         listing = client.CoreV1Api(self.api).list_namespaced_pod(namespace, label_selector=selector_string(name))
-        ready = [p for p in listing.items if pod_ready(p) and p.status.pod_ip and not p.metadata.deletion_timestamp]
-        pods = [PoolPod(p.metadata.name, p.metadata.uid, p.status.pod_ip) for p in sorted(ready, key=lambda p: p.metadata.name)]
-        return Pool(namespace, name, pods)
+        pods = []
+        for p in listing.items:
+            meta, ip = metadata(p), p.status and p.status.pod_ip
+            if pod_ready(p) and ip and meta.name and meta.uid and not meta.deletion_timestamp:
+                pods.append(PoolPod(meta.name, meta.uid, ip))
+        return Pool(namespace, name, sorted(pods, key=lambda pod: pod.name))
 
-    def pool_secret(self, pool: Pool) -> dict[str, str]:
+    def pool_secret(self, pool: Pool) -> dict[str, str | bytes]:
         """The pool's RPC credentials Secret (``data``, base64 as the API returns it)."""
         return dict(client.CoreV1Api(self.api).read_namespaced_secret(rpc_secret_name(pool.name), pool.namespace).data or {})
 

@@ -7,12 +7,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from escrow_operator.api import ESCROW_PLURAL, EscrowPhase
-from tests.support.escrows import create_escrow
-from tests.support.kube import custom_objects, wait_for
+from hack.testground.escrows import create_escrow
+from hack.testground.kube import custom_objects, wait_for
 
 from . import steplog
 from .harness import Bench, Pool
-from .measure import apiserver_writes, counted_writes, cpu_seconds, peak_rss_mb, rounded, total_cpu_seconds, writes_delta
+from .measure import (
+    apiserver_writes,
+    counted_writes,
+    cpu_seconds,
+    peak_rss_mb,
+    rounded,
+    total_cpu_seconds,
+    writes_delta,
+)
 from .report import common_figures
 
 

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes import client
@@ -24,6 +24,7 @@ from kubernetes import client
 from escrow_operator import escrow_status
 from escrow_operator.api import ESCROW_PLURAL, GROUP, VERSION, EscrowPhase, EscrowSpec, EscrowStatus
 from escrow_operator.escrow_secret import secret_name
+from escrow_operator.kube import json_object
 from escrow_operator.naming import WalletNames, final_step
 from escrow_operator.settings import FINALIZER
 from hack.testground.escrows import escrow_body
@@ -66,7 +67,8 @@ def kopf_annotations(body: dict[str, Any]) -> dict[str, str]:
     (handlers.py, startup): the last handled configuration and the kopf-managed marker."""
     storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     patch = kopf.Patch()
-    storage.store(body=kopf.Body(body), patch=patch, essence=storage.build(body=kopf.Body(body)))
+    raw = cast(kopf.RawBody, body)  # an Escrow as the apiserver would send it
+    storage.store(body=kopf.Body(raw), patch=patch, essence=storage.build(body=kopf.Body(raw)))
     return dict(patch["metadata"]["annotations"])
 
 
@@ -83,7 +85,7 @@ def ready_body(name: str, pool: str) -> dict[str, Any]:
 
 def create_ready_escrow(objects: client.CustomObjectsApi, namespace: str, name: str, pool: str) -> None:
     body = ready_body(name, pool)
-    created = objects.create_namespaced_custom_object(GROUP, VERSION, namespace, ESCROW_PLURAL, body)
+    created = json_object(objects.create_namespaced_custom_object(GROUP, VERSION, namespace, ESCROW_PLURAL, body))
     meta = created["metadata"]
     status = ready_status(meta["uid"], meta["generation"], EscrowSpec.model_validate(created["spec"]))
     objects.patch_namespaced_custom_object_status(
@@ -91,18 +93,21 @@ def create_ready_escrow(objects: client.CustomObjectsApi, namespace: str, name: 
     )
     # The Secret a finished escrow has: a resumed Ready escrow compares its addresses with status.
     roles = EscrowSpec.model_validate(created["spec"]).participants
-    client.CoreV1Api(objects.api_client).create_namespaced_secret(namespace, {
-        "metadata": {"name": secret_name(meta["uid"])},
-        "stringData": {
+    secret = client.V1Secret(
+        metadata=client.V1ObjectMeta(name=secret_name(meta["uid"])),
+        string_data={
             **{f"password.{role}": secrets.token_urlsafe(32) for role in roles},
             **{f"address.{role}": status["address"] for role in roles},
         },
-    })
+    )
+    client.CoreV1Api(objects.api_client).create_namespaced_secret(namespace, secret)
 
 
 def escrow_versions(bench: Bench, namespace: str) -> dict[str, tuple[str, str | None]]:
     """resourceVersion and phase of every escrow in the namespace."""
-    listing = client.CustomObjectsApi(bench.api).list_namespaced_custom_object(GROUP, VERSION, namespace, ESCROW_PLURAL)
+    listing = json_object(
+        client.CustomObjectsApi(bench.api).list_namespaced_custom_object(GROUP, VERSION, namespace, ESCROW_PLURAL)
+    )
     return {
         o["metadata"]["name"]: (o["metadata"]["resourceVersion"], (o.get("status") or {}).get("phase"))
         for o in listing["items"]

@@ -30,11 +30,11 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from escrow_operator import multisig
 from escrow_operator.api import DEFAULT_PARTICIPANTS, DEFAULT_THRESHOLD
 from escrow_operator.naming import WalletNames, final_step
 from escrow_operator.pool_secret import PoolCredentials
 from escrow_operator.settings import RPC_PORT, WALLETFS_PORT
-from escrow_operator import multisig
 from escrow_operator.walletfs.client import WalletfsClient
 from escrow_operator.walletrpc import Version, WalletRpc
 

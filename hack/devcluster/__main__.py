@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return kubelet_main(args.kubeconfig, args.root, args.tie_to_parent, args.ip_octet)
         if args.command == "up":
-            cluster = DevCluster(args.state_dir, Ports.from_base(args.port_base)).start()
-            print(f"dev cluster up: {cluster.server}")
-            print(f"export KUBECONFIG={cluster.kubeconfig}")
+            started = DevCluster(args.state_dir, Ports.from_base(args.port_base)).start()
+            print(f"dev cluster up: {started.server}")
+            print(f"export KUBECONFIG={started.kubeconfig}")
             return 0
         cluster = DevCluster.load(args.state_dir)
         if args.command == "down":

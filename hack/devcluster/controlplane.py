@@ -101,11 +101,11 @@ class Ports:
     controller_manager: int
 
     @classmethod
-    def from_base(cls, base: int) -> "Ports":
+    def from_base(cls, base: int) -> Ports:
         return cls(base, base + 1, base + 2, base + 3)
 
     @classmethod
-    def find_free(cls, start: int = 20000, stop: int = 60000, step: int = 10) -> "Ports":
+    def find_free(cls, start: int = 20000, stop: int = 60000, step: int = 10) -> Ports:
         for base in range(start + (os.getpid() % 1000) * step, stop, step):
             ports = cls.from_base(base)
             if all(port_free(p) for p in asdict(ports).values()):
@@ -155,7 +155,7 @@ class DevCluster:
 
     # --- lifecycle -------------------------------------------------------------------------------
     @classmethod
-    def load(cls, state_dir: Path) -> "DevCluster | None":
+    def load(cls, state_dir: Path) -> DevCluster | None:
         """The cluster recorded in a state directory, if any."""
         state_file = state_dir / "state.json"
         if not state_file.exists():
@@ -171,7 +171,7 @@ class DevCluster:
     def _save(self) -> None:
         self.state_file.write_text(json.dumps({"ports": asdict(self.ports), "pids": self.pids}, indent=2))
 
-    def start(self, timeout: float = 120.0) -> "DevCluster":
+    def start(self, timeout: float = 120.0) -> DevCluster:
         previous = DevCluster.load(self.state_dir)
         if previous and (alive := previous.running_pids()):
             raise DevClusterError(
@@ -235,18 +235,17 @@ class DevCluster:
         return self.pids[name]
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        log = open(self.logs / f"{name}.log", "ab")
-        proc = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=pdeathsig_preexec if self.tie_to_parent else None,
-        )
-        log.close()
+        with open(self.logs / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=pdeathsig_preexec if self.tie_to_parent else None,
+            )
         self.pids[name] = proc.pid
         self._save()
 
@@ -411,11 +410,14 @@ class DevCluster:
         from kubernetes import client, config
 
         api = client.CoreV1Api(config.new_client_from_config(str(self.kubeconfig)))
-        token = api.create_namespaced_service_account_token(
+        request = api.create_namespaced_service_account_token(
             service_account,
             namespace,
             client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(expiration_seconds=expiration_seconds)),
-        ).status.token
+        )
+        if request.status is None:
+            raise DevClusterError(f"the TokenRequest for {namespace}/{service_account} returned no token")
+        token = request.status.token
         path = path or self.state_dir / f"sa-{namespace}-{service_account}.kubeconfig"
         path.write_text(yaml.safe_dump(self._kubeconfig({"token": token})))
         path.chmod(0o600)

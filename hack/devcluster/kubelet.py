@@ -30,9 +30,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
@@ -53,7 +54,36 @@ ENTRYPOINTS: list[tuple[str, list[str]]] = [
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+T = TypeVar("T")
+
+
+def present(value: T | None, what: str) -> T:
+    """A field the apiserver always fills in, which the client's models declare optional."""
+    if value is None:
+        raise RuntimeError(f"the apiserver sent no {what}")
+    return value
+
+
+class _Object(Protocol):
+    @property
+    def metadata(self) -> client.V1ObjectMeta | None: ...
+
+
+def meta(obj: _Object) -> client.V1ObjectMeta:
+    return present(obj.metadata, "metadata")
+
+
+def uid_of(obj: _Object) -> str:
+    return present(meta(obj).uid, "uid")
+
+
+def identity(obj: _Object) -> tuple[str, str, str]:
+    """The namespace, name and uid of a namespaced object."""
+    m = meta(obj)
+    return present(m.namespace, "namespace"), present(m.name, "name"), present(m.uid, "uid")
 
 
 class IpAllocator:
@@ -113,15 +143,14 @@ class Container:
 class PodRunner:
     """Runs one pod: one thread that starts, watches, probes and restarts its containers."""
 
-    def __init__(self, kubelet: "ProcessKubelet", pod: client.V1Pod) -> None:
+    def __init__(self, kubelet: ProcessKubelet, pod: client.V1Pod) -> None:
         self.kubelet = kubelet
         self.pod = pod
-        self.uid: str = pod.metadata.uid
-        self.name: str = pod.metadata.name
-        self.namespace: str = pod.metadata.namespace
+        self.spec = present(pod.spec, "pod spec")
+        self.namespace, self.name, self.uid = identity(pod)
         self.dir = kubelet.root / "pods" / self.uid
         self.events: queue.Queue[tuple] = queue.Queue()
-        self.containers = [Container(spec=c) for c in pod.spec.containers]
+        self.containers = [Container(spec=c) for c in self.spec.containers]
         self.ip: str | None = None
         self.start_time = now()
         self.transitions: dict[str, tuple[str, str]] = {}
@@ -233,7 +262,7 @@ class PodRunner:
                 "metadata.namespace": self.namespace,
                 "metadata.uid": self.uid,
                 "spec.nodeName": NODE,
-                "spec.serviceAccountName": self.pod.spec.service_account_name or "default",
+                "spec.serviceAccountName": self.spec.service_account_name or "default",
             }
             return fields.get(ref.field_ref.field_path, "") or ""
         if ref.secret_key_ref:
@@ -247,24 +276,22 @@ class PodRunner:
     def _start(self, c: Container) -> None:
         logs = self.dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        out = open(logs / f"{c.spec.name}.log", "ab")
         try:
-            proc = subprocess.Popen(
-                c.argv,
-                env=c.env,
-                cwd=c.cwd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=pdeathsig_preexec,  # dies with this thread: no process outlives its pod
-            )
+            with open(logs / f"{c.spec.name}.log", "ab") as out:
+                proc = subprocess.Popen(
+                    c.argv,
+                    env=c.env,
+                    cwd=c.cwd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=pdeathsig_preexec,  # dies with this thread: no process outlives its pod
+                )
         except OSError as exc:
             c.waiting = ("RunContainerError", f"cannot start {c.argv[0]!r}: {exc}")
             c.restart_at = time.monotonic() + self._backoff(c)
             return
-        finally:
-            out.close()
         c.proc, c.waiting, c.ready, c.restart_at = proc, None, False, None
         c.started_at = now()
         for probe in (c.readiness, c.liveness):
@@ -291,7 +318,7 @@ class PodRunner:
             "finishedAt": now(),
         }
         c.proc, c.ready = None, False
-        policy = self.pod.spec.restart_policy or "Always"
+        policy = self.spec.restart_policy or "Always"
         if policy == "Always" or (policy == "OnFailure" and code != 0):
             c.restart_at = time.monotonic() + self._backoff(c)
             c.waiting = ("CrashLoopBackOff" if c.restarts else "Restarting", "")
@@ -376,7 +403,7 @@ class PodRunner:
     # --- volumes ------------------------------------------------------------------------------
     def _prepare_volumes(self) -> dict[str, str]:
         volumes: dict[str, str] = {}
-        for v in self.pod.spec.volumes or []:
+        for v in self.spec.volumes or []:
             path = self.dir / "volumes" / v.name
             if v.persistent_volume_claim:
                 volumes[v.name] = self.kubelet.claim_path(self.namespace, v.persistent_volume_claim.claim_name)
@@ -386,19 +413,23 @@ class PodRunner:
                 continue
             path.mkdir(parents=True, exist_ok=True)
             if v.secret:
-                self._write_items(path, self.kubelet.secret(self.namespace, v.secret.secret_name), v.secret.items)
+                secret = present(v.secret.secret_name, "secretName")
+                self._write_items(path, self.kubelet.secret(self.namespace, secret), v.secret.items)
             elif v.config_map:
-                self._write_items(path, self.kubelet.config_map(self.namespace, v.config_map.name), v.config_map.items)
+                config_map = present(v.config_map.name, "configMap name")
+                self._write_items(path, self.kubelet.config_map(self.namespace, config_map), v.config_map.items)
             elif v.projected:
                 for src in v.projected.sources or []:
                     if src.secret:
-                        self._write_items(path, self.kubelet.secret(self.namespace, src.secret.name), src.secret.items)
+                        secret = present(src.secret.name, "secret name")
+                        self._write_items(path, self.kubelet.secret(self.namespace, secret), src.secret.items)
                     if src.config_map:
-                        data = self.kubelet.config_map(self.namespace, src.config_map.name, optional=True)
+                        config_map = present(src.config_map.name, "configMap name")
+                        data = self.kubelet.config_map(self.namespace, config_map, optional=True)
                         self._write_items(path, data, src.config_map.items)
             volumes[v.name] = str(path)
         mounts: dict[str, str] = {}
-        for c in self.pod.spec.containers:
+        for c in self.spec.containers:
             for m in c.volume_mounts or []:
                 host = volumes.get(m.name)
                 if host is None:
@@ -514,7 +545,7 @@ class ProcessKubelet:
         """The host directory of a bound claim; waits for the binder to bind it."""
         w = watch.Watch()
         pvc = self.core.read_namespaced_persistent_volume_claim(claim, namespace)
-        if not pvc.spec.volume_name or pvc.status.phase != "Bound":
+        if not _bound(pvc):
             for event in w.stream(
                 self.core.list_namespaced_persistent_volume_claim,
                 namespace,
@@ -522,15 +553,16 @@ class ProcessKubelet:
                 timeout_seconds=120,
             ):
                 pvc = event["object"]
-                if pvc.spec.volume_name and pvc.status.phase == "Bound":
+                if _bound(pvc):
                     w.stop()
                     break
             else:
                 raise RuntimeError(f"claim {namespace}/{claim} was not bound within 120 s")
-        pv = self.core.read_persistent_volume(pvc.spec.volume_name)
-        source = pv.spec.host_path or pv.spec.local
+        volume = present(present(pvc.spec, "claim spec").volume_name, "volumeName")
+        pv_spec = present(self.core.read_persistent_volume(volume).spec, "volume spec")
+        source = pv_spec.host_path or pv_spec.local
         if source is None:
-            raise RuntimeError(f"volume {pv.metadata.name} is neither hostPath nor local")
+            raise RuntimeError(f"volume {volume} is neither hostPath nor local")
         return source.path
 
     def record_pid(self, uid: str, container: str, pid: int) -> None:
@@ -556,7 +588,7 @@ class ProcessKubelet:
             "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux"}},
         }
         try:
-            self.core.create_node(node)
+            self.core.create_node(node)  # type: ignore[arg-type]  # the client sends a dict body as it is
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -604,7 +636,7 @@ class ProcessKubelet:
             "volumeBindingMode": "Immediate",
         }
         try:
-            storage.create_storage_class(sc)
+            storage.create_storage_class(sc)  # type: ignore[arg-type]  # a dict body, as above
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -619,38 +651,40 @@ class ProcessKubelet:
                     pvc = event["object"]
                     if event["type"] in ("ADDED", "MODIFIED"):
                         self._provision(pvc)
-            except Exception:  # noqa: BLE001 - keep serving; the watch is resumed
+            except Exception:
                 log.exception("claim watch failed; resuming")
                 time.sleep(1)
 
     def _provision(self, pvc: client.V1PersistentVolumeClaim) -> None:
-        if pvc.spec.volume_name or pvc.spec.storage_class_name != STORAGE_CLASS or pvc.metadata.deletion_timestamp:
+        spec = present(pvc.spec, "claim spec")
+        if spec.volume_name or spec.storage_class_name != STORAGE_CLASS or meta(pvc).deletion_timestamp:
             return
-        name = f"pvc-{pvc.metadata.uid}"
-        path = self.root / "volumes" / f"{pvc.metadata.namespace}-{pvc.metadata.name}-{pvc.metadata.uid[:8]}"
+        namespace, claim, uid = identity(pvc)
+        name = f"pvc-{uid}"
+        path = self.root / "volumes" / f"{namespace}-{claim}-{uid[:8]}"
         path.mkdir(parents=True, exist_ok=True)
         pv = {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
             "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
             "spec": {
-                "capacity": {"storage": (pvc.spec.resources.requests or {}).get("storage", "1Gi")},
-                "accessModes": pvc.spec.access_modes or ["ReadWriteOnce"],
+                "capacity": {"storage": ((spec.resources and spec.resources.requests) or {}).get("storage", "1Gi")},
+                "accessModes": spec.access_modes or ["ReadWriteOnce"],
                 "persistentVolumeReclaimPolicy": "Retain",
                 "storageClassName": STORAGE_CLASS,
                 "hostPath": {"path": str(path), "type": "Directory"},
                 "claimRef": {
                     "apiVersion": "v1",
                     "kind": "PersistentVolumeClaim",
-                    "namespace": pvc.metadata.namespace,
-                    "name": pvc.metadata.name,
-                    "uid": pvc.metadata.uid,
+                    "namespace": namespace,
+                    "name": claim,
+                    "uid": uid,
                 },
             },
         }
         try:
-            self.core.create_persistent_volume(pv)
-            log.info("provisioned %s for claim %s/%s at %s", name, pvc.metadata.namespace, pvc.metadata.name, path)
+            self.core.create_persistent_volume(pv)  # type: ignore[arg-type]  # a dict body, as above
+            log.info("provisioned %s for claim %s/%s at %s", name, namespace, claim, path)
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -666,7 +700,7 @@ class ProcessKubelet:
                 log.warning("listing pods failed (%s); retrying", type(exc).__name__)
                 time.sleep(0.5)
                 continue
-            seen = {p.metadata.uid for p in pods.items}
+            seen = {uid_of(p) for p in pods.items}
             for pod in pods.items:
                 self.sync(pod)
             for uid in [u for u in self.runners if u not in seen]:
@@ -675,68 +709,68 @@ class ProcessKubelet:
                 w = watch.Watch()
                 for event in w.stream(
                     self.core.list_pod_for_all_namespaces,
-                    resource_version=pods.metadata.resource_version,
+                    resource_version=present(pods.metadata, "list metadata").resource_version,
                     timeout_seconds=300,
                 ):
                     pod = event["object"]
                     if event["type"] == "DELETED":
-                        self._gone(pod.metadata.uid)
+                        self._gone(uid_of(pod))
                     elif event["type"] in ("ADDED", "MODIFIED"):
                         self.sync(pod)
             except ApiException as exc:
                 if exc.status != 410:
                     log.warning("pod watch ended: %s; relisting", exc.reason)
-            except Exception:  # noqa: BLE001 - relist and go on
+            except Exception:
                 log.exception("pod watch failed; relisting")
 
     def sync(self, pod: client.V1Pod) -> None:
-        uid = pod.metadata.uid
-        if not pod.spec.node_name:
-            if (pod.spec.scheduler_name or "default-scheduler") == "default-scheduler" and not pod.metadata.deletion_timestamp:
+        uid, deleting, spec = uid_of(pod), meta(pod).deletion_timestamp, present(pod.spec, "pod spec")
+        if not spec.node_name:
+            if (spec.scheduler_name or "default-scheduler") == "default-scheduler" and not deleting:
                 self._bind(pod)
             return
-        if pod.spec.node_name != NODE:
+        if spec.node_name != NODE:
             return
         runner = self.runners.get(uid)
-        if pod.metadata.deletion_timestamp:
+        if deleting:
             if runner is None or not getattr(runner, "terminating", False):
                 threading.Thread(target=self._terminate, args=(pod, runner), daemon=True).start()
                 if runner is not None:
                     runner.terminating = True  # type: ignore[attr-defined]
             return
-        if runner is None and pod.status.phase not in ("Succeeded", "Failed"):
+        if runner is None and (pod.status.phase if pod.status else None) not in ("Succeeded", "Failed"):
             runner = PodRunner(self, pod)
             self.runners[uid] = runner
             runner.start()
 
     def _bind(self, pod: client.V1Pod) -> None:
+        namespace, name, uid = identity(pod)
         body = client.V1Binding(
-            metadata=client.V1ObjectMeta(name=pod.metadata.name, uid=pod.metadata.uid),
+            metadata=client.V1ObjectMeta(name=name, uid=uid),
             target=client.V1ObjectReference(api_version="v1", kind="Node", name=NODE),
         )
         try:
-            self.core.create_namespaced_binding(pod.metadata.namespace, body, _preload_content=False)
+            self.core.create_namespaced_binding(namespace, body, _preload_content=False)
         except ApiException as exc:
             if exc.status not in (404, 409):
-                log.warning("binding %s/%s failed: %s", pod.metadata.namespace, pod.metadata.name, exc.reason)
+                log.warning("binding %s/%s failed: %s", namespace, name, exc.reason)
 
     def _terminate(self, pod: client.V1Pod, runner: PodRunner | None) -> None:
-        grace = float(pod.metadata.deletion_grace_period_seconds or 0)
+        namespace, name, uid = identity(pod)
+        grace = float(meta(pod).deletion_grace_period_seconds or 0)
         if runner is not None:
             runner.terminate(grace)
             runner.stopped.wait()
         try:
             self.core.delete_namespaced_pod(
-                pod.metadata.name,
-                pod.metadata.namespace,
+                name,
+                namespace,
                 grace_period_seconds=0,
-                body=client.V1DeleteOptions(
-                    grace_period_seconds=0, preconditions=client.V1Preconditions(uid=pod.metadata.uid)
-                ),
+                body=client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)),
             )
         except ApiException as exc:
             if exc.status not in (404, 409):
-                log.warning("final delete of %s/%s failed: %s", pod.metadata.namespace, pod.metadata.name, exc.reason)
+                log.warning("final delete of %s/%s failed: %s", namespace, name, exc.reason)
 
     def _gone(self, uid: str) -> None:
         runner = self.runners.pop(uid, None)
@@ -776,8 +810,17 @@ def _expand(value: str, env: dict[str, str]) -> str:
 def _rewrite(value: str, mounts: dict[str, str]) -> str:
     """Replace a volume's mountPath, where it stands as a path, by its host directory."""
     for mount in sorted(mounts, key=len, reverse=True):
-        value = re.sub(rf"(?<![\w./-]){re.escape(mount)}(?=/|$|[^\w.-])", lambda _m, h=mounts[mount]: h, value)
+        value = re.sub(rf"(?<![\w./-]){re.escape(mount)}(?=/|$|[^\w.-])", _literally(mounts[mount]), value)
     return value
+
+
+def _literally(text: str) -> Callable[[re.Match[str]], str]:
+    """A re.sub replacement that inserts ``text`` as it is (no backslash escapes)."""
+    return lambda _m: text
+
+
+def _bound(pvc: client.V1PersistentVolumeClaim) -> bool:
+    return bool(pvc.spec and pvc.spec.volume_name and pvc.status and pvc.status.phase == "Bound")
 
 
 def _entrypoint(image: str) -> list[str]:

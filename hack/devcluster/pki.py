@@ -48,10 +48,10 @@ class Pki:
     sa_key = property(lambda self: self.dir / "sa.key")
     sa_pub = property(lambda self: self.dir / "sa.pub")
 
-    def ensure(self) -> "Pki":
+    def ensure(self) -> Pki:
         """Create whatever is missing; existing files are kept so a restarted cluster keeps its identity."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+        now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
         if not (self.ca_crt.exists() and self.ca_key.exists()):
             ca_key = ec.generate_private_key(ec.SECP256R1())
             ca = (
@@ -70,7 +70,10 @@ class Pki:
             )
             _write_key(self.ca_key, ca_key)
             _write_cert(self.ca_crt, ca)
-        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), None)
+        loaded = serialization.load_pem_private_key(self.ca_key.read_bytes(), None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise RuntimeError(f"{self.ca_key} is not an EC key (this module's CA keys are)")
+        ca_key = loaded
         ca = x509.load_pem_x509_certificate(self.ca_crt.read_bytes())
 
         def issue(crt: Path, key_path: Path, cn: str, org: str | None, server: bool) -> None:

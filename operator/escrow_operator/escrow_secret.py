@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
 from .api import GROUP, VERSION
-from .kube import MERGE, Kube
+from .kube import MERGE, Kube, metadata
 from .settings import ESCROW_LABEL, OPERATOR_NAME
 
 
@@ -40,7 +40,7 @@ class EscrowSecret:
         self.escrow = escrow
         self.uid = uid
         self.name = secret_name(uid)
-        self._data: dict[str, str] = {}
+        self._data: dict[str, str | bytes] = {}  # base64 values, as the client reads them
         self._version: str | None = None
         self._lock = asyncio.Lock()
 
@@ -67,7 +67,7 @@ class EscrowSecret:
         """Read the Secret as it is (raises the API's 404 if it does not exist)."""
         found = await self.kube.call(self.kube.core.read_namespaced_secret, self.name, self.namespace)
         self._data = dict(found.data or {})
-        self._version = found.metadata.resource_version
+        self._version = metadata(found).resource_version
 
     async def ensure(self, roles: list[str], owner: dict[str, Any]) -> None:
         """Load the Secret, creating it (random passwords) on first use."""
@@ -98,7 +98,7 @@ class EscrowSecret:
                     raise
                 found = await self.kube.call(self.kube.core.read_namespaced_secret, self.name, self.namespace)
         self._data = dict(found.data or {})
-        self._version = found.metadata.resource_version
+        self._version = metadata(found).resource_version
         missing = [role for role in roles if f"password.{role}" not in self._data]
         if missing:
             await self._write({f"password.{role}": secrets.token_urlsafe(32) for role in missing})
@@ -127,9 +127,9 @@ class EscrowSecret:
                     if exc.status != 409:
                         raise
                     fresh = await self.kube.call(self.kube.core.read_namespaced_secret, self.name, self.namespace)
-                    self._data, self._version = dict(fresh.data or {}), fresh.metadata.resource_version
+                    self._data, self._version = dict(fresh.data or {}), metadata(fresh).resource_version
                     continue
-                self._data, self._version = dict(updated.data or {}), updated.metadata.resource_version
+                self._data, self._version = dict(updated.data or {}), metadata(updated).resource_version
                 return
 
     async def release(self) -> None:

@@ -33,17 +33,17 @@ from pydantic import SecretStr
 from . import escrow_status, metrics, multisig, wallet_step
 from .api import ESCROW_PLURAL, EscrowPhase, EscrowSpec, EscrowStatus
 from .context import Context
-from .kube import api_refusal, is_transient
 from .escrow_files import PoolUnusable, delete_files, is_work_copy
 from .escrow_secret import EscrowSecret, escrow_owner
+from .faults import Point
+from .kube import api_refusal, is_transient
+from .multisig import MultisigMismatch, check_multisig
 from .naming import WalletNames, final_step
 from .pools import PoolRuntime
-from .faults import Point
 from .scheduler import PodLost
 from .settings import RETRY_ANNOTATION
-from .walletfs.client import WalletfsError, WalletfsUnavailable
-from .multisig import MultisigMismatch, check_multisig
 from .wallet_step import StepCalls
+from .walletfs.client import WalletfsError, WalletfsUnavailable
 from .walletrpc import WalletRpc, WalletRpcAuthError, WalletRpcError, WalletRpcUnavailable
 
 log = logging.getLogger(__name__)

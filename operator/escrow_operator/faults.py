@@ -111,7 +111,7 @@ class Faults:
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self._resume.set)
 
     @classmethod
-    def parse(cls, spec: str | None, mode: str) -> "Faults":
+    def parse(cls, spec: str | None, mode: str) -> Faults:
         if not spec:
             return cls([])
         if mode == "production":

@@ -21,7 +21,7 @@ from .escrow_files import PoolUnusable, delete_files, is_work_copy
 from .escrow_secret import EscrowSecret
 from .exchange import EscrowExchange, EscrowGone
 from .faults import Faults
-from .kube import Kube, load_api_client
+from .kube import Kube, json_object, load_api_client
 from .pool_reconcile import RECHECK_SECONDS, PoolRefused, PoolRetry, reconcile
 from .pools import Pools
 from .settings import FINALIZER, POOL_LABEL, RETRY_ANNOTATION, OperatorSettings
@@ -37,6 +37,14 @@ def context(memo: Any) -> Context:
     if not isinstance(ctx, Context):
         raise RuntimeError("the operator context is not initialised (startup handler did not run)")
     return ctx
+
+
+def namespaced(namespace: str | None) -> str:
+    """The namespace of an Escrow or WalletPool: both kinds are namespaced, kopf's handler
+    signatures have it optional for cluster-scoped kinds."""
+    if namespace is None:
+        raise kopf.PermanentError("a namespaced object without a namespace")
+    return namespace
 
 
 @kopf.on.startup()
@@ -63,9 +71,10 @@ async def _know_existing_pools(kube: Kube, pools: Pools, namespace: str | None) 
     """Mark the pools that exist before any Escrow resumes, so an in-flight escrow does not report
     PoolNotFound while the pool watch catches up after a restart."""
     if namespace:
-        listing = await kube.call(kube.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, WALLETPOOL_PLURAL)
+        found = await kube.call(kube.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, WALLETPOOL_PLURAL)
     else:
-        listing = await kube.call(kube.custom.list_cluster_custom_object, GROUP, VERSION, WALLETPOOL_PLURAL)
+        found = await kube.call(kube.custom.list_cluster_custom_object, GROUP, VERSION, WALLETPOOL_PLURAL)
+    listing = json_object(found)
     for item in listing.get("items") or []:
         meta = item["metadata"]
         if not meta.get("deletionTimestamp"):
@@ -86,7 +95,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, WALLETPOOL_PLURAL)
 @kopf.on.create(GROUP, VERSION, WALLETPOOL_PLURAL)
 @kopf.on.update(GROUP, VERSION, WALLETPOOL_PLURAL)
-async def reconcile_pool(body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def reconcile_pool(body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     obj = {"metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
     try:
         await reconcile(context(memo), obj)
@@ -106,8 +115,8 @@ async def reconcile_pool(body: kopf.Body, namespace: str, name: str, memo: kopf.
 
 
 @kopf.on.delete(GROUP, VERSION, WALLETPOOL_PLURAL, optional=True)
-async def pool_deleted(namespace: str, name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
-    context(memo).pools.get(namespace, name).deleted(uid)
+async def pool_deleted(namespace: str | None, name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    context(memo).pools.get(namespaced(namespace), name).deleted(uid)
 
 
 # --- pods of pools ---------------------------------------------------------------------------------
@@ -200,9 +209,12 @@ async def escrow_event(event: kopf.RawEvent, **_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, ESCROW_PLURAL, retries=5, backoff=5)
-async def escrow_deleted(body: kopf.Body, namespace: str, name: str, uid: str, retry: int, memo: kopf.Memo, **_: Any) -> None:
+async def escrow_deleted(
+    body: kopf.Body, namespace: str | None, name: str, uid: str, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
     """Once the escrow's daemon has stopped: Retain keeps the wallets (work copies go) and releases the
     Secret; Delete removes every file and the Secret."""
+    ns = namespaced(namespace)
     metrics.ESCROWS.forget(uid)  # also when the watch missed the events that set deletionTimestamp
     ctx = context(memo)
     stopped = _daemons_done.get(uid)
@@ -210,8 +222,8 @@ async def escrow_deleted(body: kopf.Body, namespace: str, name: str, uid: str, r
         raise kopf.TemporaryError("waiting for the escrow's running step to finish", delay=1)
     _daemons_done.pop(uid, None)
     pool_ref, retain = _deletion_spec(body.get("spec") or {})
-    secret = EscrowSecret(ctx.kube, namespace, name, uid)
-    pool = ctx.pools.get(namespace, pool_ref)
+    secret = EscrowSecret(ctx.kube, ns, name, uid)
+    pool = ctx.pools.get(ns, pool_ref)
     keep = (lambda name: not is_work_copy(name)) if retain else (lambda name: False)
     priority = ((body.get("metadata") or {}).get("creationTimestamp") or "", uid)
     try:

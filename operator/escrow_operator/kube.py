@@ -7,7 +7,7 @@ import functools
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -18,6 +18,25 @@ from .settings import FIELD_MANAGER
 T = TypeVar("T")
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
+
+
+class _Object(Protocol):
+    @property
+    def metadata(self) -> client.V1ObjectMeta | None: ...
+
+
+def metadata(obj: _Object) -> client.V1ObjectMeta:
+    """An object's metadata: the apiserver always sends it, the client's models declare it optional."""
+    if obj.metadata is None:
+        raise ValueError(f"the apiserver sent a {type(obj).__name__} without metadata")
+    return obj.metadata
+
+
+def json_object(value: object) -> dict[str, Any]:
+    """A custom objects API answer: a JSON object, which the client declares as ``object``."""
+    if not isinstance(value, dict):
+        raise TypeError(f"the apiserver sent {type(value).__name__} where a JSON object belongs")
+    return value
 
 
 def load_api_client() -> client.ApiClient:
@@ -49,11 +68,12 @@ class Kube:
     # --- custom resources ---------------------------------------------------------------------
     async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self.call(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name)
+            found = await self.call(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
+        return json_object(found)
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any], uid: str | None = None
@@ -62,7 +82,7 @@ class Kube:
         body: dict[str, Any] = {"status": status}
         if uid is not None:
             body["metadata"] = {"uid": uid}
-        return await self.call(
+        patched = await self.call(
             self.custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
@@ -72,6 +92,7 @@ class Kube:
             body,
             _content_type=MERGE,
         )
+        return json_object(patched)
 
     # --- server-side apply ----------------------------------------------------------------------
     async def apply(self, obj: dict[str, Any]) -> Any:
@@ -90,6 +111,8 @@ class Kube:
 
 def api_refusal(exc: ApiException) -> str:
     """The apiserver's own message of a refused request (never the request body)."""
+    if exc.body is None:
+        return str(exc.reason)
     try:
         return str(json.loads(exc.body).get("message", exc.reason))
     except (TypeError, ValueError):

@@ -128,7 +128,7 @@ class PoolCollector(Collector):
     Only pools whose WalletPool object exists are exported, so a deleted pool's series go away.
     """
 
-    def __init__(self, pools: "Pools") -> None:
+    def __init__(self, pools: Pools) -> None:
         self.pools = pools
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
@@ -149,7 +149,7 @@ class PoolCollector(Collector):
         yield from (pods, ready, busy, queued)
 
 
-def register_pools(pools: "Pools") -> None:
+def register_pools(pools: Pools) -> None:
     REGISTRY.register(PoolCollector(pools))
 
 
@@ -179,7 +179,7 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:  # `format`: the base class's name
         """No access log: scrapes every few seconds would flood the operator's log."""
 
 
@@ -187,8 +187,11 @@ def serve(port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGIST
     """Serve :func:`app` on ``addr:port`` from a daemon thread (as prometheus_client's
     ``start_http_server`` does, plus ``/healthz``)."""
     family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]
-    server_class = type("MetricsServer", (_Server,), {"address_family": family})
-    httpd = make_server(addr, port, app(registry), server_class, handler_class=_QuietHandler)
+
+    class MetricsServer(_Server):
+        address_family = family
+
+    httpd = make_server(addr, port, app(registry), MetricsServer, handler_class=_QuietHandler)
     thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
     thread.start()
     return httpd, thread

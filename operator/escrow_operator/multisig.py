@@ -204,9 +204,9 @@ async def exchange(
         raise RoundMessagesInvalid(str(exc)) from None
     if step == 1:
         await hook.rpc("prepare_multisig", rpc.prepare_multisig(True))  # enables multisig in this process
-        reply = await hook.rpc("make_multisig", rpc.make_multisig(made, shape.threshold, password))
+        made_reply = await hook.rpc("make_multisig", rpc.make_multisig(made, shape.threshold, password))
         check_multisig(await hook.rpc("is_multisig", rpc.is_multisig()), shape.threshold, shape.total, ready=False)
-        return StepResult(reply.multisig_info)
+        return StepResult(made_reply.multisig_info)
     reply = await hook.rpc("exchange_multisig_keys", rpc.exchange_multisig_keys(exchanged, password))
     if step < shape.final:
         return StepResult(reply.multisig_info)

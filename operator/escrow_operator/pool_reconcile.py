@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from .api import GROUP, VERSION, WALLETPOOL_PLURAL, Condition, WalletPoolSpec, WalletPoolStatus
 from .context import Context
-from .kube import api_refusal
+from .kube import api_refusal, json_object, metadata
 from .pool_resources import claim, claim_name, disruption_budget, network_policy, service, statefulset
 from .pool_secret import PoolSecretBusy, PoolSecretInvalid, ensure
 from .pool_status import Applied
@@ -73,13 +73,15 @@ async def check_claim(ctx: Context, namespace: str, pool: str, spec: WalletPoolS
         if exc.status == 404:
             raise PoolRefused("ClaimNotFound", f"storage.claimName {wanted!r} does not exist in namespace {namespace!r}; create it, then {label_hint}", recheck=True) from None
         raise
-    if (pvc.metadata.labels or {}).get(POOL_LABEL) != pool:
+    if (metadata(pvc).labels or {}).get(POOL_LABEL) != pool:
         raise PoolRefused(
             "ClaimNotAllowed",
             f"claim {wanted!r} is not labelled for this pool; someone who may edit claims runs: {label_hint}",
             recheck=True,
         )
-    listing = await ctx.kube.call(ctx.kube.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, WALLETPOOL_PLURAL)
+    listing = json_object(
+        await ctx.kube.call(ctx.kube.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, WALLETPOOL_PLURAL)
+    )
     for other in listing.get("items") or []:
         name = other["metadata"]["name"]
         if name == pool or other["metadata"].get("deletionTimestamp"):

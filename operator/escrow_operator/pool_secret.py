@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
-from .kube import MERGE, Kube
+from .kube import MERGE, Kube, metadata
 from .pool_resources import RPC_CONFIG_KEY, owner_reference, rpc_secret, rpc_secret_name
 
 #: The keys of a pool Secret the operator reads.
@@ -40,14 +41,17 @@ class PoolCredentials:
     walletfs_token: SecretStr
 
     @classmethod
-    def from_secret(cls, data: dict[str, str]) -> "PoolCredentials":
+    def from_secret(cls, data: Mapping[str, str | bytes]) -> PoolCredentials:
         missing = [key for key in CREDENTIAL_KEYS if not data.get(key)]
         if missing:
             raise PoolSecretInvalid(
                 f"the pool Secret lacks {', '.join(missing)}; delete the Secret and the operator writes a new one"
             )
+
+        def value(key: str) -> str:
+            return base64.b64decode(data[key], validate=True).decode()
+
         try:
-            value = lambda k: base64.b64decode(data[k], validate=True).decode()  # noqa: E731
             return cls(value("username"), SecretStr(value("password")), SecretStr(value("walletfs-token")))
         except (ValueError, UnicodeDecodeError):
             raise PoolSecretInvalid(
@@ -84,18 +88,19 @@ async def ensure(kube: Kube, pool: dict[str, Any]) -> PoolCredentials:
         return PoolCredentials(
             USERNAME, SecretStr(body["stringData"]["password"]), SecretStr(body["stringData"]["walletfs-token"])
         )
-    if existing.metadata.deletion_timestamp:
+    meta = metadata(existing)
+    if meta.deletion_timestamp:
         raise PoolSecretBusy(f"Secret {secret_name} of an earlier WalletPool {name!r} is being deleted")
     data = existing.data or {}
     creds = PoolCredentials.from_secret(data)
     patch: dict[str, Any] = {}
-    owners = existing.metadata.owner_references or []
+    owners = meta.owner_references or []
     if not any(o.uid == uid for o in owners):
         # Left by an earlier WalletPool of this name (garbage collection may not have run yet): adopt it,
         # so the garbage collector keeps it and the pods of both objects agree on one login.
         patch["metadata"] = {
             "ownerReferences": [owner_reference(pool, "WalletPool")],
-            "resourceVersion": existing.metadata.resource_version,
+            "resourceVersion": meta.resource_version,
         }
     if RPC_CONFIG_KEY not in data:  # a Secret of an older release: add wallet-rpc's config file
         patch["stringData"] = {RPC_CONFIG_KEY: rpc_config(creds.username, creds.password.get_secret_value())}

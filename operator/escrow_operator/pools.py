@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -47,7 +48,7 @@ class PoolRuntime:
         self._fs: dict[str, WalletfsClient] = {}
         self._dirty = asyncio.Event()
         self._membership = asyncio.Event()  # pods came, went or changed readiness: write at once
-        self._status_task: asyncio.Task | None = None
+        self._status_task: asyncio.Task[None] | None = None
         self._written: dict[str, Any] = {}
         self._conditions: list[Condition] = []
         self._pods_version = 0
@@ -79,7 +80,7 @@ class PoolRuntime:
         self._changed()
 
     # --- pods ---------------------------------------------------------------------------------
-    def on_pod(self, event_type: str, pod: dict[str, Any]) -> None:
+    def on_pod(self, event_type: str, pod: Mapping[str, Any]) -> None:
         state = PodState.from_pod(pod)
         if event_type == "DELETED":
             self.scheduler.remove_pod(state.name)

@@ -27,7 +27,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +58,7 @@ class PodState:
         return self.ready and not self.terminating and bool(self.ip)
 
     @classmethod
-    def from_pod(cls, pod: dict[str, Any]) -> "PodState":
+    def from_pod(cls, pod: Mapping[str, Any]) -> PodState:
         meta, status = pod.get("metadata", {}), pod.get("status") or {}
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
         containers = status.get("containerStatuses") or []
@@ -100,7 +100,7 @@ class Lease:
     #: the pod holds this step's wallet open, left by the wallet's previous step
     warm: Held | None = None
     kept: Held | None = None
-    task: asyncio.Task | None = None
+    task: asyncio.Task[object] | None = None  # the task holding the lease (its result is not ours)
     lost: bool = False
     failed: bool = False
     acquired_at: float = field(default_factory=time.monotonic)
@@ -331,6 +331,6 @@ class Scheduler:
         self._timer = loop.call_later(max(0.0, delay), self._dispatch)
 
 
-def _only_ours(task: asyncio.Task) -> bool:
+def _only_ours(task: asyncio.Task[object]) -> bool:
     """True when the only pending cancellation is the scheduler's."""
     return task.cancelling() == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -56,7 +55,7 @@ class OperatorSettings(BaseModel):
         return False
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
         env = os.environ if environ is None else environ
         values: dict[str, str] = {}
         for name in cls.model_fields:

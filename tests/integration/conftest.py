@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from hack.devcluster import DevCluster
 from escrow_operator.api import DEFAULT_IMAGE, DEFAULT_OPERATOR_IMAGE
+from hack.devcluster import DevCluster
 from tests.support.operator import OperatorProcess, install_crds
 
 #: The default images, and one the process kubelet cannot run (a pool whose pods never get ready).

@@ -338,9 +338,8 @@ def audited(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> It
         "--audit-log-mode=blocking",
         "--v=1",
     ]
-    log = open(state / "kube-apiserver.log", "ab")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=pdeathsig_preexec)
-    log.close()
+    with open(state / "kube-apiserver.log", "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=pdeathsig_preexec)
     server = f"https://127.0.0.1:{port}"
     context = ssl.create_default_context(cafile=str(k.ca_crt))
     context.load_cert_chain(str(k.admin_crt), str(k.admin_key))

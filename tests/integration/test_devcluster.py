@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 import httpx
 import pytest
@@ -70,7 +71,10 @@ def test_crd_schema_is_enforced_by_the_apiserver(kube: client.ApiClient, namespa
         what="the Widget CRD to be established",
     )
     objects = client.CustomObjectsApi(kube)
-    body = lambda size: {"apiVersion": "devcluster.test/v1", "kind": "Widget", "metadata": {"name": f"w{size}"}, "spec": {"size": size}}  # noqa: E731
+
+    def body(size: int) -> dict[str, Any]:
+        return {"apiVersion": "devcluster.test/v1", "kind": "Widget", "metadata": {"name": f"w{size}"}, "spec": {"size": size}}
+
     objects.create_namespaced_custom_object("devcluster.test", "v1", namespace, "widgets", body(3))
     with pytest.raises(ApiException) as refused:
         objects.create_namespaced_custom_object("devcluster.test", "v1", namespace, "widgets", body(99))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import re
 import subprocess
@@ -122,7 +123,7 @@ def test_no_two_steps_shared_a_pod(operator: OperatorProcess, module_namespace: 
     assert len(spans) > 1  # the work was spread over the pool
     for pod, intervals in spans.items():
         intervals.sort()
-        for (s1, e1), (s2, e2) in zip(intervals, intervals[1:]):
+        for (s1, e1), (s2, e2) in itertools.pairwise(intervals):
             assert s2 >= e1, f"two steps overlapped on {pod}: [{s1}, {e1}] and [{s2}, {e2}]"
 
 

@@ -162,7 +162,7 @@ def test_crash_in_steps_on_wallets_kept_open(
     assert hit == points, hit
     # Each crash struck a run that had done the round before it, so its steps were warm.
     runs = text.split("SIGKILL at")[:-1]
-    for run, point in zip(runs, points):
+    for run, point in zip(runs, points, strict=True):
         round_ = point.split("@")[1]
         assert re.search(rf"round {round_} runs on its wallet kept open", run), f"no warm step before the crash at {point}"
     scanned = assert_nothing_lost(kube, cluster, ns, name, pool, [text])

@@ -310,6 +310,6 @@ def test_the_tool_runs_health_checks_as_argo_cd_does(tmp_path: Path) -> None:
 
     bare = {k: v for k, v in escrow({"observedGeneration": 0}).items() if k not in ("apiVersion", "kind")}
     assert verdict(bare, kind="Escrow").pair == ("InProgress", "Progressing")
-    with pytest.raises(GitOpsToolError, match="no health check for xmrescrow.dev/Order"):
+    with pytest.raises(GitOpsToolError, match=r"no health check for xmrescrow\.dev/Order"):
         verdict({**escrow(None), "kind": "Order"})
     assert INSTALL_MD.is_file()

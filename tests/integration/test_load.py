@@ -3,6 +3,7 @@ wallet-rpc processes (wallet-rpc's own logs hold no "Failed to lock"; no two ste
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 
@@ -77,7 +78,7 @@ def test_twenty_escrows_on_three_pods(kube: client.ApiClient, module_namespace: 
     assert len(spans) == PODS
     for pod, intervals in spans.items():
         intervals.sort()
-        for (s1, e1), (s2, e2) in zip(intervals, intervals[1:]):
+        for (s1, e1), (s2, e2) in itertools.pairwise(intervals):
             assert s2 >= e1, f"two steps overlapped on {pod}: [{s1}, {e1}] and [{s2}, {e2}]"
     # ... and as wallet-rpc saw it: no process ever found a wallet locked by another.
     # (At level 0 wallet-rpc logs its start, then only warnings and errors such as that one.)

@@ -21,7 +21,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from escrow_operator.api import ESCROW_PLURAL, GROUP, VERSION
 from hack.devcluster import DevCluster
-from tests.support.escrows import assert_no_secrets, create_escrow, create_pool, escrow_secret, wait_escrow, wait_escrow_gone
+from tests.support.escrows import (
+    assert_no_secrets,
+    create_escrow,
+    create_pool,
+    escrow_secret,
+    wait_escrow,
+    wait_escrow_gone,
+)
 from tests.support.operator import OperatorProcess
 from tests.support.processes import free_port
 

@@ -29,11 +29,14 @@ def create_wallet_rpc_statefulset(api: client.ApiClient, namespace: str, replica
     creds = WalletRpcSet(namespace, name, "rpc", secrets.token_urlsafe(18))
     core.create_namespaced_secret(
         namespace,
-        {"metadata": {"name": f"{name}-rpc"}, "stringData": {"login": f"{creds.username}:{creds.password}"}},
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name=f"{name}-rpc"),
+            string_data={"login": f"{creds.username}:{creds.password}"},
+        ),
     )
     core.create_namespaced_persistent_volume_claim(
         namespace,
-        {
+        {  # type: ignore[arg-type]  # the client sends a dict body as it is
             "metadata": {"name": f"{name}-wallets"},
             "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
         },
@@ -65,7 +68,7 @@ def create_wallet_rpc_statefulset(api: client.ApiClient, namespace: str, replica
     }
     apps.create_namespaced_stateful_set(
         namespace,
-        {
+        {  # type: ignore[arg-type]  # a dict body, as above
             "metadata": {"name": name},
             "spec": {
                 "replicas": replicas,

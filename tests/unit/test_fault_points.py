@@ -37,6 +37,6 @@ def test_without_affinity_every_step_closes_its_wallet() -> None:
 
 
 def test_an_unknown_point_is_refused_with_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="no point 'step.after_publsh'.*step.after_publish"):
+    with pytest.raises(ValueError, match=r"no point 'step.after_publsh'.*step.after_publish"):
         Faults.parse("crash:step.after_publsh@2", "test")
     assert Faults.parse("crash:step.after_publish@2,fail:rpc.before.exchange_multisig_keys@3x2", "test")

@@ -83,7 +83,7 @@ def test_base58_length(size: int, length: int) -> None:
 
 
 def test_address_and_first_message_lengths_follow_from_the_encoding() -> None:
-    assert shapes.ADDRESS_LENGTH == shapes.base58_length(1 + 32 + 32 + 4)  # tag, two keys, checksum
+    assert shapes.base58_length(1 + 32 + 32 + 4) == shapes.ADDRESS_LENGTH  # tag, two keys, checksum
     assert shapes.message_length(3, 2, 0) == shapes.MAGIC_LENGTH + shapes.base58_length(shapes.FIRST_MESSAGE_PAYLOAD) == 189
 
 

@@ -130,7 +130,7 @@ def test_copy_never_overwrites_a_cache_without_keys(tmp_path: Path) -> None:
     make_wallet(tmp_path, ROUND_1)
     (tmp_path / WORK).write_bytes(b"half")
     before = snapshot(tmp_path)
-    with pytest.raises(files.TargetOccupied, match="no .keys"):
+    with pytest.raises(files.TargetOccupied, match=r"no \.keys"):
         files.copy_wallet(tmp_path, ROUND_1, WORK)
     assert snapshot(tmp_path) == before
 

@@ -104,13 +104,15 @@ async def test_deeply_nested_json_is_refused_with_400(
     """JSON nested 30,000 deep (under the 64 KiB limit) used to answer 500 with a RecursionError traceback."""
     caplog.set_level(logging.INFO)
     body = opener * depth + closer * depth
-    async with TestServer(make_app(settings_for(wallet_dir)), host="127.0.0.1") as srv:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http:
-            response = await http.post(f"/v1/{endpoint}", content=body, headers=AUTH)
-            assert response.status_code == 400
-            assert response.json() == {"error": f"request body must be JSON nested at most {MAX_JSON_DEPTH} levels deep"}
-            fine = await http.post(f"/v1/{endpoint}", json={"source": SOURCE, "target": TARGET}, headers=AUTH)
-            assert fine.status_code == 404  # an ordinary body still gets through to the file operations
+    async with (
+        TestServer(make_app(settings_for(wallet_dir)), host="127.0.0.1") as srv,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http,
+    ):
+        response = await http.post(f"/v1/{endpoint}", content=body, headers=AUTH)
+        assert response.status_code == 400
+        assert response.json() == {"error": f"request body must be JSON nested at most {MAX_JSON_DEPTH} levels deep"}
+        fine = await http.post(f"/v1/{endpoint}", json={"source": SOURCE, "target": TARGET}, headers=AUTH)
+        assert fine.status_code == 404  # an ordinary body still gets through to the file operations
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
@@ -175,13 +177,15 @@ async def test_slow_clients_are_dropped_within_the_request_timeout(
 
 
 async def test_a_keep_alive_client_is_served_within_the_limit(wallet_dir: Path) -> None:
-    async with serving(settings_for(wallet_dir, request_timeout=0.6)) as url:
-        async with httpx.AsyncClient(base_url=url, headers=AUTH) as http:
-            for _ in range(6):  # 1.2 s on one connection: each request arrives within the limit
-                assert (await http.get("/v1/wallets")).status_code == 200
-                await asyncio.sleep(0.2)
-            await asyncio.sleep(1.2)  # idle longer than the limit: the server closed the connection
-            assert (await http.get("/v1/wallets")).status_code == 200  # and the client just opens another
+    async with (
+        serving(settings_for(wallet_dir, request_timeout=0.6)) as url,
+        httpx.AsyncClient(base_url=url, headers=AUTH) as http,
+    ):
+        for _ in range(6):  # 1.2 s on one connection: each request arrives within the limit
+            assert (await http.get("/v1/wallets")).status_code == 200
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.2)  # idle longer than the limit: the server closed the connection
+        assert (await http.get("/v1/wallets")).status_code == 200  # and the client just opens another
 
 
 # --------------------------------------------------------------------------------------------- /readyz
@@ -205,12 +209,14 @@ async def test_readyz_checks_wallet_rpc_once_for_many_probes(wallet_dir: Path) -
         for ready_cache, rounds, pause in ((2.0, 3, 0.0), (0.2, 2, 0.3)):
             calls = 0
             sidecar = make_app(settings_for(wallet_dir, rpc_url=url, ready_cache=ready_cache))
-            async with TestServer(sidecar, host="127.0.0.1") as srv:
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}", timeout=10) as http:
-                    for _ in range(rounds):
-                        statuses = await asyncio.gather(*(http.get("/readyz") for _ in range(20)))
-                        assert [r.status_code for r in statuses] == [200] * 20
-                        await asyncio.sleep(pause)
+            async with (
+                TestServer(sidecar, host="127.0.0.1") as srv,
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}", timeout=10) as http,
+            ):
+                for _ in range(rounds):
+                    statuses = await asyncio.gather(*(http.get("/readyz") for _ in range(20)))
+                    assert [r.status_code for r in statuses] == [200] * 20
+                    await asyncio.sleep(pause)
             # One call for all 20 concurrent probes of a round; later rounds reuse it while it is fresh.
             assert calls == (1 if pause < ready_cache else rounds), (ready_cache, calls)
 
@@ -227,9 +233,11 @@ async def test_readyz_caches_not_ready_too(wallet_dir: Path) -> None:
     app.router.add_post("/json_rpc", json_rpc)
     async with TestServer(app, host="127.0.0.1") as rpc:
         settings = settings_for(wallet_dir, rpc_url=f"http://127.0.0.1:{rpc.port}/json_rpc")
-        async with TestServer(make_app(settings), host="127.0.0.1") as srv:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http:
-                statuses = [(await http.get("/readyz")).status_code for _ in range(20)]
+        async with (
+            TestServer(make_app(settings), host="127.0.0.1") as srv,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http,
+        ):
+            statuses = [(await http.get("/readyz")).status_code for _ in range(20)]
     assert statuses == [503] * 20 and calls == 1
 
 
@@ -243,7 +251,7 @@ async def test_a_client_going_away_mid_body_costs_one_log_line(
     caplog.set_level(logging.DEBUG, logger="aiohttp")
     caplog.set_level(logging.INFO, logger="escrow_operator.walletfs")
     async with serving(settings_for(wallet_dir)) as url:
-        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        _reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
         body = json.dumps({"source": SOURCE, "target": TARGET}).encode()
         writer.write(
             f"POST /v1/copy HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"

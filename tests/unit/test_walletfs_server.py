@@ -24,10 +24,10 @@ from escrow_operator.walletfs.client import WalletfsClient, WalletfsError, Walle
 from escrow_operator.walletfs.server import (
     SettingsError,
     WalletfsSettings,
+    _parser,
     make_app,
     serve,
     settings_from_args,
-    _parser,
 )
 
 TOKEN = "s3cret-token-value-0123456789"
@@ -368,12 +368,14 @@ async def test_readyz_503_when_wallet_rpc_unreachable(wallet_dir: Path) -> None:
     settings = settings_for(
         wallet_dir, rpc_url=f"http://127.0.0.1:{free_port()}/json_rpc", rpc_login=SecretStr("u:p")
     )
-    async with TestServer(make_app(settings), host="127.0.0.1") as srv:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http:
-            response = await http.get("/readyz")
-            assert response.status_code == 503
-            assert response.json() == {"error": "wallet-rpc is not ready"}
-            assert (await http.get("/healthz")).status_code == 200
+    async with (
+        TestServer(make_app(settings), host="127.0.0.1") as srv,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http,
+    ):
+        response = await http.get("/readyz")
+        assert response.status_code == 503
+        assert response.json() == {"error": "wallet-rpc is not ready"}
+        assert (await http.get("/healthz")).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -393,9 +395,11 @@ async def test_readyz_follows_get_version(wallet_dir: Path, status: int, reply: 
 
     async with fake_wallet_rpc(json_rpc) as rpc:
         settings = settings_for(wallet_dir, rpc_url=rpc)
-        async with TestServer(make_app(settings), host="127.0.0.1") as srv:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http:
-                response = await http.get("/readyz")
+        async with (
+            TestServer(make_app(settings), host="127.0.0.1") as srv,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http,
+        ):
+            response = await http.get("/readyz")
     assert response.status_code == (200 if ready else 503)
     assert calls and calls[0]["method"] == "get_version"
 
@@ -415,17 +419,19 @@ async def test_readyz_counts_a_busy_wallet_rpc_as_ready_only_after_an_answer(
 
     async with fake_wallet_rpc(json_rpc) as rpc:
         settings = settings_for(wallet_dir, rpc_url=rpc, ready_cache=0.0)  # every probe asks
-        async with TestServer(make_app(settings), host="127.0.0.1") as srv:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http:
-                busy.set()
-                assert (await http.get("/readyz")).status_code == 503  # never answered: not ready
-                busy.clear()
-                assert (await http.get("/readyz")).status_code == 200
-                busy.set()
-                assert (await http.get("/readyz")).status_code == 200  # busy after an answer: ready
-                monkeypatch.setattr(server_module, "BUSY_GRACE", 0.0)
-                assert (await http.get("/readyz")).status_code == 503  # silent too long: not ready
-                release.set()
+        async with (
+            TestServer(make_app(settings), host="127.0.0.1") as srv,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http,
+        ):
+            busy.set()
+            assert (await http.get("/readyz")).status_code == 503  # never answered: not ready
+            busy.clear()
+            assert (await http.get("/readyz")).status_code == 200
+            busy.set()
+            assert (await http.get("/readyz")).status_code == 200  # busy after an answer: ready
+            monkeypatch.setattr(server_module, "BUSY_GRACE", 0.0)
+            assert (await http.get("/readyz")).status_code == 503  # silent too long: not ready
+            release.set()
 
 
 async def test_readyz_answers_wallet_rpc_digest_challenge(wallet_dir: Path) -> None:
@@ -443,9 +449,11 @@ async def test_readyz_answers_wallet_rpc_digest_challenge(wallet_dir: Path) -> N
         settings = settings_for(
             wallet_dir, rpc_url=rpc, rpc_login=SecretStr("rpcuser:rpcpass")
         )
-        async with TestServer(make_app(settings), host="127.0.0.1") as srv:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http:
-                response = await http.get("/readyz")
+        async with (
+            TestServer(make_app(settings), host="127.0.0.1") as srv,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http,
+        ):
+            response = await http.get("/readyz")
     assert response.status_code == 200
     assert seen[0] == "" and "rpcpass" not in seen[-1]
 

@@ -152,9 +152,10 @@ def structural(node: Schema, defs: dict[str, Schema], path: str = "") -> Schema:
     elif kind == "string":
         if "enum" in out and "maxLength" not in out:
             out["maxLength"] = max(len(str(value)) for value in out["enum"])
-    elif kind not in ("integer", "number", "boolean"):
-        if not (out.get("x-kubernetes-preserve-unknown-fields") or out.get("x-kubernetes-int-or-string")):
-            raise SchemaError(f"{path or '<root>'}: no type (is it Any? give it a concrete type)")
+    elif kind not in ("integer", "number", "boolean") and not (
+        out.get("x-kubernetes-preserve-unknown-fields") or out.get("x-kubernetes-int-or-string")
+    ):
+        raise SchemaError(f"{path or '<root>'}: no type (is it Any? give it a concrete type)")
 
     if "x-kubernetes-validations" in out:
         rules = []

@@ -6,9 +6,9 @@ and the pydantic validators repeat those that do not need the old object.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
@@ -96,7 +96,7 @@ class PoolStorage(ApiModel):
 
 def _quantity_number(quantity: str) -> Decimal:
     """The numeric part of a quantity that matched :data:`STORAGE_SIZE_PATTERN` (enough to test for zero)."""
-    number = quantity.rstrip("KMGTPEikmi")
+    number = quantity.rstrip("KMGTPEikmi")  # noqa: B005 - any of the suffixes' letters, in any order
     try:
         return Decimal(number)
     except InvalidOperation:  # pragma: no cover - the pattern only admits numbers

@@ -124,7 +124,7 @@ class WalletfsClient(OwnsAsyncClient):
         response = await self._request("GET", f"/v1/wallets/{wallet}")
         return self._parse(WalletStat, response)
 
-    async def list(self, uid: str | None = None) -> list[WalletEntry]:  # noqa: A003
+    async def list(self, uid: str | None = None) -> list[WalletEntry]:
         """Wallet names of the escrow pattern on the pod, optionally only those of one escrow uid."""
         params = {"uid": uid} if uid is not None else None
         response = await self._request("GET", "/v1/wallets", params=params)
@@ -175,7 +175,8 @@ def _error_message(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return body["error"]
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, str):
+        return error
     text = response.text.strip()
     return text[:200] if text else response.reason_phrase

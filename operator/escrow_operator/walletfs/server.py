@@ -44,7 +44,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from aiohttp import web
@@ -52,6 +52,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictStr, ValidationError, field_validator
 
 from escrow_operator.walletfs import files
+
+if TYPE_CHECKING:
+    from aiohttp.typedefs import Middleware  # a Protocol in recent aiohttp releases
 
 log = logging.getLogger("escrow_operator.walletfs")
 
@@ -257,7 +260,7 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
 def _status_of(exc: files.WalletfsFileError) -> int:
     for cls in type(exc).__mro__:
         if cls in _ERROR_STATUS:
-            return _ERROR_STATUS[cls]  # type: ignore[index]
+            return _ERROR_STATUS[cls]
     return 400
 
 
@@ -287,7 +290,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(500, f"file operation failed: {exc.strerror or type(exc).__name__}")
 
 
-def bearer_auth(token: SecretStr) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def bearer_auth(token: SecretStr) -> Middleware:
     """Middleware requiring ``Authorization: Bearer <token>`` on everything but the probes."""
     expected = token.get_secret_value().encode("utf-8")
 
@@ -333,7 +336,7 @@ class RequestDeadlines:
         self._served: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
         self._waiting_since: weakref.WeakKeyDictionary[asyncio.BaseTransport, float] = weakref.WeakKeyDictionary()
 
-    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    def middleware(self) -> Middleware:
         """Middleware exempting a connection from the header deadline while its request is handled."""
 
         @web.middleware
@@ -532,7 +535,7 @@ class WalletfsServer:
             response = await client.post(
                 self.settings.rpc_url, json={"jsonrpc": "2.0", "id": "0", "method": "get_version"}
             )
-            body = response.json() if response.status_code == 200 else None
+            body: object = response.json() if response.status_code == 200 else None
         except httpx.ReadTimeout:
             return self._last_answer is not None and time.monotonic() - self._last_answer < BUSY_GRACE
         except (httpx.HTTPError, ValueError) as exc:
@@ -546,7 +549,7 @@ class WalletfsServer:
     # -- /v1
 
     async def copy(self, request: web.Request) -> web.Response:
-        body = await self._transfer_body(request)
+        body = await self._transfer_body(request, TransferRequest)
         source = files.check_wallet_name(body.source, "source")
         target = files.check_wallet_name(body.target, "target")
         outcome = await self._locked(
@@ -592,7 +595,7 @@ class WalletfsServer:
         wallets = await asyncio.to_thread(files.list_wallets, self.wallet_dir, uid)
         return web.json_response({"wallets": [w.model_dump() for w in wallets]})
 
-    async def _transfer_body(self, request: web.Request, model: type[Body] = TransferRequest) -> Body:  # type: ignore[assignment]
+    async def _transfer_body(self, request: web.Request, model: type[Body]) -> Body:
         """Parse ``{"source": NAME, "target": NAME}`` (413 above the size limit, 408 if too slow, 400
         if malformed or nested deeper than :data:`MAX_JSON_DEPTH`)."""
         return _parse_body(await self.deadlines.read_body(request), model)
