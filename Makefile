@@ -20,10 +20,10 @@ test: deps controlplane tools
 unit: python-deps
 	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)
 
-## lint: ruff, mypy (strict on the operator) and import-linter (the layers of docs/design.md); reports all three
+## lint: ruff (lint and format check), mypy (strict on the operator) and import-linter (the layers of docs/design.md); reports all
 lint: $(LINT_STAMP)
 	@status=0; \
-	for tool in "ruff check ." mypy "lint-imports --no-logo"; do \
+	for tool in "ruff check ." "ruff format --check ." mypy "lint-imports --no-logo"; do \
 		echo "+ $$tool"; $(VENV)/bin/$$tool || status=1; \
 	done; \
 	exit $$status

@@ -86,7 +86,9 @@ spec: {{poolRef: {POOL}, threshold: 2, participants: [buyer, vendor, arbiter]}}
     print(f"== final wallet files in the shared volume ({path})")
     for file in sorted(Path(path).iterdir()):
         print(f"   {file.name}  {file.stat().st_size} bytes")
-    print("\nThe dev cluster keeps running: export KUBECONFIG=" + str(cluster.kubeconfig) + "   stop it with: make down")
+    print(
+        "\nThe dev cluster keeps running: export KUBECONFIG=" + str(cluster.kubeconfig) + "   stop it with: make down"
+    )
     return 0
 
 

@@ -119,10 +119,18 @@ def wallet_rpc(wallet_dir: Path, home: Path) -> Iterator[Process]:
     home.mkdir(parents=True)
     proc = subprocess.Popen(
         [
-            binary, "--offline", f"--wallet-dir={wallet_dir}", f"--rpc-bind-ip={HOST}", f"--rpc-bind-port={port}",
-            f"--rpc-login={RPC_USER}:{password}", "--non-interactive",
-            "--rpc-ssl=disabled", "--daemon-ssl=disabled", "--disable-rpc-ban",
-            f"--shared-ringdb-dir={home}/ringdb", f"--log-file={home}/log",
+            binary,
+            "--offline",
+            f"--wallet-dir={wallet_dir}",
+            f"--rpc-bind-ip={HOST}",
+            f"--rpc-bind-port={port}",
+            f"--rpc-login={RPC_USER}:{password}",
+            "--non-interactive",
+            "--rpc-ssl=disabled",
+            "--daemon-ssl=disabled",
+            "--disable-rpc-ban",
+            f"--shared-ringdb-dir={home}/ringdb",
+            f"--log-file={home}/log",
         ],
         env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
         stdout=subprocess.DEVNULL,
@@ -228,7 +236,9 @@ def report(results: list[ShapeResult], use_model: bool) -> int:
                 summary += "  MISMATCH"
                 mismatches += 1
             summary += f"; Secret data by the model {shapes.secret_data_bytes(n, m)} bytes"
-        print(f"{result.name:7} {summary}; {result.wall_seconds:.1f} s wall, {result.rpc_cpu_seconds:.1f} s wallet-rpc CPU")
+        print(
+            f"{result.name:7} {summary}; {result.wall_seconds:.1f} s wall, {result.rpc_cpu_seconds:.1f} s wallet-rpc CPU"
+        )
     return mismatches
 
 

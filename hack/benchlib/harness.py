@@ -82,7 +82,9 @@ class Bench:
         pods = client.CoreV1Api(self.api).list_namespaced_pod
         try:
             wait_gone(custom_objects(self.api, pool.namespace, ESCROW_PLURAL), timeout=timeout, what="escrows deleted")
-            wait_gone(pods, pool.namespace, label_selector=selector_string(pool.name), timeout=timeout, what="pods stopped")
+            wait_gone(
+                pods, pool.namespace, label_selector=selector_string(pool.name), timeout=timeout, what="pods stopped"
+            )
         except AssertionError as exc:
             print(f"bench: warning: {exc}", file=sys.stderr)
             return False
@@ -104,7 +106,9 @@ class Bench:
 
     def pool_secret(self, pool: Pool) -> dict[str, str | bytes]:
         """The pool's RPC credentials Secret (``data``, base64 as the API returns it)."""
-        return dict(client.CoreV1Api(self.api).read_namespaced_secret(rpc_secret_name(pool.name), pool.namespace).data or {})
+        return dict(
+            client.CoreV1Api(self.api).read_namespaced_secret(rpc_secret_name(pool.name), pool.namespace).data or {}
+        )
 
     def wallet_rpc_pids(self, pool: Pool) -> list[int]:
         return container_pids(self.cluster, "wallet-rpc", pool.uids)

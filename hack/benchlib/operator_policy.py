@@ -63,7 +63,9 @@ def run_operator_policy(bench: Bench, pool: Pool, escrows: int, affinity: bool, 
         create_escrow(bench.api, pool.namespace, name, pool.name)
         created_at[name] = time.time()
     watch = ReadyWatch(escrows)
-    wait_for(custom_objects(bench.api, pool.namespace, ESCROW_PLURAL), watch, timeout=timeout, what="every escrow Ready")
+    wait_for(
+        custom_objects(bench.api, pool.namespace, ESCROW_PLURAL), watch, timeout=timeout, what="every escrow Ready"
+    )
     rpc_cpu = total_cpu_seconds(rpc_pids) - rpc_cpu0
     op_cpu = cpu_seconds(operator.proc.pid) - op_cpu0
     writes = counted_writes(writes_delta(writes0, apiserver_writes(bench.cluster)))

@@ -211,7 +211,9 @@ def run_ready_check(bench: Bench, pool: Pool, count: int, affinity: bool, timeou
         "apiserver_writes": writes,
         "apiserver_writes_escrows_secrets_events": writes["escrows"] + writes["secrets"] + writes["events"],
         "events_in_window": events_since(bench, started),
-        "escrows_changed": sum(1 for name, v in after.versions.items() if before.versions.get(name, ("", None))[0] != v[0]),
+        "escrows_changed": sum(
+            1 for name, v in after.versions.items() if before.versions.get(name, ("", None))[0] != v[0]
+        ),
         "escrows_ready_after": sum(1 for _, phase in after.versions.values() if phase == EscrowPhase.READY),
         "step_done_lines": log.count("Step done"),
         "escrow_daemons_finished": log.count(DAEMON_DONE),

@@ -1,9 +1,9 @@
 """Command line of the dev cluster.
 
-    python -m hack.devcluster up [--state-dir D] [--port-base N]   start etcd, apiserver, controllers, kubelet
-    python -m hack.devcluster down [--state-dir D]                 stop everything it started
-    python -m hack.devcluster status [--state-dir D]               what runs, and the kubeconfig
-    python -m hack.devcluster kubeconfig NAMESPACE SERVICEACCOUNT  mint a kubeconfig for a ServiceAccount
+python -m hack.devcluster up [--state-dir D] [--port-base N]   start etcd, apiserver, controllers, kubelet
+python -m hack.devcluster down [--state-dir D]                 stop everything it started
+python -m hack.devcluster status [--state-dir D]               what runs, and the kubeconfig
+python -m hack.devcluster kubeconfig NAMESPACE SERVICEACCOUNT  mint a kubeconfig for a ServiceAccount
 """
 
 from __future__ import annotations
@@ -58,9 +58,16 @@ def main(argv: list[str] | None = None) -> int:
             print("dev cluster stopped")
             return 0
         if cluster is None or not cluster.running_pids():
-            raise DevClusterError(f"no dev cluster runs from {args.state_dir}; start one with: python -m hack.devcluster up")
+            raise DevClusterError(
+                f"no dev cluster runs from {args.state_dir}; start one with: python -m hack.devcluster up"
+            )
         if args.command == "status":
-            print(json.dumps({"server": cluster.server, "kubeconfig": str(cluster.kubeconfig), "pids": cluster.running_pids()}, indent=2))
+            print(
+                json.dumps(
+                    {"server": cluster.server, "kubeconfig": str(cluster.kubeconfig), "pids": cluster.running_pids()},
+                    indent=2,
+                )
+            )
             return 0
         if args.command == "kubeconfig":
             print(cluster.mint_kubeconfig(args.namespace, args.service_account, args.output))

@@ -342,7 +342,9 @@ class DevCluster:
         pid = self.pids.get(name)
         if pid is None or not pid_alive(pid):
             tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
-            raise DevClusterError(f"{name} exited during start; the end of its log {self.logs / (name + '.log')}:\n{tail}")
+            raise DevClusterError(
+                f"{name} exited during start; the end of its log {self.logs / (name + '.log')}:\n{tail}"
+            )
 
     def _wait_http(self, url: str, deadline: float, name: str, context: ssl.SSLContext | None = None) -> None:
         last: Exception | str = "no answer"

@@ -827,9 +827,7 @@ def _entrypoint(image: str) -> list[str]:
     for needle, argv in ENTRYPOINTS:
         if needle in (image or ""):
             return list(argv)
-    raise RuntimeError(
-        f"the process kubelet knows no entrypoint for image {image!r}; give the container a command"
-    )
+    raise RuntimeError(f"the process kubelet knows no entrypoint for image {image!r}; give the container a command")
 
 
 def _port(port: Any, container: Any) -> int:

@@ -44,7 +44,9 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return None
 
 
-def wait_escrow(api: client.ApiClient, namespace: str, name: str, phase: str = "Ready", timeout: float = 240) -> dict[str, Any]:
+def wait_escrow(
+    api: client.ApiClient, namespace: str, name: str, phase: str = "Ready", timeout: float = 240
+) -> dict[str, Any]:
     def done(obj: dict[str, Any]) -> bool:
         status = obj.get("status") or {}
         if phase != "Failed" and status.get("phase") == "Failed":
@@ -61,7 +63,12 @@ def wait_escrow(api: client.ApiClient, namespace: str, name: str, phase: str = "
 
 
 def wait_escrow_gone(api: client.ApiClient, namespace: str, name: str, timeout: float = 60) -> None:
-    wait_gone(custom_objects(api, namespace, ESCROW_PLURAL), field_selector=f"metadata.name={name}", timeout=timeout, what=f"escrow {name} deleted")
+    wait_gone(
+        custom_objects(api, namespace, ESCROW_PLURAL),
+        field_selector=f"metadata.name={name}",
+        timeout=timeout,
+        what=f"escrow {name} deleted",
+    )
 
 
 def create_pool(api: client.ApiClient, namespace: str, name: str, replicas: int, wait: bool = True) -> dict[str, Any]:
@@ -105,7 +112,9 @@ def assert_no_secrets(api: client.ApiClient, namespace: str, uid: str, logs: lis
     secret = escrow_secret(api, namespace, uid)
     values = [v for k, v in secret.items() if k.startswith(("password.", "message."))]
     assert values, "the Secret holds no passwords or messages to look for"
-    objects = json_object(client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, namespace, ESCROW_PLURAL))["items"]
+    objects = json_object(
+        client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, namespace, ESCROW_PLURAL)
+    )["items"]
     events = client.CoreV1Api(api).list_namespaced_event(namespace).items
     haystacks = [str(o.get("status")) for o in objects] + [f"{e.reason} {e.message}" for e in events] + logs
     for value in values:
@@ -114,7 +123,9 @@ def assert_no_secrets(api: client.ApiClient, namespace: str, uid: str, logs: lis
     return len(values)
 
 
-def reconcile_pool(api: client.ApiClient, namespace: str, name: str, replicas: int, kubeconfig: Path, log: Path) -> None:
+def reconcile_pool(
+    api: client.ApiClient, namespace: str, name: str, replicas: int, kubeconfig: Path, log: Path
+) -> None:
     """Create a pool and wait for its pods with an operator that stops afterwards (for modules
     that start their own operators, with faults)."""
     from .operator import OperatorProcess

@@ -59,7 +59,9 @@ def wait_for(
             raise Timeout(f"timed out after {timeout:.0f} s waiting for {what}; last seen: {_brief(last)}")
 
 
-def wait_gone(list_fn: Callable[..., Any], *args: Any, timeout: float = 60, what: str = "deletion", **kwargs: Any) -> None:
+def wait_gone(
+    list_fn: Callable[..., Any], *args: Any, timeout: float = 60, what: str = "deletion", **kwargs: Any
+) -> None:
     """Watch until the listing is empty."""
     deadline = time.monotonic() + timeout
     while True:
@@ -74,8 +76,11 @@ def wait_gone(list_fn: Callable[..., Any], *args: Any, timeout: float = 60, what
         left = {_uid(o) for o in _items(listing)}
         try:
             for event in w.stream(
-                list_fn, *args, resource_version=_resource_version(listing),
-                timeout_seconds=max(1, int(remaining)), **kwargs,
+                list_fn,
+                *args,
+                resource_version=_resource_version(listing),
+                timeout_seconds=max(1, int(remaining)),
+                **kwargs,
             ):
                 uid = _uid(event["object"])
                 if event["type"] == "DELETED":
@@ -102,7 +107,9 @@ def _uid(obj: Any) -> str:
     return obj["metadata"]["uid"] if isinstance(obj, dict) else obj.metadata.uid
 
 
-def custom_objects(api: Any, namespace: str, plural: str, group: str = "xmrescrow.dev", version: str = "v1alpha1") -> Callable[..., Any]:
+def custom_objects(
+    api: Any, namespace: str, plural: str, group: str = "xmrescrow.dev", version: str = "v1alpha1"
+) -> Callable[..., Any]:
     """A list function over custom objects (dicts) that :func:`wait_for` and :func:`wait_gone` can watch."""
     from kubernetes import client
 

@@ -17,8 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="escrow-operator", description="Monero multisig escrow operator")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator")
-    run.add_argument("--namespace", default=os.environ.get("ESCROW_NAMESPACE") or None, help="watch one namespace (default: all)")
-    run.add_argument("--liveness", default=os.environ.get("ESCROW_LIVENESS") or None, help="e.g. http://0.0.0.0:8081/healthz")
+    run.add_argument(
+        "--namespace", default=os.environ.get("ESCROW_NAMESPACE") or None, help="watch one namespace (default: all)"
+    )
+    run.add_argument(
+        "--liveness", default=os.environ.get("ESCROW_LIVENESS") or None, help="e.g. http://0.0.0.0:8081/healthz"
+    )
     run.add_argument("--verbose", action="store_true")
     sub.add_parser("walletfs", help="run the walletfs sidecar (see escrow-operator walletfs --help)")
     sub.add_parser("crds", help="print the CRDs")

@@ -48,7 +48,9 @@ def _copy(status: EscrowStatus, generation: int | None) -> EscrowStatus:
     return new
 
 
-def _working(status: EscrowStatus, generation: int | None, reason: str, message: str, now: datetime | None) -> EscrowStatus:
+def _working(
+    status: EscrowStatus, generation: int | None, reason: str, message: str, now: datetime | None
+) -> EscrowStatus:
     """Work is under way: Ready=False, Reconciling=True (with what is going on), Stalled=False."""
     message = message[:MESSAGE_LIMIT]
     status.message = message
@@ -74,7 +76,11 @@ def round_message(done: int, final: int) -> str:
 def participants(done: Mapping[str, int], names: Mapping[str, WalletNames]) -> list[ParticipantStatus]:
     """Per-participant progress: steps done and the newest published wallet."""
     return [
-        ParticipantStatus(role=role, round=done.get(role, 0), wallet=names[role].output_of(done[role] - 1) if done.get(role, 0) else None)
+        ParticipantStatus(
+            role=role,
+            round=done.get(role, 0),
+            wallet=names[role].output_of(done[role] - 1) if done.get(role, 0) else None,
+        )
         for role in names
     ]
 
@@ -97,14 +103,18 @@ def pending(status: EscrowStatus, generation: int | None, message: str, now: dat
     return _working(new, generation, "Pending", message, now)
 
 
-def pool_not_found(status: EscrowStatus, generation: int | None, message: str, now: datetime | None = None) -> EscrowStatus:
+def pool_not_found(
+    status: EscrowStatus, generation: int | None, message: str, now: datetime | None = None
+) -> EscrowStatus:
     """The escrow's WalletPool (or its Secret) does not exist: it waits for it."""
     new = _copy(status, generation)
     new.phase = new.phase or EscrowPhase.PENDING
     return _working(new, generation, "PoolNotFound", message, now)
 
 
-def started(status: EscrowStatus, generation: int | None, done: int, final: int, now: datetime | None = None) -> EscrowStatus:
+def started(
+    status: EscrowStatus, generation: int | None, done: int, final: int, now: datetime | None = None
+) -> EscrowStatus:
     """The key exchange begins (or resumes) at round ``done``."""
     new = _copy(status, generation)
     new.phase = EscrowPhase.KEY_EXCHANGE
@@ -112,17 +122,23 @@ def started(status: EscrowStatus, generation: int | None, done: int, final: int,
     return _working(new, generation, f"Round{done}", round_message(done, final), now)
 
 
-def waiting_for_pods(status: EscrowStatus, generation: int | None, message: str, now: datetime | None = None) -> EscrowStatus:
+def waiting_for_pods(
+    status: EscrowStatus, generation: int | None, message: str, now: datetime | None = None
+) -> EscrowStatus:
     """A round is blocked: the pool has no ready pod (scaled to 0, deleted, or pods not ready)."""
     return _working(_copy(status, generation), generation, "WaitingForPods", message, now)
 
 
-def round_done(status: EscrowStatus, generation: int | None, done: int, final: int, now: datetime | None = None) -> EscrowStatus:
+def round_done(
+    status: EscrowStatus, generation: int | None, done: int, final: int, now: datetime | None = None
+) -> EscrowStatus:
     """Every participant finished a round; the next one is under way."""
     return _working(_copy(status, generation), generation, f"Round{done}", round_message(done, final), now)
 
 
-def step_retried(status: EscrowStatus, generation: int | None, message: str, now: datetime | None = None) -> EscrowStatus:
+def step_retried(
+    status: EscrowStatus, generation: int | None, message: str, now: datetime | None = None
+) -> EscrowStatus:
     """A step failed with an error and runs again: Degraded until it succeeds."""
     new = _copy(status, generation)
     set_condition(new.conditions, DEGRADED, True, "StepRetried", message[:MESSAGE_LIMIT], generation, now)
@@ -137,7 +153,9 @@ def recovered(status: EscrowStatus, generation: int | None, message: str, now: d
     return new
 
 
-def address_corrected(status: EscrowStatus, generation: int | None, message: str, now: datetime | None = None) -> EscrowStatus:
+def address_corrected(
+    status: EscrowStatus, generation: int | None, message: str, now: datetime | None = None
+) -> EscrowStatus:
     """A stored address disagreed with the wallets and was corrected: reported as Degraded."""
     new = _copy(status, generation)
     set_condition(new.conditions, DEGRADED, True, "AddressCorrected", message[:MESSAGE_LIMIT], generation, now)
@@ -171,14 +189,18 @@ def ready(
     return new
 
 
-def failed(status: EscrowStatus, generation: int | None, reason: str, message: str, now: datetime | None = None) -> EscrowStatus:
+def failed(
+    status: EscrowStatus, generation: int | None, reason: str, message: str, now: datetime | None = None
+) -> EscrowStatus:
     """A step failed in a way retrying did not mend: Stalled, with the reason, until a retry."""
     new = _copy(status, generation)
     message = message[:MESSAGE_LIMIT]
     new.phase = EscrowPhase.FAILED
     new.message = message
     set_condition(new.conditions, READY, False, reason, message, generation, now)
-    set_condition(new.conditions, RECONCILING, False, "Failed", "key exchange stopped; wallet files are kept", generation, now)
+    set_condition(
+        new.conditions, RECONCILING, False, "Failed", "key exchange stopped; wallet files are kept", generation, now
+    )
     set_condition(new.conditions, STALLED, True, reason, message, generation, now)
     set_condition(new.conditions, DEGRADED, True, reason, message, generation, now)
     return new

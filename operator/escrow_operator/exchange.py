@@ -51,9 +51,7 @@ log = logging.getLogger(__name__)
 #: Infrastructure failures (a pod lost, unreachable) are retried on another pod this many times.
 MAX_POD_LOSSES = 50
 #: The ``Step done`` log line, one per step; the benchmark parses it (hack/benchlib/steplog.py).
-STEP_DONE_FORMAT = (
-    "Step done: escrow=%s/%s role=%s round=%d pod=%s start=%.6f end=%.6f rpc=%.6f fs=%.6f warm=%d"
-)
+STEP_DONE_FORMAT = "Step done: escrow=%s/%s role=%s round=%d pod=%s start=%.6f end=%.6f rpc=%.6f fs=%.6f warm=%d"
 #: The warning logged for each step attempt that is run again; the benchmark counts these.
 STEP_RETRY_PREFIX = "Step retried:"
 
@@ -128,12 +126,21 @@ class EscrowExchange:
         except ApiException as exc:
             if exc.status == 404 or is_transient(exc):
                 raise  # gone (the daemon ends), or the apiserver is unwell: run again
-            await self._fail(StepFailed("-", self._round(), "ApiRefused", f"the apiserver refused a write: {api_refusal(exc)}"))
+            await self._fail(
+                StepFailed("-", self._round(), "ApiRefused", f"the apiserver refused a write: {api_refusal(exc)}")
+            )
         except (EscrowGone, asyncio.CancelledError):
             raise
         except Exception as exc:  # a defect: say so in status instead of restarting forever
             self.log.exception("escrow %s/%s: unexpected error", self.namespace, self.name)
-            await self._fail(StepFailed("-", self._round(), "InternalError", f"unexpected {type(exc).__name__} (see the operator's log); retry once fixed"))
+            await self._fail(
+                StepFailed(
+                    "-",
+                    self._round(),
+                    "InternalError",
+                    f"unexpected {type(exc).__name__} (see the operator's log); retry once fixed",
+                )
+            )
         finally:  # wallets still open in pods need not wait for this escrow any more
             self.pool.scheduler.unreserve({self._wallet_key(role) for role in self.roles})
         return self.status
@@ -148,7 +155,11 @@ class EscrowExchange:
         if self.status.phase != EscrowPhase.KEY_EXCHANGE:
             self.status = escrow_status.started(self.status, self.generation, self._round(), self.final)
             await self._save()
-            self.emit("Normal", "KeyExchangeStarted", f"{self.total} participants, threshold {self.threshold}, pool {self.spec.pool_ref}")
+            self.emit(
+                "Normal",
+                "KeyExchangeStarted",
+                f"{self.total} participants, threshold {self.threshold}, pool {self.spec.pool_ref}",
+            )
         for step in range(self._round(), self.final + 1):
             await self._run_round(step)
         address = await self._wallet_address()
@@ -210,7 +221,9 @@ class EscrowExchange:
             if blocked != waiting:
                 waiting = blocked
                 if blocked:
-                    self.status = escrow_status.waiting_for_pods(self.status, self.generation, self.pool.waiting_message())
+                    self.status = escrow_status.waiting_for_pods(
+                        self.status, self.generation, self.pool.waiting_message()
+                    )
                 else:
                     self.status = escrow_status.round_done(self.status, self.generation, self._round(), self.final)
                 await self._save()
@@ -225,25 +238,43 @@ class EscrowExchange:
                 if errors and role in self._failing:
                     self._failing.discard(role)
                     if not self._failing:
-                        self.status = escrow_status.recovered(self.status, self.generation, f"{role} round {step} succeeded on attempt {errors + 1}")
+                        self.status = escrow_status.recovered(
+                            self.status, self.generation, f"{role} round {step} succeeded on attempt {errors + 1}"
+                        )
                         await self._save()
                 return
             except WalletRpcAuthError as exc:
                 losses += 1
                 changed = await self.pool.refresh_credentials()
-                self.log.warning("%s %s step %d: wallet-rpc refused the pool's credentials (%s); retrying", STEP_RETRY_PREFIX, role, step, "re-read" if changed else "unchanged")
+                self.log.warning(
+                    "%s %s step %d: wallet-rpc refused the pool's credentials (%s); retrying",
+                    STEP_RETRY_PREFIX,
+                    role,
+                    step,
+                    "re-read" if changed else "unchanged",
+                )
                 if not changed and losses >= 3:
                     raise StepFailed(role, step, "CredentialsRefused", str(exc)) from exc
             except (PodLost, WalletRpcUnavailable, WalletfsUnavailable) as exc:
                 losses += 1
                 metrics.STEP_RETRIES.labels(kind="pod").inc()
-                self.log.warning("%s %s step %d: pod unavailable (%s); retrying on another pod", STEP_RETRY_PREFIX, role, step, type(exc).__name__)
+                self.log.warning(
+                    "%s %s step %d: pod unavailable (%s); retrying on another pod",
+                    STEP_RETRY_PREFIX,
+                    role,
+                    step,
+                    type(exc).__name__,
+                )
                 if losses >= MAX_POD_LOSSES:
-                    raise StepFailed(role, step, "PodsUnavailable", f"{losses} pods were lost or unreachable in a row") from exc
+                    raise StepFailed(
+                        role, step, "PodsUnavailable", f"{losses} pods were lost or unreachable in a row"
+                    ) from exc
             except WalletfsError as exc:
                 if exc.status == 401 and await self.pool.refresh_credentials():
                     losses += 1
-                    self.log.warning("%s %s step %d: walletfs refused stale credentials; retrying", STEP_RETRY_PREFIX, role, step)
+                    self.log.warning(
+                        "%s %s step %d: walletfs refused stale credentials; retrying", STEP_RETRY_PREFIX, role, step
+                    )
                     continue
                 errors = await self._step_error(role, step, errors, "StepError", f"{role} round {step}: {exc}", exc)
             except (WalletRpcError, MultisigMismatch) as exc:
@@ -253,7 +284,9 @@ class EscrowExchange:
     async def _step_error(self, role: str, step: int, errors: int, reason: str, message: str, exc: Exception) -> int:
         errors += 1
         metrics.STEP_RETRIES.labels(kind="error").inc()
-        self.log.warning("%s %s (attempt %d of %d)", STEP_RETRY_PREFIX, message, errors, self.ctx.settings.step_attempts)
+        self.log.warning(
+            "%s %s (attempt %d of %d)", STEP_RETRY_PREFIX, message, errors, self.ctx.settings.step_attempts
+        )
         if errors >= self.ctx.settings.step_attempts:
             raise StepFailed(role, step, reason, message) from exc
         self._failing.add(role)
@@ -281,24 +314,43 @@ class EscrowExchange:
                 return await multisig.create(calls, rpc, work, plan.password)
             version = await self.pool.rpc_version(rpc)
             try:
-                return await multisig.exchange(calls, rpc, step, self.shape, role, plan.password, self._messages(step - 1), version)
+                return await multisig.exchange(
+                    calls, rpc, step, self.shape, role, plan.password, self._messages(step - 1), version
+                )
             except multisig.RoundMessagesInvalid as exc:
-                raise StepFailed(role, step, "MessageInvalid", f"round {step - 1} messages in Secret {self.secret.name}: {exc}") from None
+                raise StepFailed(
+                    role, step, "MessageInvalid", f"round {step - 1} messages in Secret {self.secret.name}: {exc}"
+                ) from None
 
         async def record(result: multisig.StepResult) -> None:
             await self._record(role, step, result.message if step < self.final else None, result.address)
 
         def on_done() -> None:  # the output exists: a crash after publishing
             if step < self.final and self.secret.message(role, step) is None:
-                raise StepFailed(role, step, "MessageMissing", f"{plan.output} exists but its round message is not recorded in Secret {self.secret.name}")
+                raise StepFailed(
+                    role,
+                    step,
+                    "MessageMissing",
+                    f"{plan.output} exists but its round message is not recorded in Secret {self.secret.name}",
+                )
 
-        async with self.pool.scheduler.lease(self.priority, label=f"{self.name}/{role}/{step}", wallet=self._wallet_key(role)) as lease:
+        async with self.pool.scheduler.lease(
+            self.priority, label=f"{self.name}/{role}/{step}", wallet=self._wallet_key(role)
+        ) as lease:
             calls = StepCalls(self.ctx, step, lease)
             started = time.time()
             if lease.warm is not None:
                 self.log.info("%s round %d runs on its wallet kept open on %s", role, step, lease.pod.name)
             try:
-                outcome = await wallet_step.run(calls, self.pool.rpc(lease.pod, creds), self.pool.fs(lease.pod, creds), plan, operation, record, on_done)
+                outcome = await wallet_step.run(
+                    calls,
+                    self.pool.rpc(lease.pod, creds),
+                    self.pool.fs(lease.pod, creds),
+                    plan,
+                    operation,
+                    record,
+                    on_done,
+                )
             except (WalletRpcUnavailable, WalletfsUnavailable):
                 lease.mark_failed()
                 raise
@@ -311,8 +363,17 @@ class EscrowExchange:
             else:
                 self.log.info("Copied %s -> %s%s", plan.input, plan.output, " (FINAL)" if step == self.final else "")
             self.log.info(
-                STEP_DONE_FORMAT, self.namespace, self.name, role, step, lease.pod.name, started, time.time(),
-                calls.rpc_seconds, calls.fs_seconds, outcome.warm,
+                STEP_DONE_FORMAT,
+                self.namespace,
+                self.name,
+                role,
+                step,
+                lease.pod.name,
+                started,
+                time.time(),
+                calls.rpc_seconds,
+                calls.fs_seconds,
+                outcome.warm,
             )
 
     async def _record(self, role: str, step: int, message: SecretStr | None, address: str | None) -> None:
@@ -323,7 +384,9 @@ class EscrowExchange:
             if is_transient(exc):
                 raise
             raise StepFailed(
-                role, step, "SecretWriteRefused",
+                role,
+                step,
+                "SecretWriteRefused",
                 f"the apiserver refused to record round {step} of {role} in Secret {self.secret.name}: {api_refusal(exc)}",
             ) from None
 
@@ -335,7 +398,12 @@ class EscrowExchange:
         found = {role: self.secret.message(role, step) for role in self.roles}
         missing = [role for role, msg in found.items() if msg is None]
         if missing:
-            raise StepFailed(missing[0], step, "MessageMissing", f"round {step} messages of {missing} are not recorded in Secret {self.secret.name}")
+            raise StepFailed(
+                missing[0],
+                step,
+                "MessageMissing",
+                f"round {step} messages of {missing} are not recorded in Secret {self.secret.name}",
+            )
         return {role: msg for role, msg in found.items() if msg is not None}
 
     # --- the address: a fact of the wallets -------------------------------------------------------
@@ -351,7 +419,9 @@ class EscrowExchange:
         distinct = set(self._addresses.values())
         if len(distinct) != 1:
             raise StepFailed(
-                self.roles[0], self.final, "AddressMismatch",
+                self.roles[0],
+                self.final,
+                "AddressMismatch",
                 f"the participants' final wallets report {len(distinct)} different addresses; files are kept for inspection",
             )
         address = next(iter(distinct))
@@ -377,7 +447,9 @@ class EscrowExchange:
             if creds is None:
                 raise StepFailed(role, self.final, "PoolNotFound", f"WalletPool {self.spec.pool_ref} has no Secret")
             try:
-                async with self.pool.scheduler.lease(self.priority, label=f"{self.name}/{role}/address", wallet=None) as lease:
+                async with self.pool.scheduler.lease(
+                    self.priority, label=f"{self.name}/{role}/address", wallet=None
+                ) as lease:
                     calls = StepCalls(self.ctx, self.final, lease)
                     fs, rpc = self.pool.fs(lease.pod, creds), self.pool.rpc(lease.pod, creds)
                     work = names.work(self.final)
@@ -385,7 +457,9 @@ class EscrowExchange:
                         await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")
                         await calls.fs(fs.copy(names.final_wallet, work))
                         await calls.rpc("open_wallet", rpc.open_wallet(work, self.secret.password(role)))
-                        check_multisig(await calls.rpc("is_multisig", rpc.is_multisig()), self.threshold, self.total, ready=True)
+                        check_multisig(
+                            await calls.rpc("is_multisig", rpc.is_multisig()), self.threshold, self.total, ready=True
+                        )
                         address = await calls.rpc("get_address", rpc.get_address())
                         await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")
                     except (WalletRpcUnavailable, WalletfsUnavailable):
@@ -395,9 +469,16 @@ class EscrowExchange:
             except (PodLost, WalletRpcUnavailable, WalletfsUnavailable) as exc:
                 losses += 1
                 if losses >= MAX_POD_LOSSES:
-                    raise StepFailed(role, self.final, "PodsUnavailable", f"{losses} pods were lost or unreachable in a row") from exc
+                    raise StepFailed(
+                        role, self.final, "PodsUnavailable", f"{losses} pods were lost or unreachable in a row"
+                    ) from exc
             except (WalletRpcError, WalletfsError, MultisigMismatch) as exc:
-                raise StepFailed(role, self.final, "FinalWalletUnreadable", f"{role}'s final wallet {names.final_wallet} cannot be read: {exc}") from exc
+                raise StepFailed(
+                    role,
+                    self.final,
+                    "FinalWalletUnreadable",
+                    f"{role}'s final wallet {names.final_wallet} cannot be read: {exc}",
+                ) from exc
 
     async def _check_ready(self) -> None:
         """A Ready escrow resumed: its Secret must agree with status.address; if not, the wallets decide."""
@@ -406,12 +487,16 @@ class EscrowExchange:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            self.log.warning("escrow %s/%s is Ready but its Secret %s is missing", self.namespace, self.name, self.secret.name)
+            self.log.warning(
+                "escrow %s/%s is Ready but its Secret %s is missing", self.namespace, self.name, self.secret.name
+            )
             return
         recorded = {role: self.secret.address(role) for role in self.roles}
         if all(value == self.status.address for value in recorded.values()):
             return
-        self.log.warning("escrow %s/%s: recorded addresses disagree with status; reading the wallets", self.namespace, self.name)
+        self.log.warning(
+            "escrow %s/%s: recorded addresses disagree with status; reading the wallets", self.namespace, self.name
+        )
         try:
             address = await self._wallet_address()
             await self._clean_up(lambda name: not is_work_copy(name), "work copy")
@@ -428,7 +513,9 @@ class EscrowExchange:
     # --- the end ----------------------------------------------------------------------------------
     async def _clean_up(self, keep: Callable[[str], bool], what: str) -> None:
         """Delete this escrow's files but those ``keep`` names (intermediates, stale work copies)."""
-        deleted = await delete_files(self.pool, self.uid, self.priority, f"{self.name}/cleanup", keep, self.ctx.faults, what)
+        deleted = await delete_files(
+            self.pool, self.uid, self.priority, f"{self.name}/cleanup", keep, self.ctx.faults, what
+        )
         self.log.info("%s files cleaned up (%d)", what.capitalize(), len(deleted))
 
     async def _fail(self, failure: StepFailed) -> None:
@@ -436,9 +523,16 @@ class EscrowExchange:
         status says why, so a Failed escrow never has work copies left behind."""
         if self.pool.scheduler.ready:
             try:
-                await asyncio.wait_for(self._clean_up(lambda name: not is_work_copy(name), "work copy"), self.ctx.settings.walletfs_timeout)
+                await asyncio.wait_for(
+                    self._clean_up(lambda name: not is_work_copy(name), "work copy"), self.ctx.settings.walletfs_timeout
+                )
             except (TimeoutError, PoolUnusable) as exc:
-                self.log.warning("work copies of escrow %s/%s not deleted now (%s); they go at the next retry or deletion", self.namespace, self.name, type(exc).__name__)
+                self.log.warning(
+                    "work copies of escrow %s/%s not deleted now (%s); they go at the next retry or deletion",
+                    self.namespace,
+                    self.name,
+                    type(exc).__name__,
+                )
         metrics.ESCROWS_FAILED.labels(reason=failure.reason).inc()
         self.status = escrow_status.failed(self.status, self.generation, failure.reason, failure.message)
         self.status.last_retry = self._retry_annotation() or self.status.last_retry
@@ -457,7 +551,9 @@ class EscrowExchange:
         """Write the status to this Escrow object (never to a newer one of the same name)."""
         self.status = escrow_status.progress(self.status, self.generation, self._done, self.names, self.final)
         try:
-            await self.ctx.kube.patch_status(ESCROW_PLURAL, self.namespace, self.name, self.status.to_api(), uid=self.uid)
+            await self.ctx.kube.patch_status(
+                ESCROW_PLURAL, self.namespace, self.name, self.status.to_api(), uid=self.uid
+            )
         except ApiException as exc:
             if exc.status == 404 or (exc.status == 409 and "Precondition failed" in (exc.body or "")):
                 raise EscrowGone(f"escrow {self.namespace}/{self.name} (uid {self.uid}) no longer exists") from None

@@ -49,8 +49,16 @@ class Point(StrEnum):
 #: wallet-rpc calls are named by method; ``drop_stale`` is the close_wallet(autosave=false) of whatever
 #: an interrupted or other step left open.
 RPC_NAMES = (
-    "drop_stale", "create_wallet", "open_wallet", "close_wallet", "store", "prepare_multisig", "make_multisig",
-    "exchange_multisig_keys", "is_multisig", "get_address",
+    "drop_stale",
+    "create_wallet",
+    "open_wallet",
+    "close_wallet",
+    "store",
+    "prepare_multisig",
+    "make_multisig",
+    "exchange_multisig_keys",
+    "is_multisig",
+    "get_address",
 )
 
 
@@ -75,10 +83,18 @@ def step_points(step: int, final: int, calls: list[str], affinity: bool = True) 
         points += [Point.AFTER_COPY.value, *rpc("open_wallet")]
     points += [*rpc(*calls), Point.AFTER_RECORD.value]
     points += rpc("store" if affinity and step < final else "close_wallet")
-    points += [Point.BEFORE_PUBLISH.value, Point.AFTER_PUBLISH.value, Point.ROUND_BEFORE_STATUS.value, Point.ROUND_AFTER_STATUS.value]
+    points += [
+        Point.BEFORE_PUBLISH.value,
+        Point.AFTER_PUBLISH.value,
+        Point.ROUND_BEFORE_STATUS.value,
+        Point.ROUND_AFTER_STATUS.value,
+    ]
     return points
 
-_SPEC = re.compile(r"^(?P<action>crash|fail|pause):(?P<point>[a-z_]+(?:\.[a-z_]+)+)(?:@(?P<round>\d+))?(?:x(?P<count>\d+))?$")
+
+_SPEC = re.compile(
+    r"^(?P<action>crash|fail|pause):(?P<point>[a-z_]+(?:\.[a-z_]+)+)(?:@(?P<round>\d+))?(?:x(?P<count>\d+))?$"
+)
 
 
 class InjectedFault(WalletRpcError):
@@ -123,12 +139,14 @@ class Faults:
         for item in filter(None, (s.strip() for s in spec.split(","))):
             m = _SPEC.match(item)
             if not m:
-                raise ValueError(f"bad fault {item!r}: expected ACTION:POINT[@STEP][xCOUNT], e.g. crash:step.after_publish@2")
+                raise ValueError(
+                    f"bad fault {item!r}: expected ACTION:POINT[@STEP][xCOUNT], e.g. crash:step.after_publish@2"
+                )
             if m["point"] not in known_points():
-                raise ValueError(f"bad fault {item!r}: no point {m['point']!r}; points: {', '.join(sorted(known_points()))}")
-            faults.append(
-                Fault(m["action"], m["point"], int(m["round"]) if m["round"] else None, int(m["count"] or 1))
-            )
+                raise ValueError(
+                    f"bad fault {item!r}: no point {m['point']!r}; points: {', '.join(sorted(known_points()))}"
+                )
+            faults.append(Fault(m["action"], m["point"], int(m["round"]) if m["round"] else None, int(m["count"] or 1)))
         return cls(faults)
 
     def __bool__(self) -> bool:

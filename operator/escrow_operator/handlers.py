@@ -52,7 +52,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     ours = OperatorSettings.from_env()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
     settings.posting.level = logging.WARNING  # Events are posted explicitly, one per round
     settings.watching.server_timeout = 300
     settings.batching.error_delays = [1, 2, 5, 10, 30]
@@ -96,7 +98,11 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.create(GROUP, VERSION, WALLETPOOL_PLURAL)
 @kopf.on.update(GROUP, VERSION, WALLETPOOL_PLURAL)
 async def reconcile_pool(body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    obj = {"metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
+    obj = {
+        "metadata": dict(body["metadata"]),
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
     try:
         await reconcile(context(memo), obj)
     except PoolRefused as refused:
@@ -183,10 +189,14 @@ async def run_escrow(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> No
         done.set()
 
 
-async def _refuse_spec(ctx: Context, body: dict[str, Any], exc: ValidationError, emit: Callable[[str, str, str], None]) -> None:
+async def _refuse_spec(
+    ctx: Context, body: dict[str, Any], exc: ValidationError, emit: Callable[[str, str, str], None]
+) -> None:
     meta = body["metadata"]
     message = f"invalid spec: {'; '.join(e['msg'] for e in exc.errors())}; delete the Escrow and create a valid one"
-    status = escrow_status.failed(EscrowStatus.model_validate(body.get("status") or {}), meta.get("generation"), "InvalidSpec", message)
+    status = escrow_status.failed(
+        EscrowStatus.model_validate(body.get("status") or {}), meta.get("generation"), "InvalidSpec", message
+    )
     await ctx.kube.patch_status(ESCROW_PLURAL, meta["namespace"], meta["name"], status.to_api(), uid=meta["uid"])
     emit("Warning", "InvalidSpec", message[:1000])
 
@@ -236,10 +246,22 @@ async def escrow_deleted(
         if retry < 4 and not retain:
             raise kopf.TemporaryError(f"no ready pod of pool {pool_ref} to delete wallet files with", delay=5) from exc
         what = "work copies" if retain else "wallet files"
-        kopf.event(body, type="Warning", reason="FilesNotDeleted", message=f"no ready pod in pool {pool_ref}; delete the {what} of escrow {uid} by hand")
+        kopf.event(
+            body,
+            type="Warning",
+            reason="FilesNotDeleted",
+            message=f"no ready pod in pool {pool_ref}; delete the {what} of escrow {uid} by hand",
+        )
     if retain:
         await secret.release()
-        kopf.event(body, type="Normal", reason="WalletsRetained", message=f"wallet files and Secret {secret.name} are kept")
+        kopf.event(
+            body, type="Normal", reason="WalletsRetained", message=f"wallet files and Secret {secret.name} are kept"
+        )
     else:
         await secret.delete()
-        kopf.event(body, type="Normal", reason="WalletsDeleted", message="wallet files and Secret deleted (walletRetention: Delete)")
+        kopf.event(
+            body,
+            type="Normal",
+            reason="WalletsDeleted",
+            message="wallet files and Secret deleted (walletRetention: Delete)",
+        )

@@ -31,7 +31,9 @@ ESCROWS_FAILED = Counter(
     ["reason"],
 )
 STEP_RETRIES = Counter(
-    "xmrescrow_step_retries_total", "Steps run again: kind=pod (pod lost/unreachable) or error (wallet-rpc error)", ["kind"]
+    "xmrescrow_step_retries_total",
+    "Steps run again: kind=pod (pod lost/unreachable) or error (wallet-rpc error)",
+    ["kind"],
 )
 STEP_SECONDS = Histogram(
     "xmrescrow_step_duration_seconds",
@@ -39,7 +41,9 @@ STEP_SECONDS = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
 )
 ROUND_SECONDS = Histogram(
-    "xmrescrow_round_duration_seconds", "One round of one escrow (all participants)", buckets=(0.5, 1, 2, 4, 8, 16, 32, 64, 128)
+    "xmrescrow_round_duration_seconds",
+    "One round of one escrow (all participants)",
+    buckets=(0.5, 1, 2, 4, 8, 16, 32, 64, 128),
 )
 RPC_SECONDS = Histogram(
     "xmrescrow_rpc_duration_seconds",
@@ -98,7 +102,9 @@ class EscrowPhases(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
-            "xmrescrow_escrows", "Escrows by phase (Pending, KeyExchange, Ready, Failed), per namespace", labels=["namespace", "phase"]
+            "xmrescrow_escrows",
+            "Escrows by phase (Pending, KeyExchange, Ready, Failed), per namespace",
+            labels=["namespace", "phase"],
         )
         for namespace, per_phase in sorted(self.counts().items()):
             for phase, count in per_phase.items():
@@ -134,7 +140,11 @@ class PoolCollector(Collector):
     def collect(self) -> Iterable[GaugeMetricFamily]:
         labels = ["namespace", "pool"]
         pods = GaugeMetricFamily("xmrescrow_pool_pods", "Pods of the pool that are not terminating", labels=labels)
-        ready = GaugeMetricFamily("xmrescrow_pool_pods_ready", "Ready pods per pool (schedulable: ready, not terminating, with an IP)", labels=labels)
+        ready = GaugeMetricFamily(
+            "xmrescrow_pool_pods_ready",
+            "Ready pods per pool (schedulable: ready, not terminating, with an IP)",
+            labels=labels,
+        )
         busy = GaugeMetricFamily("xmrescrow_pool_pods_busy", "Pods running a step per pool", labels=labels)
         queued = GaugeMetricFamily("xmrescrow_pool_steps_queued", "Steps waiting for a pod", labels=labels)
         for pool in self.pools.all():
@@ -183,7 +193,9 @@ class _QuietHandler(WSGIRequestHandler):
         """No access log: scrapes every few seconds would flood the operator's log."""
 
 
-def serve(port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> tuple[WSGIServer, threading.Thread]:
+def serve(
+    port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY
+) -> tuple[WSGIServer, threading.Thread]:
     """Serve :func:`app` on ``addr:port`` from a daemon thread (as prometheus_client's
     ``start_http_server`` does, plus ``/healthz``)."""
     family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]

@@ -37,7 +37,6 @@ class MultisigMismatch(Exception):
     """``is_multisig`` after a round does not describe the wallet that was meant to be built."""
 
 
-
 # --------------------------------------------------------------------------------------------------------------
 # Version policy: which round messages to pass
 # --------------------------------------------------------------------------------------------------------------

@@ -71,7 +71,11 @@ async def check_claim(ctx: Context, namespace: str, pool: str, spec: WalletPoolS
         pvc = await ctx.kube.call(ctx.kube.core.read_namespaced_persistent_volume_claim, wanted, namespace)
     except ApiException as exc:
         if exc.status == 404:
-            raise PoolRefused("ClaimNotFound", f"storage.claimName {wanted!r} does not exist in namespace {namespace!r}; create it, then {label_hint}", recheck=True) from None
+            raise PoolRefused(
+                "ClaimNotFound",
+                f"storage.claimName {wanted!r} does not exist in namespace {namespace!r}; create it, then {label_hint}",
+                recheck=True,
+            ) from None
         raise
     if (metadata(pvc).labels or {}).get(POOL_LABEL) != pool:
         raise PoolRefused(
@@ -91,7 +95,11 @@ async def check_claim(ctx: Context, namespace: str, pool: str, spec: WalletPoolS
         except ValidationError:
             continue
         if claim_name(name, other_spec) == wanted:
-            raise PoolRefused("ClaimInUse", f"claim {wanted!r} is already used by WalletPool {name!r}; a claim serves one pool", recheck=True)
+            raise PoolRefused(
+                "ClaimInUse",
+                f"claim {wanted!r} is already used by WalletPool {name!r}; a claim serves one pool",
+                recheck=True,
+            )
 
 
 async def apply_workload(ctx: Context, obj: dict[str, Any], spec: WalletPoolSpec) -> None:
@@ -103,7 +111,12 @@ async def apply_workload(ctx: Context, obj: dict[str, Any], spec: WalletPoolSpec
         except ApiException as exc:
             if exc.status != 409:
                 raise
-    for manifest in (statefulset(obj, spec), service(obj), disruption_budget(obj), network_policy(obj, ctx.settings.operator_namespace)):
+    for manifest in (
+        statefulset(obj, spec),
+        service(obj),
+        disruption_budget(obj),
+        network_policy(obj, ctx.settings.operator_namespace),
+    ):
         await ctx.kube.apply(manifest)
 
 
@@ -141,11 +154,15 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Applied:
             raise
     except PoolRefused as refused:
         previous = pool.applied
-        refused.new = previous is None or previous.ok or previous.reason != refused.reason or previous.generation != generation
+        refused.new = (
+            previous is None or previous.ok or previous.reason != refused.reason or previous.generation != generation
+        )
         applied = Applied(False, refused.reason, refused.message[:1000], generation, replicas)
         pool.set_applied(applied, _conditions(status))
         raise
-    applied = Applied(True, "Applied", "StatefulSet, Service, Secret, PDB and NetworkPolicy applied", generation, replicas)
+    applied = Applied(
+        True, "Applied", "StatefulSet, Service, Secret, PDB and NetworkPolicy applied", generation, replicas
+    )
     pool.set_applied(applied, _conditions(status))
     pool.exists.set()
     return applied

@@ -265,7 +265,9 @@ def network_policy(body: dict[str, Any], operator_namespace: str) -> dict[str, A
                     "from": [
                         {
                             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator_namespace}},
-                            "podSelector": {"matchLabels": {"app.kubernetes.io/name": OPERATOR_NAME, COMPONENT_LABEL: "operator"}},
+                            "podSelector": {
+                                "matchLabels": {"app.kubernetes.io/name": OPERATOR_NAME, COMPONENT_LABEL: "operator"}
+                            },
                         }
                     ],
                     "ports": [{"port": RPC_PORT, "protocol": "TCP"}, {"port": WALLETFS_PORT, "protocol": "TCP"}],

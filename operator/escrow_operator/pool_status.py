@@ -61,7 +61,15 @@ def compute(
         set_condition(conditions, RECONCILED, False, applied.reason, applied.message, gen, now)
         set_condition(conditions, STALLED, True, applied.reason, applied.message, gen, now)
         set_condition(conditions, READY, False, applied.reason, applied.message, gen, now)
-        set_condition(conditions, RECONCILING, False, applied.reason, "the spec must change before the pool can progress", gen, now)
+        set_condition(
+            conditions,
+            RECONCILING,
+            False,
+            applied.reason,
+            "the spec must change before the pool can progress",
+            gen,
+            now,
+        )
         status.conditions = conditions
         return status
     set_condition(conditions, RECONCILED, True, applied.reason, applied.message, gen, now)

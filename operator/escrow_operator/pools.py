@@ -58,7 +58,12 @@ class PoolRuntime:
     def adopt(self, uid: str | None) -> None:
         """This runtime now stands for the WalletPool object ``uid``; a new object starts fresh."""
         if uid is not None and self.uid is not None and uid != self.uid:
-            log.info("pool %s/%s was created again (uid %s); its credentials and clients start fresh", self.namespace, self.name, uid)
+            log.info(
+                "pool %s/%s was created again (uid %s); its credentials and clients start fresh",
+                self.namespace,
+                self.name,
+                uid,
+            )
             self._forget_credentials()
             self.applied = None
             self._conditions = []
@@ -131,7 +136,9 @@ class PoolRuntime:
 
     async def _read_credentials(self) -> PoolCredentials | None:
         try:
-            secret = await self.kube.call(self.kube.core.read_namespaced_secret, rpc_secret_name(self.name), self.namespace)
+            secret = await self.kube.call(
+                self.kube.core.read_namespaced_secret, rpc_secret_name(self.name), self.namespace
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -181,7 +188,9 @@ class PoolRuntime:
         assert pod.ip
         client = self._fs.get(pod.ip)
         if client is None:
-            client = WalletfsClient(pod.ip, creds.walletfs_token, port=WALLETFS_PORT, timeout=self.settings.walletfs_timeout)
+            client = WalletfsClient(
+                pod.ip, creds.walletfs_token, port=WALLETFS_PORT, timeout=self.settings.walletfs_timeout
+            )
             self._fs[pod.ip] = client
         return client
 

@@ -215,7 +215,9 @@ class Scheduler:
         if lease is None or lease.lost:
             return
         lease.lost = True
-        log.warning("pool %s: pod %s lost mid-step (%s); the step runs again elsewhere", self.name, slot.state.name, why)
+        log.warning(
+            "pool %s: pod %s lost mid-step (%s); the step runs again elsewhere", self.name, slot.state.name, why
+        )
         if lease.task is not None and not lease.task.done():
             lease.task.cancel(msg="pod lost")
 
@@ -304,13 +306,25 @@ class Scheduler:
         while self._waiters and self._waiters[0].future.done():
             heapq.heappop(self._waiters)
         if self._waiters:
-            pending = [s.quarantined_until for s in self._slots.values() if s.lease is None and s.quarantined_until > now]
+            pending = [
+                s.quarantined_until for s in self._slots.values() if s.lease is None and s.quarantined_until > now
+            ]
             if pending:
                 self._arm_timer(min(pending) - now)
 
     def _assign(self, slot: _Slot, waiter: _Waiter) -> None:
-        warm = slot.held if waiter.wallet is not None and slot.held is not None and slot.held.wallet == waiter.wallet else None
-        lease = Lease(slot.state, wallet=waiter.wallet, priority=waiter.priority, rpc=waiter.rpc, warm=warm if waiter.rpc else None)
+        warm = (
+            slot.held
+            if waiter.wallet is not None and slot.held is not None and slot.held.wallet == waiter.wallet
+            else None
+        )
+        lease = Lease(
+            slot.state,
+            wallet=waiter.wallet,
+            priority=waiter.priority,
+            rpc=waiter.rpc,
+            warm=warm if waiter.rpc else None,
+        )
         if waiter.rpc:
             slot.held = None  # the step owns wallet-rpc now; what it leaves open is set on release
             if waiter.wallet is not None:

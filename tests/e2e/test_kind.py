@@ -35,4 +35,6 @@ def test_kind_end_to_end() -> None:
         if not os.access(bin_dir() / tool, os.X_OK):
             pytest.skip(f"{tool} is not built: run hack/build-tools.sh")
     out = subprocess.run([str(ROOT / "hack" / "kind-e2e.sh")], capture_output=True, text=True, timeout=3600)
-    assert out.returncode == 0, f"hack/kind-e2e.sh failed ({out.returncode}):\n{out.stderr[-6000:]}\n{out.stdout[-2000:]}"
+    assert out.returncode == 0, (
+        f"hack/kind-e2e.sh failed ({out.returncode}):\n{out.stderr[-6000:]}\n{out.stdout[-2000:]}"
+    )

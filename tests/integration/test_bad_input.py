@@ -47,6 +47,7 @@ def module_started() -> datetime:
     """Objects created from here on are this module's (creation timestamps have one-second resolution)."""
     return datetime.now(UTC).replace(microsecond=0)
 
+
 API_VERSION = f"{GROUP}/{VERSION}"
 PLURALS = {"Escrow": ESCROW_PLURAL, "WalletPool": WALLETPOOL_PLURAL}
 ROLE_RULE = "should match '^[a-z][a-z0-9]{0,15}$'"
@@ -107,6 +108,7 @@ def no_leftovers(kube: client.ApiClient, namespace: str, crds: None) -> Iterator
         objects.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, plural)
         assert objects.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"] == []
 
+
 ACCEPTED_BY_CRD = "FINDING: the CRD accepts this although the operator's model refuses it"
 
 REFUSED: list[Any] = [
@@ -118,22 +120,52 @@ REFUSED: list[Any] = [
     pytest.param(esc(threshold="two"), "spec.threshold in body must be of type integer", id="threshold-string"),
     pytest.param(esc(threshold=2.5), "spec.threshold in body must be of type integer", id="threshold-float"),
     pytest.param(esc(threshold=True), "spec.threshold in body must be of type integer", id="threshold-bool"),
-    pytest.param(esc(participants="buyer,vendor,arbiter"), "spec.participants in body must be of type array", id="participants-string"),
-    pytest.param(esc(participants=["buyer", 7, "arbiter"]), "spec.participants[1] in body must be of type string", id="participant-integer"),
+    pytest.param(
+        esc(participants="buyer,vendor,arbiter"),
+        "spec.participants in body must be of type array",
+        id="participants-string",
+    ),
+    pytest.param(
+        esc(participants=["buyer", 7, "arbiter"]),
+        "spec.participants[1] in body must be of type string",
+        id="participant-integer",
+    ),
     pytest.param(esc(poolRef=["wallets"]), "spec.poolRef in body must be of type string", id="poolRef-list"),
     pytest.param(esc(walletRetention=True), "spec.walletRetention in body must be of type string", id="retention-bool"),
     # -- Escrow: numbers out of range
-    pytest.param(esc(threshold=-1), "spec.threshold in body should be greater than or equal to 1", id="threshold-negative"),
+    pytest.param(
+        esc(threshold=-1), "spec.threshold in body should be greater than or equal to 1", id="threshold-negative"
+    ),
     pytest.param(esc(threshold=0), "spec.threshold in body should be greater than or equal to 1", id="threshold-zero"),
-    pytest.param(esc(threshold=10**12), "spec.threshold in body should be less than or equal to 16", id="threshold-1e12"),
+    pytest.param(
+        esc(threshold=10**12), "spec.threshold in body should be less than or equal to 16", id="threshold-1e12"
+    ),
     pytest.param(esc(threshold=4), "threshold must not exceed the number of participants", id="threshold-above-count"),
-    pytest.param(esc(threshold=3, participants=["buyer", "vendor"]), "threshold must not exceed the number of participants", id="threshold-above-two"),
+    pytest.param(
+        esc(threshold=3, participants=["buyer", "vendor"]),
+        "threshold must not exceed the number of participants",
+        id="threshold-above-two",
+    ),
     # -- Escrow: participant counts
-    pytest.param(esc(participants=["buyer"], threshold=1), "spec.participants in body should have at least 2 items", id="one-participant"),
-    pytest.param(esc(participants=[], threshold=1), "spec.participants in body should have at least 2 items", id="no-participants"),
-    pytest.param(esc(participants=roles(17)), "spec.participants: Too many: 17: must have at most 16 items", id="17-participants"),
+    pytest.param(
+        esc(participants=["buyer"], threshold=1),
+        "spec.participants in body should have at least 2 items",
+        id="one-participant",
+    ),
+    pytest.param(
+        esc(participants=[], threshold=1),
+        "spec.participants in body should have at least 2 items",
+        id="no-participants",
+    ),
+    pytest.param(
+        esc(participants=roles(17)), "spec.participants: Too many: 17: must have at most 16 items", id="17-participants"
+    ),
     pytest.param(esc(participants=["buyer", "buyer", "arbiter"]), "participants must be unique", id="duplicate-roles"),
-    pytest.param(esc(participants=["buyer", "vendor", "buyer", "vendor"]), "participants must be unique", id="duplicate-roles-twice"),
+    pytest.param(
+        esc(participants=["buyer", "vendor", "buyer", "vendor"]),
+        "participants must be unique",
+        id="duplicate-roles-twice",
+    ),
     # -- Escrow: poolRef strings
     pytest.param(esc(poolRef="p" * 300), "spec.poolRef: Too long: may not be more than 63", id="poolRef-300-chars"),
     pytest.param(esc(poolRef="p" * 64), "spec.poolRef: Too long: may not be more than 63", id="poolRef-64-chars"),
@@ -144,25 +176,53 @@ REFUSED: list[Any] = [
     pytest.param(esc(poolRef="wallets.example"), "spec.poolRef in body should match", id="poolRef-dot"),
     pytest.param(esc(poolRef="-wallets"), "spec.poolRef in body should match", id="poolRef-leading-dash"),
     # -- Escrow: role names
-    pytest.param(esc(participants=["k" * 17, "vendor"]), "spec.participants[0]: Too long: may not be more than 16", id="role-17-chars"),
-    pytest.param(esc(participants=["käufer", "vendor"]), f"spec.participants[0] in body {ROLE_RULE}", id="role-non-ascii"),
-    pytest.param(esc(participants=["buyer", "Vendor"]), f"spec.participants[1] in body {ROLE_RULE}", id="role-uppercase"),
-    pytest.param(esc(participants=["1buyer", "vendor"]), f"spec.participants[0] in body {ROLE_RULE}", id="role-leading-digit"),
-    pytest.param(esc(participants=["buyer_1", "vendor"]), f"spec.participants[0] in body {ROLE_RULE}", id="role-underscore"),
+    pytest.param(
+        esc(participants=["k" * 17, "vendor"]),
+        "spec.participants[0]: Too long: may not be more than 16",
+        id="role-17-chars",
+    ),
+    pytest.param(
+        esc(participants=["käufer", "vendor"]), f"spec.participants[0] in body {ROLE_RULE}", id="role-non-ascii"
+    ),
+    pytest.param(
+        esc(participants=["buyer", "Vendor"]), f"spec.participants[1] in body {ROLE_RULE}", id="role-uppercase"
+    ),
+    pytest.param(
+        esc(participants=["1buyer", "vendor"]), f"spec.participants[0] in body {ROLE_RULE}", id="role-leading-digit"
+    ),
+    pytest.param(
+        esc(participants=["buyer_1", "vendor"]), f"spec.participants[0] in body {ROLE_RULE}", id="role-underscore"
+    ),
     pytest.param(esc(participants=["buyer", "ven/dor"]), f"spec.participants[1] in body {ROLE_RULE}", id="role-slash"),
     pytest.param(esc(participants=["buyer", ".."]), f"spec.participants[1] in body {ROLE_RULE}", id="role-dotdot"),
     pytest.param(esc(participants=["buy.er", "vendor"]), f"spec.participants[0] in body {ROLE_RULE}", id="role-dot"),
-    pytest.param(esc(participants=["", "vendor"]), "spec.participants[0] in body should be at least 1 chars long", id="role-empty"),
-    pytest.param(esc(participants=[" buyer", "vendor"]), f"spec.participants[0] in body {ROLE_RULE}", id="role-leading-space"),
-    pytest.param(esc(participants=["buy er", "vendor"]), f"spec.participants[0] in body {ROLE_RULE}", id="role-inner-space"),
-    pytest.param(esc(participants=["buyer\n", "vendor"]), f"spec.participants[0] in body {ROLE_RULE}", id="role-newline"),
+    pytest.param(
+        esc(participants=["", "vendor"]),
+        "spec.participants[0] in body should be at least 1 chars long",
+        id="role-empty",
+    ),
+    pytest.param(
+        esc(participants=[" buyer", "vendor"]), f"spec.participants[0] in body {ROLE_RULE}", id="role-leading-space"
+    ),
+    pytest.param(
+        esc(participants=["buy er", "vendor"]), f"spec.participants[0] in body {ROLE_RULE}", id="role-inner-space"
+    ),
+    pytest.param(
+        esc(participants=["buyer\n", "vendor"]), f"spec.participants[0] in body {ROLE_RULE}", id="role-newline"
+    ),
     pytest.param(esc(participants=["buyer\x00", "vendor"]), f"spec.participants[0] in body {ROLE_RULE}", id="role-nul"),
     # -- Escrow: enum
-    pytest.param(esc(walletRetention="Forever"), 'spec.walletRetention: Unsupported value: "Forever"', id="retention-unknown"),
-    pytest.param(esc(walletRetention="retain"), 'spec.walletRetention: Unsupported value: "retain"', id="retention-lowercase"),
+    pytest.param(
+        esc(walletRetention="Forever"), 'spec.walletRetention: Unsupported value: "Forever"', id="retention-unknown"
+    ),
+    pytest.param(
+        esc(walletRetention="retain"), 'spec.walletRetention: Unsupported value: "retain"', id="retention-lowercase"
+    ),
     pytest.param(esc(walletRetention=""), 'spec.walletRetention: Unsupported value: ""', id="retention-empty"),
     # -- Escrow: metadata (the apiserver's own rules)
-    pytest.param(obj("Escrow", {"poolRef": "wallets"}, name="Order_1"), "metadata.name: Invalid value", id="escrow-name-invalid"),
+    pytest.param(
+        obj("Escrow", {"poolRef": "wallets"}, name="Order_1"), "metadata.name: Invalid value", id="escrow-name-invalid"
+    ),
     # -- WalletPool: missing required fields and wrong types
     pytest.param(obj("WalletPool", ...), "spec: Required value", id="pool-no-spec"),
     pytest.param(pool(storage=...), "spec.storage: Required value", id="pool-no-storage"),
@@ -171,18 +231,32 @@ REFUSED: list[Any] = [
     pytest.param(pool(replicas="six"), "spec.replicas in body must be of type integer", id="replicas-string"),
     pytest.param(pool(replicas=1.5), "spec.replicas in body must be of type integer", id="replicas-float"),
     pytest.param(pool(resources="lots"), "spec.resources in body must be of type object", id="resources-string"),
-    pytest.param(pool(storage={"size": 10}), "spec.storage.size in body must be of type string", id="storage-size-integer"),
+    pytest.param(
+        pool(storage={"size": 10}), "spec.storage.size in body must be of type string", id="storage-size-integer"
+    ),
     # -- WalletPool: numbers
-    pytest.param(pool(replicas=-1), "spec.replicas in body should be greater than or equal to 0", id="replicas-negative"),
-    pytest.param(pool(replicas=100000), "spec.replicas in body should be less than or equal to 256", id="replicas-100000"),
+    pytest.param(
+        pool(replicas=-1), "spec.replicas in body should be greater than or equal to 0", id="replicas-negative"
+    ),
+    pytest.param(
+        pool(replicas=100000), "spec.replicas in body should be less than or equal to 256", id="replicas-100000"
+    ),
     pytest.param(pool(replicas=257), "spec.replicas in body should be less than or equal to 256", id="replicas-257"),
     pytest.param(pool(replicas=2**64), "spec.replicas in body must be of type integer", id="replicas-2e64"),
     # -- WalletPool: long strings
     pytest.param(pool(image="r" * 8192), "spec.image: Too long: may not be more than 512", id="image-8KiB"),
     pytest.param(pool(image="r" * 513), "spec.image: Too long: may not be more than 512", id="image-513-chars"),
     pytest.param(pool(image=""), "spec.image in body should be at least 1 chars long", id="image-empty"),
-    pytest.param(pool(operatorImage="o" * 4096), "spec.operatorImage: Too long: may not be more than 512", id="operator-image-4KiB"),
-    pytest.param(pool(storage={"size": "1Gi", "storageClassName": "s" * 254}), "spec.storage.storageClassName: Too long", id="storage-class-254"),
+    pytest.param(
+        pool(operatorImage="o" * 4096),
+        "spec.operatorImage: Too long: may not be more than 512",
+        id="operator-image-4KiB",
+    ),
+    pytest.param(
+        pool(storage={"size": "1Gi", "storageClassName": "s" * 254}),
+        "spec.storage.storageClassName: Too long",
+        id="storage-class-254",
+    ),
     # -- WalletPool: enums and addresses
     pytest.param(pool(network="regtest"), 'spec.network: Unsupported value: "regtest"', id="network-regtest"),
     pytest.param(pool(network="Mainnet"), 'spec.network: Unsupported value: "Mainnet"', id="network-capitalised"),
@@ -205,19 +279,27 @@ REFUSED: list[Any] = [
         "storageClassName applies to a new claim (size); it cannot be combined with claimName",
         id="storage-class-with-claim",
     ),
-    pytest.param(pool(storage={"claimName": "Bad_Claim"}), "spec.storage.claimName in body should match", id="storage-claim-invalid"),
-    pytest.param(pool(storage={"claimName": "../etc"}), "spec.storage.claimName in body should match", id="storage-claim-traversal"),
+    pytest.param(
+        pool(storage={"claimName": "Bad_Claim"}),
+        "spec.storage.claimName in body should match",
+        id="storage-claim-invalid",
+    ),
+    pytest.param(
+        pool(storage={"claimName": "../etc"}),
+        "spec.storage.claimName in body should match",
+        id="storage-claim-traversal",
+    ),
     pytest.param(pool(storage={"size": "-1Gi"}), "spec.storage.size in body should match", id="storage-size-negative"),
     pytest.param(pool(storage={"size": "lots"}), "spec.storage.size in body should match", id="storage-size-words"),
     pytest.param(pool(storage={"size": "1 Gi"}), "spec.storage.size in body should match", id="storage-size-space"),
     pytest.param(pool(storage={"size": "0"}), "spec.storage.size in body should match", id="storage-size-zero"),
     pytest.param(pool(storage={"size": "0Gi"}), "spec.storage.size in body should match", id="storage-size-0Gi"),
     pytest.param(
-        pool(resources={"limits": {"cpu": "lots"}}), "spec.resources.limits.cpu in body should match", id="resources-bad-quantity"
+        pool(resources={"limits": {"cpu": "lots"}}),
+        "spec.resources.limits.cpu in body should match",
+        id="resources-bad-quantity",
     ),
-    pytest.param(
-        pool(resources={"limits": {"cpu": [1]}}), "spec.resources.limits.cpu", id="resources-quantity-list"
-    ),
+    pytest.param(pool(resources={"limits": {"cpu": [1]}}), "spec.resources.limits.cpu", id="resources-quantity-list"),
 ]
 
 
@@ -234,7 +316,7 @@ def test_invalid_object_is_refused(
         message = message_of(refused)
         assert refused.status == 422, refused.body
         assert expected in message, message
-        assert f'{body["kind"]}.{GROUP}' in message, message  # names the kind, i.e. it is the CRD's refusal
+        assert f"{body['kind']}.{GROUP}" in message, message  # names the kind, i.e. it is the CRD's refusal
         return
     # Accepted: remove it at once (so no operator ever sees it), then fail the case.
     client.CustomObjectsApi(kube).delete_namespaced_custom_object(
@@ -293,17 +375,23 @@ def test_malformed_body_is_refused(
         pytest.param(esc(participants=roles(16), threshold=16), id="escrow-16-of-16"),
         pytest.param(esc(participants=["a", "b"], threshold=1), id="escrow-1-of-2-one-letter-roles"),
         pytest.param(pool(replicas=256, image="r" * 512, daemon="[::1]:65535", network="testnet"), id="pool-maxima"),
-        pytest.param(pool(daemon="node-1.example.org:18081", storage={"claimName": "wallets"}), id="pool-claim-and-daemon"),
+        pytest.param(
+            pool(daemon="node-1.example.org:18081", storage={"claimName": "wallets"}), id="pool-claim-and-daemon"
+        ),
     ],
 )
-def test_boundary_values_are_accepted(kube: client.ApiClient, namespace: str, crds: None, no_leftovers: None, body: dict[str, Any]) -> None:
+def test_boundary_values_are_accepted(
+    kube: client.ApiClient, namespace: str, crds: None, no_leftovers: None, body: dict[str, Any]
+) -> None:
     """The refusals above are exactly at the bounds: the last valid value of each is accepted."""
     created = create(kube, namespace, body)
     for key, value in body["spec"].items():
         assert created["spec"][key] == value
 
 
-def test_unknown_fields_are_pruned_not_refused(kube: client.ApiClient, namespace: str, crds: None, no_leftovers: None) -> None:
+def test_unknown_fields_are_pruned_not_refused(
+    kube: client.ApiClient, namespace: str, crds: None, no_leftovers: None
+) -> None:
     body = esc(threshold=2, colour="red", participants=["buyer", "vendor", "arbiter"])
     body["spec"]["extra"] = {"nested": ["x"]}
     body["topLevel"] = "dropped"
@@ -327,7 +415,9 @@ def test_unknown_fields_are_pruned_not_refused(kube: client.ApiClient, namespace
     assert created_pool["spec"]["replicas"] == 0
 
 
-def test_unknown_fields_are_refused_with_strict_field_validation(kube: client.ApiClient, namespace: str, crds: None, no_leftovers: None) -> None:
+def test_unknown_fields_are_refused_with_strict_field_validation(
+    kube: client.ApiClient, namespace: str, crds: None, no_leftovers: None
+) -> None:
     with pytest.raises(ApiException) as refused:
         create(kube, namespace, esc(colour="red"), field_validation="Strict")
     assert refused.value.status == 400, refused.value.body
@@ -374,17 +464,23 @@ ESCROW_IMMUTABLE = "spec is immutable once the Escrow is created; delete and rec
         pytest.param({"walletRetention": None}, id="walletRetention-removed-so-defaulted"),
     ],
 )
-def test_escrow_spec_cannot_change(kube: client.ApiClient, namespace: str, crds: None, no_leftovers: None, change: dict[str, Any]) -> None:
+def test_escrow_spec_cannot_change(
+    kube: client.ApiClient, namespace: str, crds: None, no_leftovers: None, change: dict[str, Any]
+) -> None:
     objects = client.CustomObjectsApi(kube)
     create(kube, namespace, obj("Escrow", dict(ESCROW_SPEC), name="fixed"))
     with pytest.raises(ApiException) as refused:
         objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, ESCROW_PLURAL, "fixed", {"spec": change})
     assert refused.value.status == 422, refused.value.body
     assert ESCROW_IMMUTABLE in message_of(refused.value)
-    assert objects.get_namespaced_custom_object(GROUP, VERSION, namespace, ESCROW_PLURAL, "fixed")["spec"] == ESCROW_SPEC
+    assert (
+        objects.get_namespaced_custom_object(GROUP, VERSION, namespace, ESCROW_PLURAL, "fixed")["spec"] == ESCROW_SPEC
+    )
 
 
-def test_escrow_spec_cannot_be_replaced_but_metadata_can_change(kube: client.ApiClient, namespace: str, crds: None, no_leftovers: None) -> None:
+def test_escrow_spec_cannot_be_replaced_but_metadata_can_change(
+    kube: client.ApiClient, namespace: str, crds: None, no_leftovers: None
+) -> None:
     objects = client.CustomObjectsApi(kube)
     created = create(kube, namespace, obj("Escrow", dict(ESCROW_SPEC), name="fixed"))
     replacement = {**created, "spec": {**ESCROW_SPEC, "threshold": 2}}
@@ -401,7 +497,9 @@ def test_escrow_spec_cannot_be_replaced_but_metadata_can_change(kube: client.Api
 
 
 STORAGE_IMMUTABLE = "storage is immutable: the wallet files live on it; create a new WalletPool to use other storage"
-NETWORK_IMMUTABLE = "network is immutable: wallet files belong to one network; create a new WalletPool for another network"
+NETWORK_IMMUTABLE = (
+    "network is immutable: wallet files belong to one network; create a new WalletPool for another network"
+)
 
 
 @pytest.mark.parametrize(
@@ -413,7 +511,9 @@ NETWORK_IMMUTABLE = "network is immutable: wallet files belong to one network; c
         pytest.param({"storage": None}, "spec.storage: Required value", id="storage-removed"),
         pytest.param({"network": "testnet"}, NETWORK_IMMUTABLE, id="network"),
         pytest.param({"network": None}, NETWORK_IMMUTABLE, id="network-removed-so-defaulted"),
-        pytest.param({"replicas": -1}, "spec.replicas in body should be greater than or equal to 0", id="replicas-negative"),
+        pytest.param(
+            {"replicas": -1}, "spec.replicas in body should be greater than or equal to 0", id="replicas-negative"
+        ),
         pytest.param({"daemon": "nowhere"}, DAEMON_RULE, id="daemon-invalid"),
     ],
 )
@@ -427,18 +527,31 @@ def test_walletpool_immutable_fields_cannot_change(
         objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, WALLETPOOL_PLURAL, name, {"spec": change})
     assert refused.value.status == 422, refused.value.body
     assert expected in message_of(refused.value)
-    assert objects.get_namespaced_custom_object(GROUP, VERSION, namespace, WALLETPOOL_PLURAL, name)["spec"] == created["spec"]
+    assert (
+        objects.get_namespaced_custom_object(GROUP, VERSION, namespace, WALLETPOOL_PLURAL, name)["spec"]
+        == created["spec"]
+    )
 
 
-def test_walletpool_mutable_fields_change(kube: client.ApiClient, namespace: str, crds: None, no_leftovers: None) -> None:
+def test_walletpool_mutable_fields_change(
+    kube: client.ApiClient, namespace: str, crds: None, no_leftovers: None
+) -> None:
     """Control for the test above: replicas (also through the scale subresource), image and daemon may change."""
     objects = client.CustomObjectsApi(kube)
     name = create(kube, namespace, pool(network="stagenet"))["metadata"]["name"]
     patched = objects.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, WALLETPOOL_PLURAL, name,
+        GROUP,
+        VERSION,
+        namespace,
+        WALLETPOOL_PLURAL,
+        name,
         {"spec": {"replicas": 2, "image": "other/wallet-rpc:1", "daemon": "node:38081"}},
     )
-    assert (patched["spec"]["replicas"], patched["spec"]["image"], patched["spec"]["daemon"]) == (2, "other/wallet-rpc:1", "node:38081")
+    assert (patched["spec"]["replicas"], patched["spec"]["image"], patched["spec"]["daemon"]) == (
+        2,
+        "other/wallet-rpc:1",
+        "node:38081",
+    )
     scaled = objects.patch_namespaced_custom_object_scale(
         GROUP, VERSION, namespace, WALLETPOOL_PLURAL, name, {"spec": {"replicas": 3}}
     )
@@ -515,7 +628,9 @@ class Walletfs:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def raw(self, method: str, target: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def raw(
+        self, method: str, target: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         """A request with ``target`` sent exactly as given (no client-side normalization of ``..``)."""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
         try:
@@ -585,7 +700,18 @@ def walletfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walletfs]:
     binary = Path(sys.executable).parent / "escrow-operator"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(binary), "walletfs", "--dir", str(wallet_dir), "--bind", host, "--port", str(port), "--token-file", str(token_file)],
+            [
+                str(binary),
+                "walletfs",
+                "--dir",
+                str(wallet_dir),
+                "--bind",
+                host,
+                "--port",
+                str(port),
+                "--token-file",
+                str(token_file),
+            ],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -687,7 +813,9 @@ def assert_refused(response: httpx.Response | tuple[int, dict[str, str], bytes],
 @pytest.mark.parametrize("endpoint", ["copy", "publish"])
 @pytest.mark.parametrize("side", ["source", "target"])
 @pytest.mark.parametrize(("bad", "expected"), BAD_NAMES + UNSAFE_NAMES)
-def test_walletfs_transfer_refuses_bad_names(unchanged: Walletfs, endpoint: str, side: str, bad: str, expected: str) -> None:
+def test_walletfs_transfer_refuses_bad_names(
+    unchanged: Walletfs, endpoint: str, side: str, bad: str, expected: str
+) -> None:
     fs = unchanged
     # The other side is always real: the source a real wallet, the target a free valid name, so a missing
     # check would copy or move a real file (onto the canary, out of the directory...) and show in the snapshot.
@@ -697,13 +825,15 @@ def test_walletfs_transfer_refuses_bad_names(unchanged: Walletfs, endpoint: str,
     assert_refused(response, 400, expected)
 
 
-
-
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
-@pytest.mark.parametrize(("bad", "expected"), [p for p in BAD_NAMES if p.id != "empty"] + UNSAFE_NAMES)  # "" is the list
+@pytest.mark.parametrize(
+    ("bad", "expected"), [p for p in BAD_NAMES if p.id != "empty"] + UNSAFE_NAMES
+)  # "" is the list
 def test_walletfs_stat_and_delete_refuse_bad_names(unchanged: Walletfs, method: str, bad: str, expected: str) -> None:
     fs = unchanged
-    status, headers, body = fs.raw(method, f"/v1/wallets/{quote(real(fs, bad), safe='')}", headers={"Authorization": f"Bearer {fs.token}"})
+    status, headers, body = fs.raw(
+        method, f"/v1/wallets/{quote(real(fs, bad), safe='')}", headers={"Authorization": f"Bearer {fs.token}"}
+    )
     assert_refused((status, headers, body), 400, expected)
 
 
@@ -742,8 +872,14 @@ def test_walletfs_raw_paths_are_refused(unchanged: Walletfs, method: str, target
     """Request targets sent byte for byte (no client-side normalization): refused, never a 2xx or 5xx."""
     fs = unchanged
     target = target.replace("_U_", f"_{fs.uid}_").replace("uid=U", f"uid={fs.uid}")
-    body = json.dumps({"source": real(fs, VALID), "target": real(fs, WORK)}).encode() if method in ("POST", "PUT") else None
-    status, _, payload = fs.raw(method, target, body, {"Authorization": f"Bearer {fs.token}", "Content-Type": "application/json"})
+    body = (
+        json.dumps({"source": real(fs, VALID), "target": real(fs, WORK)}).encode()
+        if method in ("POST", "PUT")
+        else None
+    )
+    status, _, payload = fs.raw(
+        method, target, body, {"Authorization": f"Bearer {fs.token}", "Content-Type": "application/json"}
+    )
     assert 400 <= status < 500, (status, payload[:300])
     assert status != 401, payload  # refused for what it is, not for the token
 
@@ -775,7 +911,11 @@ def test_walletfs_list_skips_symlinks_and_directories(unchanged: Walletfs) -> No
         pytest.param(b"[]", "request body must be", id="array"),
         pytest.param(b'{"source": "buyer_escrow_U_round_1"}', "request body must be", id="no-target"),
         pytest.param(b'{"source": 1, "target": 2}', "request body must be", id="integers"),
-        pytest.param(b'{"source": ["../canary"], "target": "buyer_escrow_U_work_1_0badcafe"}', "request body must be", id="list-name"),
+        pytest.param(
+            b'{"source": ["../canary"], "target": "buyer_escrow_U_work_1_0badcafe"}',
+            "request body must be",
+            id="list-name",
+        ),
         pytest.param(
             b'{"source": "buyer_escrow_U_round_1", "target": "buyer_escrow_U_work_1_0badcafe", "overwrite": true}',
             "request body must be",
@@ -855,7 +995,9 @@ def test_walletfs_probes_need_no_token_and_reveal_nothing(unchanged: Walletfs) -
         pytest.param(1 << 20, False, 401, id="1MiB-without-token"),
     ],
 )
-def test_walletfs_refuses_oversize_bodies(unchanged: Walletfs, endpoint: str, size: int, with_token: bool, status: int) -> None:
+def test_walletfs_refuses_oversize_bodies(
+    unchanged: Walletfs, endpoint: str, size: int, with_token: bool, status: int
+) -> None:
     """A body over the limit is refused even when it names a real wallet and a free target."""
     fs = unchanged
     pair = {"source": real(fs, VALID), "target": real(fs, WORK)}
@@ -949,7 +1091,12 @@ def test_wallet_rpc_refuses_bad_credentials(wallet_rpc: Any, auth: Any) -> None:
 def test_wallet_rpc_refuses_state_changing_calls_without_credentials(wallet_rpc: Any, method: str) -> None:
     response = httpx.post(
         wallet_rpc.url,
-        json={"jsonrpc": "2.0", "id": "0", "method": method, "params": {"filename": "x", "password": "", "language": "English"}},
+        json={
+            "jsonrpc": "2.0",
+            "id": "0",
+            "method": method,
+            "params": {"filename": "x", "password": "", "language": "English"},
+        },
         timeout=10,
     )
     assert response.status_code == 401, response.text[:300]

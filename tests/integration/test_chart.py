@@ -91,11 +91,19 @@ def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """helm keeps its caches and config under a temporary home, not the user's."""
     home = tmp_path_factory.mktemp("helm-home")
     env = dict(os.environ)
-    env.update({"HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")})
+    env.update(
+        {
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+    )
     return env
 
 
-def run(argv: list[Any], *, input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[Any], *, input: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     out = subprocess.run([str(a) for a in argv], input=input, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, f"{' '.join(map(str, argv))} failed ({out.returncode}):\n{out.stderr}\n{out.stdout}"
     return out
@@ -114,8 +122,17 @@ def objects(manifest: str) -> list[dict[str, Any]]:
 def dry_run(cluster: DevCluster, manifest: str) -> str:
     """Server-side apply with a server dry run: admission, schema, CEL and Pod Security all run."""
     out = run(
-        [binary("kubectl"), "--kubeconfig", cluster.kubeconfig, "apply", "--server-side", "--dry-run=server",
-         "--field-manager=chart-test", "-f", "-"],
+        [
+            binary("kubectl"),
+            "--kubeconfig",
+            cluster.kubeconfig,
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--field-manager=chart-test",
+            "-f",
+            "-",
+        ],
         input=manifest,
     )
     assert out.stderr == "", f"warnings from the apiserver:\n{out.stderr}"
@@ -123,11 +140,25 @@ def dry_run(cluster: DevCluster, manifest: str) -> str:
 
 
 def apply(cluster: DevCluster, manifest: str) -> None:
-    run([binary("kubectl"), "--kubeconfig", cluster.kubeconfig, "apply", "--server-side", "--field-manager=chart-test", "-f", "-"], input=manifest)
+    run(
+        [
+            binary("kubectl"),
+            "--kubeconfig",
+            cluster.kubeconfig,
+            "apply",
+            "--server-side",
+            "--field-manager=chart-test",
+            "-f",
+            "-",
+        ],
+        input=manifest,
+    )
 
 
 @contextmanager
-def extra_namespace(kube: client.ApiClient, prefix: str, labels: dict[str, str] | None = None, name: str | None = None) -> Iterator[str]:
+def extra_namespace(
+    kube: client.ApiClient, prefix: str, labels: dict[str, str] | None = None, name: str | None = None
+) -> Iterator[str]:
     name = name or f"{prefix}-{secrets.token_hex(4)}"
     core = client.CoreV1Api(kube)
     core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
@@ -144,7 +175,9 @@ def restrict(kube: client.ApiClient, namespace: str) -> None:
 def delete_cluster_objects(kube: client.ApiClient, manifest: str) -> None:
     rbac = client.RbacAuthorizationV1Api(kube)
     for obj in objects(manifest):
-        delete = {"ClusterRole": rbac.delete_cluster_role, "ClusterRoleBinding": rbac.delete_cluster_role_binding}.get(obj["kind"])
+        delete = {"ClusterRole": rbac.delete_cluster_role, "ClusterRoleBinding": rbac.delete_cluster_role_binding}.get(
+            obj["kind"]
+        )
         if delete:
             try:
                 delete(obj["metadata"]["name"])
@@ -158,7 +191,9 @@ def assert_no_wildcards(manifest: str) -> None:
         if obj["kind"] in ("ClusterRole", "Role"):
             for rule in obj["rules"]:
                 for field in ("apiGroups", "resources", "verbs"):
-                    assert not any("*" in item for item in rule.get(field, [])), f"{obj['kind']} {obj['metadata']['name']}: {rule}"
+                    assert not any("*" in item for item in rule.get(field, [])), (
+                        f"{obj['kind']} {obj['metadata']['name']}: {rule}"
+                    )
                 assert not rule.get("nonResourceURLs") and not rule.get("resourceNames"), rule
 
 
@@ -180,7 +215,9 @@ def test_helm_lint(helm: Path, helm_env: dict[str, str], values: Path | None) ->
 
 def test_values_schema_refuses_unknown_and_invalid_values(helm: Path, helm_env: dict[str, str]) -> None:
     for bad in (["--set", "replicaCount=2"], ["--set", "walletPool.network=regtest"], ["--set", "image.digest=latest"]):
-        out = subprocess.run([str(helm), "template", "x", str(CHART), *bad], capture_output=True, text=True, env=helm_env)
+        out = subprocess.run(
+            [str(helm), "template", "x", str(CHART), *bad], capture_output=True, text=True, env=helm_env
+        )
         assert out.returncode != 0 and "schema" in out.stderr.lower(), (bad, out.stderr)
 
 
@@ -206,7 +243,9 @@ def test_chart_with_every_value_set_applies_cleanly(
 ) -> None:
     restrict(kube, namespace)
     with extra_namespace(kube, "watched", RESTRICTED) as watched:
-        manifest = helm_template(helm, helm_env, "all", namespace, "-f", str(VALUES_ALL), "--set", f"watchNamespace={watched}")
+        manifest = helm_template(
+            helm, helm_env, "all", namespace, "-f", str(VALUES_ALL), "--set", f"watchNamespace={watched}"
+        )
         objs = {(o["kind"], o["metadata"]["name"]): o for o in objects(manifest)}
         assert sorted(objs) == [
             ("ClusterRole", "escrow-operator-all-discovery"),
@@ -236,7 +275,9 @@ def test_kustomize_base_is_a_fresh_render_of_the_chart(helm: Path, helm_env: dic
     committed = sorted(str(p.relative_to(MANIFESTS)) for p in MANIFESTS.rglob("*") if p.is_file())
     assert sorted(str(p.relative_to(fresh)) for p in fresh.rglob("*") if p.is_file()) == committed
     for name in committed:
-        assert (fresh / name).read_bytes() == (MANIFESTS / name).read_bytes(), f"manifests/{name} is stale: run hack/render-manifests.sh"
+        assert (fresh / name).read_bytes() == (MANIFESTS / name).read_bytes(), (
+            f"manifests/{name} is stale: run hack/render-manifests.sh"
+        )
 
 
 def _without_helm_labels(obj: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +298,10 @@ def test_kustomize_base_renders_the_chart_objects_and_applies_cleanly(
         built_by_kustomize = built
     assert built_by_kustomize == built  # kubectl v1.34 embeds kustomize v5.7.1, the one we build
     base = {(o["kind"], o["metadata"]["name"]): o for o in objects(built)}
-    chart = {(o["kind"], o["metadata"]["name"]): o for o in objects(helm_template(helm, helm_env, "xmr-escrow-operator", "xmr-escrow-system"))}
+    chart = {
+        (o["kind"], o["metadata"]["name"]): o
+        for o in objects(helm_template(helm, helm_env, "xmr-escrow-operator", "xmr-escrow-system"))
+    }
     crds = {("CustomResourceDefinition", n) for n in ("escrows.xmrescrow.dev", "walletpools.xmrescrow.dev")}
     assert set(base) == set(chart) | crds | {("Namespace", "xmr-escrow-system")}
     for key, obj in chart.items():
@@ -339,10 +383,18 @@ def audited(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> It
         "--v=1",
     ]
     with open(state / "kube-apiserver.log", "ab") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=pdeathsig_preexec)
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=pdeathsig_preexec,
+        )
     server = f"https://127.0.0.1:{port}"
     context = ssl.create_default_context(cafile=str(k.ca_crt))
     context.load_cert_chain(str(k.admin_crt), str(k.admin_key))
+
     def ready() -> bool:
         with urllib.request.urlopen(f"{server}/readyz", timeout=2, context=context) as reply:
             return bool(reply.status == 200)
@@ -415,7 +467,17 @@ def rbac_evidence(audited: AuditedApiserver, namespace: str, sa: str, manifest: 
 
 
 def install_rbac(helm: Path, env: dict[str, str], cluster: DevCluster, release: str, namespace: str, *args: str) -> str:
-    manifest = helm_template(helm, env, release, namespace, "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml", *args)
+    manifest = helm_template(
+        helm,
+        env,
+        release,
+        namespace,
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+        *args,
+    )
     apply(cluster, manifest)
     return manifest
 
@@ -431,8 +493,13 @@ def _retained(kube: client.ApiClient, namespace: str, uid: str) -> bool:
 
 
 def test_operator_with_the_charts_clusterrole_runs_escrows_to_ready(
-    helm: Path, helm_env: dict[str, str], cluster: DevCluster, kube: client.ApiClient, crds: None,
-    audited: AuditedApiserver, tmp_path: Path,
+    helm: Path,
+    helm_env: dict[str, str],
+    cluster: DevCluster,
+    kube: client.ApiClient,
+    crds: None,
+    audited: AuditedApiserver,
+    tmp_path: Path,
 ) -> None:
     release = "rbac-cw"
     sa = f"{release}-xmr-escrow-operator"
@@ -446,7 +513,9 @@ def test_operator_with_the_charts_clusterrole_runs_escrows_to_ready(
                 create_escrow(kube, ns, "order-retain", "wallets")
                 create_escrow(kube, ns, "order-delete", "wallets", walletRetention="Delete")
                 with ThreadPoolExecutor(2) as ex:
-                    ready = list(ex.map(lambda n: wait_escrow(kube, ns, n, timeout=420), ["order-retain", "order-delete"]))
+                    ready = list(
+                        ex.map(lambda n: wait_escrow(kube, ns, n, timeout=420), ["order-retain", "order-delete"])
+                    )
                 for escrow in ready:
                     assert escrow["status"]["phase"] == "Ready" and len(escrow["status"]["address"]) == 95
                 uids = {e["metadata"]["name"]: e["metadata"]["uid"] for e in ready}
@@ -473,8 +542,13 @@ def test_operator_with_the_charts_clusterrole_runs_escrows_to_ready(
 
 
 def test_operator_with_the_charts_role_serves_its_namespace(
-    helm: Path, helm_env: dict[str, str], cluster: DevCluster, kube: client.ApiClient, crds: None,
-    audited: AuditedApiserver, tmp_path: Path,
+    helm: Path,
+    helm_env: dict[str, str],
+    cluster: DevCluster,
+    kube: client.ApiClient,
+    crds: None,
+    audited: AuditedApiserver,
+    tmp_path: Path,
 ) -> None:
     """watchNamespace: a Role in the watched namespace plus kopf's cluster-scoped reads. A pool of 0
     pods is enough to exercise every namespaced right but the exchange itself."""
@@ -482,17 +556,32 @@ def test_operator_with_the_charts_role_serves_its_namespace(
     sa = f"{release}-xmr-escrow-operator"
     with extra_namespace(kube, "op") as op_ns, extra_namespace(kube, "esc", RESTRICTED) as ns:
         manifest = install_rbac(helm, helm_env, cluster, release, op_ns, "--set", f"watchNamespace={ns}")
-        assert {o["kind"] for o in objects(manifest)} == {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+        assert {o["kind"] for o in objects(manifest)} == {
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "ClusterRole",
+            "ClusterRoleBinding",
+        }
         try:
             kubeconfig = audited.kubeconfig(cluster, op_ns, sa, tmp_path / "sa.kubeconfig")
-            operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", env={"POD_NAMESPACE": op_ns, "ESCROW_NAMESPACE": ns}).start()
+            operator = OperatorProcess(
+                kubeconfig, tmp_path / "operator.log", env={"POD_NAMESPACE": op_ns, "ESCROW_NAMESPACE": ns}
+            ).start()
             try:
                 create_pool(kube, ns, "idle", replicas=0, wait=False)
                 create_escrow(kube, ns, "order-ns", "idle")
                 escrow = wait_escrow(kube, ns, "order-ns", phase="KeyExchange", timeout=120)
-                wait_for(client.AppsV1Api(kube).list_namespaced_stateful_set, lambda s: True, ns,
-                         field_selector="metadata.name=idle", what="the pool's StatefulSet")
-                client.CustomObjectsApi(kube).delete_namespaced_custom_object(GROUP, VERSION, ns, ESCROW_PLURAL, "order-ns")
+                wait_for(
+                    client.AppsV1Api(kube).list_namespaced_stateful_set,
+                    lambda s: True,
+                    ns,
+                    field_selector="metadata.name=idle",
+                    what="the pool's StatefulSet",
+                )
+                client.CustomObjectsApi(kube).delete_namespaced_custom_object(
+                    GROUP, VERSION, ns, ESCROW_PLURAL, "order-ns"
+                )
                 wait_escrow_gone(kube, ns, "order-ns", timeout=60)
                 assert _retained(kube, ns, escrow["metadata"]["uid"])
             finally:
@@ -504,7 +593,11 @@ def test_operator_with_the_charts_role_serves_its_namespace(
         evidence = rbac_evidence(audited, op_ns, sa, manifest, f"watchNamespace Role + discovery ClusterRole {sa}:")
         assert {("", "namespaces", "list"), ("", "namespaces", "watch")} <= evidence.requested
         # Every namespaced request stays in the watched namespace.
-        assert {e["objectRef"].get("namespace") for e in evidence.events if e["objectRef"]["resource"] not in ("namespaces", "customresourcedefinitions")} == {ns}
+        assert {
+            e["objectRef"].get("namespace")
+            for e in evidence.events
+            if e["objectRef"]["resource"] not in ("namespaces", "customresourcedefinitions")
+        } == {ns}
 
 
 # --- each verb of each rule is needed ----------------------------------------------------------
@@ -531,8 +624,14 @@ def _name(prefix: str) -> str:
 
 
 def _owner(obj: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": obj["kind"], "name": obj["metadata"]["name"],
-            "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": obj["kind"],
+        "name": obj["metadata"]["name"],
+        "uid": obj["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def _watch(fn: Callable[..., Any], *args: Any) -> None:
@@ -556,13 +655,23 @@ def _workload(kind: str, name: str) -> dict[str, Any]:
     spec = {
         "Service": {"clusterIP": "None", "selector": _labels(), "ports": [{"name": "rpc", "port": 18083}]},
         "StatefulSet": {
-            "replicas": 0, "serviceName": name, "selector": sel,
-            "template": {"metadata": {"labels": _labels()}, "spec": {"containers": [{"name": "c", "image": "probe:0"}]}},
+            "replicas": 0,
+            "serviceName": name,
+            "selector": sel,
+            "template": {
+                "metadata": {"labels": _labels()},
+                "spec": {"containers": [{"name": "c", "image": "probe:0"}]},
+            },
         },
         "PodDisruptionBudget": {"maxUnavailable": 1, "selector": sel},
         "NetworkPolicy": {"podSelector": sel, "policyTypes": ["Ingress"]},
     }[kind]
-    api_version = {"Service": "v1", "StatefulSet": "apps/v1", "PodDisruptionBudget": "policy/v1", "NetworkPolicy": "networking.k8s.io/v1"}[kind]
+    api_version = {
+        "Service": "v1",
+        "StatefulSet": "apps/v1",
+        "PodDisruptionBudget": "policy/v1",
+        "NetworkPolicy": "networking.k8s.io/v1",
+    }[kind]
     return {"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": spec}
 
 
@@ -577,17 +686,25 @@ def _apply_fn(ctx: ProbeCtx, kind: str) -> Callable[..., Any]:
 
 def _ssa_new(kind: str) -> Callable[[ProbeCtx], None]:
     """Kube.apply of an object that does not exist yet (the pool's first reconcile)."""
+
     def probe(ctx: ProbeCtx) -> None:
         name = _name(kind.lower()[:8])
-        _apply_fn(ctx, kind)(name, ctx.ns, _workload(kind, name), field_manager=FIELD_MANAGER, force=True, _content_type=APPLY)
+        _apply_fn(ctx, kind)(
+            name, ctx.ns, _workload(kind, name), field_manager=FIELD_MANAGER, force=True, _content_type=APPLY
+        )
+
     return probe
 
 
 def _ssa_existing(kind: str) -> Callable[[ProbeCtx], None]:
     """Kube.apply of an object that exists (every later reconcile)."""
+
     def probe(ctx: ProbeCtx) -> None:
         name = f"existing-{kind.lower()}"
-        _apply_fn(ctx, kind)(name, ctx.ns, _workload(kind, name), field_manager=FIELD_MANAGER, force=True, _content_type=APPLY)
+        _apply_fn(ctx, kind)(
+            name, ctx.ns, _workload(kind, name), field_manager=FIELD_MANAGER, force=True, _content_type=APPLY
+        )
+
     return probe
 
 
@@ -600,19 +717,31 @@ def _custom(plural: str, verb: str) -> Callable[[ProbeCtx], None]:
         elif verb == "watch":
             _watch(ctx.custom.list_cluster_custom_object, GROUP, VERSION, plural)
         elif verb == "patch":  # kopf's finalizer and progress annotations
-            ctx.custom.patch_namespaced_custom_object(GROUP, VERSION, ctx.ns, plural, name,
-                                                      {"metadata": {"annotations": {"probe": secrets.token_hex(3)}}}, _content_type=MERGE)
+            ctx.custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ctx.ns,
+                plural,
+                name,
+                {"metadata": {"annotations": {"probe": secrets.token_hex(3)}}},
+                _content_type=MERGE,
+            )
         elif verb == "status":  # Kube.patch_status
             body = {"status": {"message": "probe"}} if plural == ESCROW_PLURAL else {"status": {"queuedSteps": 0}}
-            ctx.custom.patch_namespaced_custom_object_status(GROUP, VERSION, ctx.ns, plural, name, body, _content_type=MERGE)
+            ctx.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, ctx.ns, plural, name, body, _content_type=MERGE
+            )
+
     return probe
 
 
 def _owned_secret(which: str) -> Callable[[ProbeCtx], None]:
     """EscrowSecret.ensure / the pool's Secret: an owner reference with blockOwnerDeletion."""
+
     def probe(ctx: ProbeCtx) -> None:
         owner = _owner(ctx.escrow if which == "escrow" else ctx.pool)
         ctx.core.create_namespaced_secret(ctx.ns, _secret(_name("owned"), owner))
+
     return probe
 
 
@@ -623,18 +752,38 @@ def _delete_secret(ctx: ProbeCtx) -> None:
 
 
 def _event(ctx: ProbeCtx) -> None:
-    ref = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Escrow", "name": ctx.escrow["metadata"]["name"],
-           "namespace": ctx.ns, "uid": ctx.escrow["metadata"]["uid"]}
-    ctx.core.create_namespaced_event(ctx.ns, {"metadata": {"generateName": "kopf-event-"}, "involvedObject": ref,
-                                              "type": "Normal", "reason": "Probe", "message": "rbac probe",
-                                              "source": {"component": "kopf"}})
+    ref = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Escrow",
+        "name": ctx.escrow["metadata"]["name"],
+        "namespace": ctx.ns,
+        "uid": ctx.escrow["metadata"]["uid"],
+    }
+    ctx.core.create_namespaced_event(
+        ctx.ns,
+        {
+            "metadata": {"generateName": "kopf-event-"},
+            "involvedObject": ref,
+            "type": "Normal",
+            "reason": "Probe",
+            "message": "rbac probe",
+            "source": {"component": "kopf"},
+        },
+    )
 
 
 def _pvc(ctx: ProbeCtx) -> None:
-    ctx.core.create_namespaced_persistent_volume_claim(ctx.ns, {
-        "metadata": {"name": _name("wallets")},
-        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Mi"}}, "storageClassName": "probe-none"},
-    })
+    ctx.core.create_namespaced_persistent_volume_claim(
+        ctx.ns,
+        {
+            "metadata": {"name": _name("wallets")},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "resources": {"requests": {"storage": "1Mi"}},
+                "storageClassName": "probe-none",
+            },
+        },
+    )
 
 
 PROBES: dict[Triple, Callable[[ProbeCtx], None]] = {
@@ -648,12 +797,15 @@ PROBES: dict[Triple, Callable[[ProbeCtx], None]] = {
     ("xmrescrow.dev", "walletpools/status", "patch"): _custom(WALLETPOOL_PLURAL, "status"),
     ("xmrescrow.dev", "escrows/finalizers", "update"): _owned_secret("escrow"),
     ("xmrescrow.dev", "walletpools/finalizers", "update"): _owned_secret("pool"),
-    ("", "pods", "list"): lambda ctx: ctx.core.list_pod_for_all_namespaces(limit=1, label_selector="xmrescrow.dev/pool"),
+    ("", "pods", "list"): lambda ctx: ctx.core.list_pod_for_all_namespaces(
+        limit=1, label_selector="xmrescrow.dev/pool"
+    ),
     ("", "pods", "watch"): lambda ctx: _watch(ctx.core.list_pod_for_all_namespaces),
     ("", "secrets", "get"): lambda ctx: ctx.core.read_namespaced_secret("existing-secret", ctx.ns),
     ("", "secrets", "create"): lambda ctx: ctx.core.create_namespaced_secret(ctx.ns, _secret(_name("escrow"))),
     ("", "secrets", "patch"): lambda ctx: ctx.core.patch_namespaced_secret(
-        "existing-secret", ctx.ns, {"data": {"message.buyer.1": "cHJvYmU="}}, _content_type=MERGE),
+        "existing-secret", ctx.ns, {"data": {"message.buyer.1": "cHJvYmU="}}, _content_type=MERGE
+    ),
     ("", "secrets", "delete"): _delete_secret,
     ("", "services", "create"): _ssa_new("Service"),
     ("", "services", "patch"): _ssa_existing("Service"),
@@ -665,8 +817,12 @@ PROBES: dict[Triple, Callable[[ProbeCtx], None]] = {
     ("networking.k8s.io", "networkpolicies", "patch"): _ssa_existing("NetworkPolicy"),
     ("", "persistentvolumeclaims", "create"): _pvc,
     ("", "events", "create"): _event,
-    ("apiextensions.k8s.io", "customresourcedefinitions", "list"): lambda ctx: client.ApiextensionsV1Api(ctx.api).list_custom_resource_definition(limit=1),
-    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): lambda ctx: _watch(client.ApiextensionsV1Api(ctx.api).list_custom_resource_definition),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"): lambda ctx: client.ApiextensionsV1Api(
+        ctx.api
+    ).list_custom_resource_definition(limit=1),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): lambda ctx: _watch(
+        client.ApiextensionsV1Api(ctx.api).list_custom_resource_definition
+    ),
     ("", "namespaces", "list"): lambda ctx: client.CoreV1Api(ctx.api).list_namespace(limit=1),
     ("", "namespaces", "watch"): lambda ctx: _watch(client.CoreV1Api(ctx.api).list_namespace),
 }
@@ -687,8 +843,15 @@ def _rules(grants: set[Triple]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def probe(helm: Path, helm_env: dict[str, str], cluster: DevCluster, kube: client.ApiClient, crds: None,
-          audited: AuditedApiserver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProbeCtx, set[Triple]]]:
+def probe(
+    helm: Path,
+    helm_env: dict[str, str],
+    cluster: DevCluster,
+    kube: client.ApiClient,
+    crds: None,
+    audited: AuditedApiserver,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ProbeCtx, set[Triple]]]:
     grants = _all_chart_grants(helm, helm_env)
     with extra_namespace(kube, "probe") as ns:
         core = client.CoreV1Api(kube)
@@ -696,18 +859,39 @@ def probe(helm: Path, helm_env: dict[str, str], cluster: DevCluster, kube: clien
         role = f"rbac-probe-{ns}"
         rbac = client.RbacAuthorizationV1Api(kube)
         rbac.create_cluster_role({"metadata": {"name": role}, "rules": _rules(grants)})
-        rbac.create_cluster_role_binding({
-            "metadata": {"name": role},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"kind": "ServiceAccount", "name": "probe", "namespace": ns}],
-        })
+        rbac.create_cluster_role_binding(
+            {
+                "metadata": {"name": role},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": "probe", "namespace": ns}],
+            }
+        )
         try:
             objects_api = client.CustomObjectsApi(kube)
-            escrow = objects_api.create_namespaced_custom_object(GROUP, VERSION, ns, ESCROW_PLURAL, {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": "Escrow", "metadata": {"name": "probe"}, "spec": {"poolRef": "probe"}})
-            pool = objects_api.create_namespaced_custom_object(GROUP, VERSION, ns, WALLETPOOL_PLURAL, {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": "WalletPool", "metadata": {"name": "probe"},
-                "spec": {"replicas": 0, "storage": {"size": "1Gi"}}})
+            escrow = objects_api.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ns,
+                ESCROW_PLURAL,
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "Escrow",
+                    "metadata": {"name": "probe"},
+                    "spec": {"poolRef": "probe"},
+                },
+            )
+            pool = objects_api.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ns,
+                WALLETPOOL_PLURAL,
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "WalletPool",
+                    "metadata": {"name": "probe"},
+                    "spec": {"replicas": 0, "storage": {"size": "1Gi"}},
+                },
+            )
             core.create_namespaced_secret(ns, _secret("existing-secret"))
             admin_ctx = ProbeCtx(kube, kube, ns, escrow, pool)
             for kind in ("Service", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"):
@@ -743,11 +927,15 @@ def _until(call: Callable[[], None], allowed: bool, timeout: float = 15.0) -> Ap
 
 def test_every_chart_grant_has_a_probe(probe: tuple[ProbeCtx, set[Triple]]) -> None:
     _, grants = probe
-    assert grants == set(PROBES), f"grants without a probe: {grants - set(PROBES)}; probes without a grant: {set(PROBES) - grants}"
+    assert grants == set(PROBES), (
+        f"grants without a probe: {grants - set(PROBES)}; probes without a grant: {set(PROBES) - grants}"
+    )
 
 
 @pytest.mark.parametrize("triple", sorted(PROBES), ids=lambda t: f"{t[1]}-{t[2]}")
-def test_each_granted_verb_is_needed(probe: tuple[ProbeCtx, set[Triple]], kube: client.ApiClient, triple: Triple) -> None:
+def test_each_granted_verb_is_needed(
+    probe: tuple[ProbeCtx, set[Triple]], kube: client.ApiClient, triple: Triple
+) -> None:
     ctx, grants = probe
     rbac = client.RbacAuthorizationV1Api(kube)
     role = ctx.role
@@ -773,4 +961,8 @@ def rbac_denials(log: str) -> list[str]:
     RBAC refusals name the ServiceAccount (``... is forbidden: User "system:serviceaccount:..." cannot``);
     a namespace that an earlier test left terminating refuses writes too, which is not an RBAC matter.
     """
-    return [line for line in log.splitlines() if "Not enough permissions" in line or 'forbidden: User "system:serviceaccount' in line]
+    return [
+        line
+        for line in log.splitlines()
+        if "Not enough permissions" in line or 'forbidden: User "system:serviceaccount' in line
+    ]

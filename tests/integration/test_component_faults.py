@@ -40,9 +40,17 @@ ROLES = ("buyer", "vendor", "arbiter")
 
 
 @pytest.fixture(scope="module")
-def pool(kube: client.ApiClient, module_namespace: str, cluster: DevCluster, crds: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+def pool(
+    kube: client.ApiClient,
+    module_namespace: str,
+    cluster: DevCluster,
+    crds: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
     # The pool needs an operator to be reconciled; this one stops before the faults begin.
-    reconcile_pool(kube, module_namespace, POOL, 3, Path(cluster.kubeconfig), tmp_path_factory.mktemp("op") / "setup.log")
+    reconcile_pool(
+        kube, module_namespace, POOL, 3, Path(cluster.kubeconfig), tmp_path_factory.mktemp("op") / "setup.log"
+    )
     return POOL
 
 
@@ -50,7 +58,9 @@ def pool(kube: client.ApiClient, module_namespace: str, cluster: DevCluster, crd
 def paused_operator(cluster: DevCluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
     point = request.param
     op = OperatorProcess(
-        Path(cluster.kubeconfig), tmp_path / "operator.log", env={"ESCROW_MODE": "test", "ESCROW_FAULTS": f"pause:{point}"}
+        Path(cluster.kubeconfig),
+        tmp_path / "operator.log",
+        env={"ESCROW_MODE": "test", "ESCROW_FAULTS": f"pause:{point}"},
     ).start()
     try:
         yield op
@@ -100,7 +110,9 @@ def container_pid(p: client.V1Pod, container: str) -> int:
 
 
 @pytest.mark.parametrize("paused_operator", ["rpc.before.exchange_multisig_keys@2"], indirect=True)
-def test_wallet_rpc_killed_mid_step(kube: client.ApiClient, module_namespace: str, pool: str, paused_operator: OperatorProcess, cluster: DevCluster) -> None:
+def test_wallet_rpc_killed_mid_step(
+    kube: client.ApiClient, module_namespace: str, pool: str, paused_operator: OperatorProcess, cluster: DevCluster
+) -> None:
     ns, op = module_namespace, paused_operator
     create_escrow(kube, ns, "rpc-killed", pool)
     victim = wait_log(op, r"paused at rpc.before.exchange_multisig_keys \(round 2\) pod=([\w.-]+)")[1]
@@ -111,7 +123,9 @@ def test_wallet_rpc_killed_mid_step(kube: client.ApiClient, module_namespace: st
 
 
 @pytest.mark.parametrize("paused_operator", ["rpc.after.make_multisig@1"], indirect=True)
-def test_pool_pod_deleted_mid_step(kube: client.ApiClient, module_namespace: str, pool: str, paused_operator: OperatorProcess, cluster: DevCluster) -> None:
+def test_pool_pod_deleted_mid_step(
+    kube: client.ApiClient, module_namespace: str, pool: str, paused_operator: OperatorProcess, cluster: DevCluster
+) -> None:
     ns, op = module_namespace, paused_operator
     create_escrow(kube, ns, "pod-deleted", pool)
     victim = wait_log(op, r"paused at rpc.after.make_multisig \(round 1\) pod=([\w.-]+)")[1]
@@ -130,7 +144,9 @@ def test_pool_pod_deleted_mid_step(kube: client.ApiClient, module_namespace: str
 
 
 @pytest.mark.parametrize("paused_operator", ["round.after_status@1"], indirect=True)
-def test_apiserver_restart(kube: client.ApiClient, module_namespace: str, pool: str, paused_operator: OperatorProcess, cluster: DevCluster) -> None:
+def test_apiserver_restart(
+    kube: client.ApiClient, module_namespace: str, pool: str, paused_operator: OperatorProcess, cluster: DevCluster
+) -> None:
     ns, op = module_namespace, paused_operator
     create_escrow(kube, ns, "api-restart", pool)
     wait_log(op, r"paused at round.after_status \(round 1\)")
@@ -140,7 +156,9 @@ def test_apiserver_restart(kube: client.ApiClient, module_namespace: str, pool: 
     assert op.proc.poll() is None, "the operator survived the apiserver restart"
 
 
-def test_scale_down_and_up(kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, tmp_path: Path) -> None:
+def test_scale_down_and_up(
+    kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, tmp_path: Path
+) -> None:
     ns = module_namespace
     kubectl = [str(binary("kubectl")), f"--kubeconfig={cluster.kubeconfig}", "-n", ns]
     op = OperatorProcess(Path(cluster.kubeconfig), tmp_path / "operator.log").start()
@@ -167,7 +185,9 @@ def test_scale_down_and_up(kube: client.ApiClient, module_namespace: str, pool: 
         wait_escrow(kube, ns, "regrown")
         pods = set(re.findall(r"Step done: escrow=\S+/regrown role=\S+ round=0 pod=(\S+)", op.log))
         assert pods == {f"{pool}-0", f"{pool}-1", f"{pool}-2"}, pods
-        spec = client.CustomObjectsApi(kube).get_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "walletpools", pool)
+        spec = client.CustomObjectsApi(kube).get_namespaced_custom_object(
+            "xmrescrow.dev", "v1alpha1", ns, "walletpools", pool
+        )
         assert spec["spec"]["replicas"] == 3  # the operator honours the scale subresource, never reverts it
     finally:
         op.stop()
@@ -187,18 +207,30 @@ def test_walletfs_killed_mid_copy_publishes_nothing_torn(tmp_path: Path) -> None
     def start(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "escrow_operator", "walletfs", f"--dir={wallets}", "--bind=127.0.0.1", f"--port={port}"],
+            [
+                sys.executable,
+                "-m",
+                "escrow_operator",
+                "walletfs",
+                f"--dir={wallets}",
+                "--bind=127.0.0.1",
+                f"--port={port}",
+            ],
             env={**os.environ, "WALLETFS_TOKEN": token, **env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}"
-        wait_serving(proc, lambda: httpx.get(f"{url}/healthz").status_code == 200, what="walletfs", timeout=20, interval=0.05)
+        wait_serving(
+            proc, lambda: httpx.get(f"{url}/healthz").status_code == 200, what="walletfs", timeout=20, interval=0.05
+        )
         return proc, url
 
     proc, url = start({"WALLETFS_MODE": "test", "WALLETFS_CRASH_AT": "copy.after_temp"})
     with pytest.raises(httpx.HTTPError):
-        httpx.post(f"{url}/v1/copy", json={"source": source, "target": target}, headers={"Authorization": f"Bearer {token}"})
+        httpx.post(
+            f"{url}/v1/copy", json={"source": source, "target": target}, headers={"Authorization": f"Bearer {token}"}
+        )
     assert proc.wait(10) == -signal.SIGKILL
     torn = [p.name for p in wallets.iterdir() if p.name.startswith(".walletfs-tmp")]
     assert torn, "the crash left its temp file"

@@ -73,7 +73,12 @@ def test_crd_schema_is_enforced_by_the_apiserver(kube: client.ApiClient, namespa
     objects = client.CustomObjectsApi(kube)
 
     def body(size: int) -> dict[str, Any]:
-        return {"apiVersion": "devcluster.test/v1", "kind": "Widget", "metadata": {"name": f"w{size}"}, "spec": {"size": size}}
+        return {
+            "apiVersion": "devcluster.test/v1",
+            "kind": "Widget",
+            "metadata": {"name": f"w{size}"},
+            "spec": {"size": size},
+        }
 
     objects.create_namespaced_custom_object("devcluster.test", "v1", namespace, "widgets", body(3))
     with pytest.raises(ApiException) as refused:
@@ -125,7 +130,9 @@ def test_sigkill_restarts_the_container(kube: client.ApiClient, pool: WalletRpcS
     pid = int(status.container_id.removeprefix("process://"))
     os.kill(pid, signal.SIGKILL)
     by_name = {"field_selector": f"metadata.name={pod.metadata.name}"}
-    wait_for(core.list_namespaced_pod, lambda p: not pod_ready(p), pool.namespace, what="NotReady after SIGKILL", **by_name)
+    wait_for(
+        core.list_namespaced_pod, lambda p: not pod_ready(p), pool.namespace, what="NotReady after SIGKILL", **by_name
+    )
     back = wait_for(
         core.list_namespaced_pod,
         lambda p: pod_ready(p) and p.status.container_statuses[0].restart_count == 1,

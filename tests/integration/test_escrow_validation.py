@@ -22,10 +22,14 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("name", "spec", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_invalid_escrow_is_refused(kube: client.ApiClient, namespace: str, crds: None, name: str, spec: dict, expected: str) -> None:
+def test_invalid_escrow_is_refused(
+    kube: client.ApiClient, namespace: str, crds: None, name: str, spec: dict, expected: str
+) -> None:
     objects = client.CustomObjectsApi(kube)
     with pytest.raises(ApiException) as refused:
-        objects.create_namespaced_custom_object(GROUP, VERSION, namespace, ESCROW_PLURAL, escrow_body(name, "pool", **spec))
+        objects.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, ESCROW_PLURAL, escrow_body(name, "pool", **spec)
+        )
     assert refused.value.status == 422, refused.value.body
     assert expected in refused.value.body, refused.value.body
 
@@ -33,7 +37,12 @@ def test_invalid_escrow_is_refused(kube: client.ApiClient, namespace: str, crds:
 def test_spec_is_immutable(kube: client.ApiClient, namespace: str, crds: None) -> None:
     objects = client.CustomObjectsApi(kube)
     objects.create_namespaced_custom_object(GROUP, VERSION, namespace, ESCROW_PLURAL, escrow_body("fixed", "pool"))
-    for change in ({"threshold": 3}, {"participants": ["buyer", "vendor", "judge"]}, {"poolRef": "other"}, {"walletRetention": "Delete"}):
+    for change in (
+        {"threshold": 3},
+        {"participants": ["buyer", "vendor", "judge"]},
+        {"poolRef": "other"},
+        {"walletRetention": "Delete"},
+    ):
         with pytest.raises(ApiException) as refused:
             objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, ESCROW_PLURAL, "fixed", {"spec": change})
         assert refused.value.status == 422

@@ -54,7 +54,9 @@ def check_final_wallets(kube: client.ApiClient, namespace: str, escrow: dict, th
             assert state["address"] == address
 
 
-def test_three_escrows_at_once_reach_ready(kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess, cluster: DevCluster) -> None:
+def test_three_escrows_at_once_reach_ready(
+    kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess, cluster: DevCluster
+) -> None:
     ns = module_namespace
     names = ["order-1", "order-2", "order-3"]
     for name in names:
@@ -96,9 +98,13 @@ def test_three_escrows_at_once_reach_ready(kube: client.ApiClient, module_namesp
         assert bad not in log
 
 
-def test_kubectl_wait_and_columns(kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster) -> None:
+def test_kubectl_wait_and_columns(
+    kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster
+) -> None:
     kubectl = [str(binary("kubectl")), f"--kubeconfig={cluster.kubeconfig}", "-n", module_namespace]
-    subprocess.run(kubectl + ["wait", "--for=condition=Ready", "esc/order-1", "--timeout=240s"], check=True, capture_output=True)
+    subprocess.run(
+        kubectl + ["wait", "--for=condition=Ready", "esc/order-1", "--timeout=240s"], check=True, capture_output=True
+    )
     table = subprocess.run(kubectl + ["get", "esc"], check=True, capture_output=True, text=True).stdout
     header = table.splitlines()[0].split()
     assert header[:4] == ["NAME", "PHASE", "ROUND", "ADDRESS"] and header[-1] == "AGE"
@@ -115,7 +121,9 @@ def test_other_thresholds(kube: client.ApiClient, module_namespace: str, pool: s
         check_final_wallets(kube, module_namespace, escrow, threshold, len(participants))
 
 
-def test_no_two_steps_shared_a_pod(operator: OperatorProcess, module_namespace: str, kube: client.ApiClient, pool: str) -> None:
+def test_no_two_steps_shared_a_pod(
+    operator: OperatorProcess, module_namespace: str, kube: client.ApiClient, pool: str
+) -> None:
     spans: dict[str, list[tuple[float, float]]] = {}
     for pod, start, end in re.findall(r"Step done: .* pod=(\S+) start=([\d.]+) end=([\d.]+)", operator.log):
         spans.setdefault(pod, []).append((float(start), float(end)))
@@ -127,9 +135,13 @@ def test_no_two_steps_shared_a_pod(operator: OperatorProcess, module_namespace: 
             assert s2 >= e1, f"two steps overlapped on {pod}: [{s1}, {e1}] and [{s2}, {e2}]"
 
 
-def test_no_secret_in_status_events_or_log(kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess) -> None:
+def test_no_secret_in_status_events_or_log(
+    kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess
+) -> None:
     ns = module_namespace
-    escrows = client.CustomObjectsApi(kube).list_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows")["items"]
+    escrows = client.CustomObjectsApi(kube).list_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows")[
+        "items"
+    ]
     assert escrows
     secrets: list[str] = []
     for escrow in escrows:
@@ -171,7 +183,9 @@ def test_delete_with_delete_removes_everything(kube: client.ApiClient, module_na
     assert missing.value.status == 404
 
 
-def test_delete_mid_exchange_stops_cleanly(kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess) -> None:
+def test_delete_mid_exchange_stops_cleanly(
+    kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess
+) -> None:
     ns = module_namespace
     create_escrow(kube, ns, "abandoned", pool, walletRetention="Delete")
     escrow = wait_for(
@@ -181,7 +195,9 @@ def test_delete_mid_exchange_stops_cleanly(kube: client.ApiClient, module_namesp
         what="the escrow to finish its first round",
     )
     uid = escrow["metadata"]["uid"]
-    client.CustomObjectsApi(kube).delete_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows", "abandoned")
+    client.CustomObjectsApi(kube).delete_namespaced_custom_object(
+        "xmrescrow.dev", "v1alpha1", ns, "escrows", "abandoned"
+    )
     wait_escrow_gone(kube, ns, "abandoned")
     assert [p.name for p in pool_directory(kube, ns, pool).iterdir() if uid in p.name] == []
     # The pool is idle again: no lease was left behind by the cancelled exchange.
@@ -195,11 +211,16 @@ def test_delete_mid_exchange_stops_cleanly(kube: client.ApiClient, module_namesp
     assert "Traceback" not in operator.log
 
 
-def test_escrow_on_a_pool_that_never_gets_ready_waits_idle(kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess) -> None:
+def test_escrow_on_a_pool_that_never_gets_ready_waits_idle(
+    kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess
+) -> None:
     """A pool whose pods never become Ready: the escrow says why and the operator does not spin."""
     ns = module_namespace
     client.CustomObjectsApi(kube).create_namespaced_custom_object(
-        "xmrescrow.dev", "v1alpha1", ns, "walletpools",
+        "xmrescrow.dev",
+        "v1alpha1",
+        ns,
+        "walletpools",
         {
             "apiVersion": "xmrescrow.dev/v1alpha1",
             "kind": "WalletPool",
@@ -211,7 +232,10 @@ def test_escrow_on_a_pool_that_never_gets_ready_waits_idle(kube: client.ApiClien
     create_escrow(kube, ns, "stuck", "broken", walletRetention="Delete")
     waiting = wait_for(
         custom_objects(kube, ns, "escrows"),
-        lambda e: any(c["type"] == "Reconciling" and c["reason"] == "WaitingForPods" for c in (e.get("status") or {}).get("conditions", [])),
+        lambda e: any(
+            c["type"] == "Reconciling" and c["reason"] == "WaitingForPods"
+            for c in (e.get("status") or {}).get("conditions", [])
+        ),
         field_selector="metadata.name=stuck",
         what="the escrow to say it waits for pods",
     )
@@ -229,10 +253,16 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_wallet_rpc_login_is_not_on_its_command_line(kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster) -> None:
+def test_wallet_rpc_login_is_not_on_its_command_line(
+    kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster
+) -> None:
     secret = client.CoreV1Api(kube).read_namespaced_secret(f"{pool}-rpc", module_namespace).data
     password = base64.b64decode(secret["password"]).decode()
-    pids = [int(line.split()[2]) for line in (cluster.kubelet_root / "pids").read_text().splitlines() if line.split()[1] == "wallet-rpc"]
+    pids = [
+        int(line.split()[2])
+        for line in (cluster.kubelet_root / "pids").read_text().splitlines()
+        if line.split()[1] == "wallet-rpc"
+    ]
     cmdlines = []
     for pid in pids:
         try:

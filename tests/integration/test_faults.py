@@ -53,13 +53,23 @@ def must_hit(point: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def pool(kube: client.ApiClient, module_namespace: str, cluster: DevCluster, crds: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+def pool(
+    kube: client.ApiClient,
+    module_namespace: str,
+    cluster: DevCluster,
+    crds: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
     # The pool needs an operator to be reconciled; this one stops before the faults begin.
-    reconcile_pool(kube, module_namespace, POOL, 3, Path(cluster.kubeconfig), tmp_path_factory.mktemp("op") / "setup.log")
+    reconcile_pool(
+        kube, module_namespace, POOL, 3, Path(cluster.kubeconfig), tmp_path_factory.mktemp("op") / "setup.log"
+    )
     return POOL
 
 
-def run_until_crash_or_ready(op: OperatorProcess, kube: client.ApiClient, ns: str, name: str, timeout: float = 180) -> str:
+def run_until_crash_or_ready(
+    op: OperatorProcess, kube: client.ApiClient, ns: str, name: str, timeout: float = 180
+) -> str:
     deadline = time.monotonic() + timeout
     assert op.proc is not None
     while time.monotonic() < deadline:
@@ -75,7 +85,9 @@ def run_until_crash_or_ready(op: OperatorProcess, kube: client.ApiClient, ns: st
     raise AssertionError(f"neither a crash nor Ready within {timeout} s; log:\n{op.log[-3000:]}")
 
 
-def crash_through(cluster: DevCluster, kube: client.ApiClient, ns: str, name: str, points: list[str], log: Path) -> list[str]:
+def crash_through(
+    cluster: DevCluster, kube: client.ApiClient, ns: str, name: str, points: list[str], log: Path
+) -> list[str]:
     """Run an operator armed with each point in turn, restarting after each crash; finish fault-free.
 
     Returns the points where a SIGKILL was injected.
@@ -100,7 +112,9 @@ def crash_through(cluster: DevCluster, kube: client.ApiClient, ns: str, name: st
     return hit
 
 
-def assert_nothing_lost(kube: client.ApiClient, cluster: DevCluster, ns: str, name: str, pool: str, logs: list[str]) -> int:
+def assert_nothing_lost(
+    kube: client.ApiClient, cluster: DevCluster, ns: str, name: str, pool: str, logs: list[str]
+) -> int:
     """Ready, one address in every final wallet (2-of-3 ready), nothing else left, nothing published
     twice, no secret in status, events or logs. Returns the number of secret values scanned for."""
     escrow = get_escrow(kube, ns, name)
@@ -128,18 +142,24 @@ def assert_nothing_lost(kube: client.ApiClient, cluster: DevCluster, ns: str, na
     return assert_no_secrets(kube, ns, uid, [*logs, *sidecars])
 
 
-def test_crash_at_every_point(kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, tmp_path: Path) -> None:
+def test_crash_at_every_point(
+    kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, tmp_path: Path
+) -> None:
     ns, name = module_namespace, "crashy"
     create_escrow(kube, ns, name, pool)
     points = crash_points()
     log = tmp_path / "operator.log"
     hit = crash_through(cluster, kube, ns, name, points, log)
     missed = [p for p in points if must_hit(p) and p not in hit]
-    print(f"\ncrash matrix: {len(points)} points, {len(hit)} injected, missed (allowed after publish): "
-          f"{[p for p in points if p not in hit]}")
+    print(
+        f"\ncrash matrix: {len(points)} points, {len(hit)} injected, missed (allowed after publish): "
+        f"{[p for p in points if p not in hit]}"
+    )
     assert missed == [], f"points that should have been reached: {missed}"
     scanned = assert_nothing_lost(kube, cluster, ns, name, pool, [log.read_text(errors="replace")])
-    print(f"crash matrix: {len(points)} points, {len(hit)} SIGKILLs, 1 escrow Ready, 0 wallets lost, {scanned} secrets scanned, 0 found")
+    print(
+        f"crash matrix: {len(points)} points, {len(hit)} SIGKILLs, 1 escrow Ready, 0 wallets lost, {scanned} secrets scanned, 0 found"
+    )
 
 
 def test_crash_in_steps_on_wallets_kept_open(
@@ -158,15 +178,21 @@ def test_crash_in_steps_on_wallets_kept_open(
     hit = crash_through(cluster, kube, ns, name, points, log)
     text = log.read_text(errors="replace")
     first_run = text.split("SIGKILL at")[0]
-    assert len(re.findall(r"Step done: escrow=\S+ role=\w+ round=0 .* warm=0", first_run)) == 3, "round 0 ran in the first operator"
+    assert len(re.findall(r"Step done: escrow=\S+ role=\w+ round=0 .* warm=0", first_run)) == 3, (
+        "round 0 ran in the first operator"
+    )
     assert hit == points, hit
     # Each crash struck a run that had done the round before it, so its steps were warm.
     runs = text.split("SIGKILL at")[:-1]
     for run, point in zip(runs, points, strict=True):
         round_ = point.split("@")[1]
-        assert re.search(rf"round {round_} runs on its wallet kept open", run), f"no warm step before the crash at {point}"
+        assert re.search(rf"round {round_} runs on its wallet kept open", run), (
+            f"no warm step before the crash at {point}"
+        )
     scanned = assert_nothing_lost(kube, cluster, ns, name, pool, [text])
-    print(f"warm crashes: {len(hit)} SIGKILLs ({hit}), 1 escrow Ready, 0 wallets lost, {scanned} secrets scanned, 0 found")
+    print(
+        f"warm crashes: {len(hit)} SIGKILLs ({hit}), 1 escrow Ready, 0 wallets lost, {scanned} secrets scanned, 0 found"
+    )
 
 
 def test_failed_escrow_keeps_files_and_retries_on_annotation(
@@ -177,7 +203,11 @@ def test_failed_escrow_keeps_files_and_retries_on_annotation(
     broken = OperatorProcess(
         Path(cluster.kubeconfig),
         tmp_path / "broken.log",
-        env={"ESCROW_MODE": "test", "ESCROW_STEP_ATTEMPTS": "2", "ESCROW_FAULTS": "fail:rpc.before.exchange_multisig_keys@2x1000"},
+        env={
+            "ESCROW_MODE": "test",
+            "ESCROW_STEP_ATTEMPTS": "2",
+            "ESCROW_FAULTS": "fail:rpc.before.exchange_multisig_keys@2x1000",
+        },
     ).start()
     try:
         failed = wait_escrow(kube, ns, name, phase="Failed")
@@ -194,7 +224,12 @@ def test_failed_escrow_keeps_files_and_retries_on_annotation(
     healthy = OperatorProcess(Path(cluster.kubeconfig), tmp_path / "healthy.log").start()
     try:
         client.CustomObjectsApi(kube).patch_namespaced_custom_object(
-            "xmrescrow.dev", "v1alpha1", ns, "escrows", name, {"metadata": {"annotations": {"xmrescrow.dev/retry": "1"}}}
+            "xmrescrow.dev",
+            "v1alpha1",
+            ns,
+            "escrows",
+            name,
+            {"metadata": {"annotations": {"xmrescrow.dev/retry": "1"}}},
         )
 
         def retried_and_ready(obj: dict) -> bool:
@@ -203,7 +238,9 @@ def test_failed_escrow_keeps_files_and_retries_on_annotation(
                 raise AssertionError(f"the retry failed: {status.get('message')}")
             return status.get("lastRetry") == "1" and status.get("phase") == "Ready"
 
-        escrow = wait_for(custom_objects(kube, ns, "escrows"), retried_and_ready, field_selector=f"metadata.name={name}", timeout=240)
+        escrow = wait_for(
+            custom_objects(kube, ns, "escrows"), retried_and_ready, field_selector=f"metadata.name={name}", timeout=240
+        )
     finally:
         healthy.stop()
     assert escrow["status"]["lastRetry"] == "1"

@@ -39,7 +39,9 @@ DUO = {"threshold": 2, "participants": ["buyer", "vendor"]}
 
 
 def start(cluster: DevCluster, log: Path, **env: str) -> OperatorProcess:
-    return OperatorProcess(Path(cluster.kubeconfig), log, env={"ESCROW_ALLOWED_IMAGES": TEST_ALLOWED_IMAGES, **env}).start()
+    return OperatorProcess(
+        Path(cluster.kubeconfig), log, env={"ESCROW_ALLOWED_IMAGES": TEST_ALLOWED_IMAGES, **env}
+    ).start()
 
 
 def pool_body(name: str, replicas: int, **spec: Any) -> dict[str, Any]:
@@ -65,12 +67,22 @@ def cond(obj: dict[str, Any], kind: str) -> tuple[str, str] | None:
     return (c["status"], c["reason"]) if c else None
 
 
-def wait_pool(kube: client.ApiClient, ns: str, name: str, check: Any, what: str, timeout: float = 120) -> dict[str, Any]:
-    return wait_for(custom_objects(kube, ns, "walletpools"), check, field_selector=f"metadata.name={name}", timeout=timeout, what=what)
+def wait_pool(
+    kube: client.ApiClient, ns: str, name: str, check: Any, what: str, timeout: float = 120
+) -> dict[str, Any]:
+    return wait_for(
+        custom_objects(kube, ns, "walletpools"),
+        check,
+        field_selector=f"metadata.name={name}",
+        timeout=timeout,
+        what=what,
+    )
 
 
 def wait_esc(kube: client.ApiClient, ns: str, name: str, check: Any, what: str, timeout: float = 120) -> dict[str, Any]:
-    return wait_for(custom_objects(kube, ns, "escrows"), check, field_selector=f"metadata.name={name}", timeout=timeout, what=what)
+    return wait_for(
+        custom_objects(kube, ns, "escrows"), check, field_selector=f"metadata.name={name}", timeout=timeout, what=what
+    )
 
 
 class Recorder:
@@ -81,14 +93,18 @@ class Recorder:
         self._stop = threading.Event()
         self._watch = watch.Watch()
         objects = client.CustomObjectsApi(kube)
-        self._thread = threading.Thread(
-            target=self._run, args=(objects, ns, name), daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, args=(objects, ns, name), daemon=True)
         self._thread.start()
 
     def _run(self, objects: client.CustomObjectsApi, ns: str, name: str) -> None:
         for event in self._watch.stream(
-            objects.list_namespaced_custom_object, GROUP, VERSION, ns, "escrows", field_selector=f"metadata.name={name}", timeout_seconds=600
+            objects.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            ns,
+            "escrows",
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=600,
         ):
             self.versions.append(event["object"])
             if self._stop.is_set():
@@ -100,54 +116,101 @@ class Recorder:
 
 
 # --- verdicts in every state ----------------------------------------------------------------------
-def test_escrow_and_pool_verdicts_through_a_whole_life(kube: client.ApiClient, namespace: str, cluster: DevCluster, crds: None, tmp_path: Path) -> None:
+def test_escrow_and_pool_verdicts_through_a_whole_life(
+    kube: client.ApiClient, namespace: str, cluster: DevCluster, crds: None, tmp_path: Path
+) -> None:
     ns = namespace
     objects = client.CustomObjectsApi(kube)
     seen: dict[str, tuple[str, str]] = {}
     # One retried step (the first exchange_multisig_keys call fails once): Degraded while Reconciling.
-    op = start(cluster, tmp_path / "operator.log", ESCROW_MODE="test", ESCROW_FAULTS="fail:rpc.before.exchange_multisig_keys@2x1")
+    op = start(
+        cluster,
+        tmp_path / "operator.log",
+        ESCROW_MODE="test",
+        ESCROW_FAULTS="fail:rpc.before.exchange_multisig_keys@2x1",
+    )
     try:
         # Just applied, on a pool that does not exist yet.
         created = create_escrow(kube, ns, "life", "later")
         seen["just applied"] = verdict(get(kube, ns, "escrows", "life"))
         assert created["metadata"]["generation"] == 1
-        missing = wait_esc(kube, ns, "life", lambda e: cond(e, "Reconciling") == ("True", "PoolNotFound"), "PoolNotFound")
+        missing = wait_esc(
+            kube, ns, "life", lambda e: cond(e, "Reconciling") == ("True", "PoolNotFound"), "PoolNotFound"
+        )
         seen["missing pool"] = verdict(missing)
         recorder = Recorder(kube, ns, "life")
         # The pool, at 0 replicas: Ready at 0 of 0; the escrow waits for pods.
         objects.create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", pool_body("later", 0))
         at_zero = wait_pool(kube, ns, "later", lambda p: cond(p, "Ready") == ("True", "PodsReady"), "pool at 0 Ready")
         seen["pool at 0"] = verdict(at_zero)
-        waiting = wait_esc(kube, ns, "life", lambda e: cond(e, "Reconciling") == ("True", "WaitingForPods"), "WaitingForPods")
+        waiting = wait_esc(
+            kube, ns, "life", lambda e: cond(e, "Reconciling") == ("True", "WaitingForPods"), "WaitingForPods"
+        )
         assert "scaled to 0" in waiting["status"]["message"]
         seen["waiting for pods"] = verdict(waiting)
         # Scaled up: Reconciling while pods come, then Ready.
         objects.patch_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", "later", {"spec": {"replicas": 2}})
-        scaling = wait_pool(kube, ns, "later", lambda p: (cond(p, "Reconciling") or ("",))[0] == "True", "pool scaling up")
+        scaling = wait_pool(
+            kube, ns, "later", lambda p: (cond(p, "Reconciling") or ("",))[0] == "True", "pool scaling up"
+        )
         seen["pool scaling up"] = verdict(scaling)
-        seen["pool ready"] = verdict(wait_pool(kube, ns, "later", lambda p: cond(p, "Ready") == ("True", "PodsReady") and p["status"]["readyReplicas"] == 2, "pool at 2 ready"))
+        seen["pool ready"] = verdict(
+            wait_pool(
+                kube,
+                ns,
+                "later",
+                lambda p: cond(p, "Ready") == ("True", "PodsReady") and p["status"]["readyReplicas"] == 2,
+                "pool at 2 ready",
+            )
+        )
         ready = wait_escrow(kube, ns, "life", timeout=300)
         recorder.stop()
         seen["ready"] = verdict(ready)
         # Scaled down to 1 (the pod goes at once: the state between is too short to catch reliably).
         objects.patch_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", "later", {"spec": {"replicas": 1}})
         down = wait_pool(
-            kube, ns, "later",
-            lambda p: p["status"].get("observedGeneration") == p["metadata"]["generation"] and cond(p, "Ready") == ("True", "PodsReady"),
+            kube,
+            ns,
+            "later",
+            lambda p: (
+                p["status"].get("observedGeneration") == p["metadata"]["generation"]
+                and cond(p, "Ready") == ("True", "PodsReady")
+            ),
             "pool at 1 ready",
         )
         assert down["status"]["replicas"] == 1
         seen["pool scaled down"] = verdict(down)
         # A pool whose pods never get ready.
-        objects.create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", pool_body("broken", 2, image="registry.invalid/never:1"))
-        seen["pool not ready"] = verdict(wait_pool(kube, ns, "broken", lambda p: (p.get("status") or {}).get("replicas") == 2, "broken pool's pods exist"))
+        objects.create_namespaced_custom_object(
+            GROUP, VERSION, ns, "walletpools", pool_body("broken", 2, image="registry.invalid/never:1")
+        )
+        seen["pool not ready"] = verdict(
+            wait_pool(
+                kube, ns, "broken", lambda p: (p.get("status") or {}).get("replicas") == 2, "broken pool's pods exist"
+            )
+        )
         # Being deleted (held by a finalizer of the test's, so the state can be seen).
-        objects.patch_namespaced_custom_object(GROUP, VERSION, ns, "escrows", "life", {"metadata": {"finalizers": ["xmrescrow.dev/escrow-wallets", "test.xmrescrow.dev/hold"]}})
+        objects.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            "escrows",
+            "life",
+            {"metadata": {"finalizers": ["xmrescrow.dev/escrow-wallets", "test.xmrescrow.dev/hold"]}},
+        )
         objects.delete_namespaced_custom_object(GROUP, VERSION, ns, "escrows", "life")
-        deleting = wait_esc(kube, ns, "life", lambda e: bool(e["metadata"].get("deletionTimestamp")), "deletion started")
+        deleting = wait_esc(
+            kube, ns, "life", lambda e: bool(e["metadata"].get("deletionTimestamp")), "deletion started"
+        )
         [v] = verdicts([deleting])
         assert v.kstatus == "Terminating"
-        wait_esc(kube, ns, "life", lambda e: e["metadata"].get("finalizers") == ["test.xmrescrow.dev/hold"], "operator finalizer released")
+        wait_esc(
+            kube,
+            ns,
+            "life",
+            lambda e: e["metadata"].get("finalizers") == ["test.xmrescrow.dev/hold"],
+            "operator finalizer released",
+        )
         objects.patch_namespaced_custom_object(GROUP, VERSION, ns, "escrows", "life", {"metadata": {"finalizers": []}})
     finally:
         op.stop()
@@ -178,11 +241,19 @@ def test_escrow_and_pool_verdicts_through_a_whole_life(kube: client.ApiClient, n
         assert all(c.get("observedGeneration") == gen for c in obj["status"].get("conditions", []))
 
 
-def test_failed_escrow_reads_failed_and_its_retry_in_progress(kube: client.ApiClient, namespace: str, cluster: DevCluster, crds: None, tmp_path: Path) -> None:
+def test_failed_escrow_reads_failed_and_its_retry_in_progress(
+    kube: client.ApiClient, namespace: str, cluster: DevCluster, crds: None, tmp_path: Path
+) -> None:
     ns = namespace
     objects = client.CustomObjectsApi(kube)
     objects.create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", pool_body("small", 1))
-    op = start(cluster, tmp_path / "broken.log", ESCROW_MODE="test", ESCROW_STEP_ATTEMPTS="1", ESCROW_FAULTS="fail:step.start@0x1000")
+    op = start(
+        cluster,
+        tmp_path / "broken.log",
+        ESCROW_MODE="test",
+        ESCROW_STEP_ATTEMPTS="1",
+        ESCROW_FAULTS="fail:step.start@0x1000",
+    )
     try:
         create_escrow(kube, ns, "doomed", "small", walletRetention="Delete", **DUO)
         failed = wait_escrow(kube, ns, "doomed", phase="Failed", timeout=180)
@@ -193,8 +264,12 @@ def test_failed_escrow_reads_failed_and_its_retry_in_progress(kube: client.ApiCl
     assert cond(failed, "Reconciling") == ("False", "Failed")
     op = start(cluster, tmp_path / "healthy.log")
     try:
-        objects.patch_namespaced_custom_object(GROUP, VERSION, ns, "escrows", "doomed", {"metadata": {"annotations": {"xmrescrow.dev/retry": "1"}}})
-        retrying = wait_esc(kube, ns, "doomed", lambda e: (e.get("status") or {}).get("lastRetry") == "1", "retry acted on")
+        objects.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, "escrows", "doomed", {"metadata": {"annotations": {"xmrescrow.dev/retry": "1"}}}
+        )
+        retrying = wait_esc(
+            kube, ns, "doomed", lambda e: (e.get("status") or {}).get("lastRetry") == "1", "retry acted on"
+        )
         assert cond(retrying, "Stalled") == ("False", "AsExpected")
         assert verdict(retrying) == NOT_READY
         objects.delete_namespaced_custom_object(GROUP, VERSION, ns, "escrows", "doomed")
@@ -204,19 +279,29 @@ def test_failed_escrow_reads_failed_and_its_retry_in_progress(kube: client.ApiCl
 
 
 # --- deletion stops work ---------------------------------------------------------------------------
-def test_deleting_an_escrow_mid_step_writes_nothing_afterwards(kube: client.ApiClient, namespace: str, cluster: DevCluster, crds: None, tmp_path: Path) -> None:
+def test_deleting_an_escrow_mid_step_writes_nothing_afterwards(
+    kube: client.ApiClient, namespace: str, cluster: DevCluster, crds: None, tmp_path: Path
+) -> None:
     ns = namespace
     objects = client.CustomObjectsApi(kube)
     op = start(cluster, tmp_path / "operator.log")
     try:
         objects.create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", pool_body("gone", 2))
-        wait_pool(kube, ns, "gone", lambda p: cond(p, "Ready") == ("True", "PodsReady") and p["status"]["readyReplicas"] == 2, "pool ready")
+        wait_pool(
+            kube,
+            ns,
+            "gone",
+            lambda p: cond(p, "Ready") == ("True", "PodsReady") and p["status"]["readyReplicas"] == 2,
+            "pool ready",
+        )
         doomed = create_escrow(kube, ns, "doomed", "gone", walletRetention="Delete")
         kept = create_escrow(kube, ns, "kept", "gone")
         uids = {doomed["metadata"]["uid"]: "Delete", kept["metadata"]["uid"]: "Retain"}
         # Mid-step: the exchange has started, step 0 (create_wallet, seconds long) is running.
         for name in ("doomed", "kept"):
-            wait_esc(kube, ns, name, lambda e: (e.get("status") or {}).get("phase") == "KeyExchange", f"{name} mid-exchange")
+            wait_esc(
+                kube, ns, name, lambda e: (e.get("status") or {}).get("phase") == "KeyExchange", f"{name} mid-exchange"
+            )
         for name in ("doomed", "kept"):
             objects.delete_namespaced_custom_object(GROUP, VERSION, ns, "escrows", name)
         for name in ("doomed", "kept"):
@@ -239,17 +324,23 @@ def test_deleting_an_escrow_mid_step_writes_nothing_afterwards(kube: client.ApiC
     assert not [n for n in now if n.startswith(".walletfs-tmp")]
 
 
-def test_a_namespace_with_pools_and_escrows_finishes_terminating(kube: client.ApiClient, cluster: DevCluster, crds: None, tmp_path: Path) -> None:
+def test_a_namespace_with_pools_and_escrows_finishes_terminating(
+    kube: client.ApiClient, cluster: DevCluster, crds: None, tmp_path: Path
+) -> None:
     core = client.CoreV1Api(kube)
     ns = f"t-gone-{secrets.token_hex(3)}"
     core.create_namespace({"metadata": {"name": ns}})
     op = start(cluster, tmp_path / "operator.log")
     try:
-        client.CustomObjectsApi(kube).create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", pool_body("p", 1))
+        client.CustomObjectsApi(kube).create_namespaced_custom_object(
+            GROUP, VERSION, ns, "walletpools", pool_body("p", 1)
+        )
         create_escrow(kube, ns, "e", "p", walletRetention="Delete", **DUO)
         wait_esc(kube, ns, "e", lambda e: (e.get("status") or {}).get("phase") == "KeyExchange", "mid-exchange")
         core.delete_namespace(ns)
-        wait_gone(core.list_namespace, field_selector=f"metadata.name={ns}", timeout=180, what=f"namespace {ns} deleted")
+        wait_gone(
+            core.list_namespace, field_selector=f"metadata.name={ns}", timeout=180, what=f"namespace {ns} deleted"
+        )
     finally:
         op.stop()
 
@@ -257,12 +348,27 @@ def test_a_namespace_with_pools_and_escrows_finishes_terminating(kube: client.Ap
 # --- GitOps churn ---------------------------------------------------------------------------------
 def kubectl_apply(cluster: DevCluster, ns: str, docs: list[dict[str, Any]], manager: str = "argocd-controller") -> None:
     subprocess.run(
-        [str(binary("kubectl")), f"--kubeconfig={cluster.kubeconfig}", "-n", ns, "apply", "--server-side", f"--field-manager={manager}", "-f", "-"],
-        input=yaml.safe_dump_all(docs), text=True, check=True, capture_output=True,
+        [
+            str(binary("kubectl")),
+            f"--kubeconfig={cluster.kubeconfig}",
+            "-n",
+            ns,
+            "apply",
+            "--server-side",
+            f"--field-manager={manager}",
+            "-f",
+            "-",
+        ],
+        input=yaml.safe_dump_all(docs),
+        text=True,
+        check=True,
+        capture_output=True,
     )
 
 
-def test_gitops_churn_ends_ready_with_no_401_and_nothing_orphaned(kube: client.ApiClient, namespace: str, cluster: DevCluster, crds: None, tmp_path: Path) -> None:
+def test_gitops_churn_ends_ready_with_no_401_and_nothing_orphaned(
+    kube: client.ApiClient, namespace: str, cluster: DevCluster, crds: None, tmp_path: Path
+) -> None:
     ns = namespace
     objects = client.CustomObjectsApi(kube)
     pool = pool_body("churn", 2)
@@ -275,10 +381,14 @@ def test_gitops_churn_ends_ready_with_no_401_and_nothing_orphaned(kube: client.A
         wait_escrow(kube, ns, "a", timeout=300)
         old_pool_uid = get(kube, ns, "walletpools", "churn")["metadata"]["uid"]
         kubectl_apply(cluster, ns, manifests)
-        assert get(kube, ns, "escrows", "a")["metadata"]["generation"] == 1  # a's manifest, applied again, changed nothing
+        assert (
+            get(kube, ns, "escrows", "a")["metadata"]["generation"] == 1
+        )  # a's manifest, applied again, changed nothing
         # b and c are mid-exchange: the pool is deleted and applied again under its name.
         for name in ("b", "c"):
-            wait_esc(kube, ns, name, lambda e: (e.get("status") or {}).get("phase") == "KeyExchange", f"{name} mid-exchange")
+            wait_esc(
+                kube, ns, name, lambda e: (e.get("status") or {}).get("phase") == "KeyExchange", f"{name} mid-exchange"
+            )
         objects.delete_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", "churn")
         wait_gone(custom_objects(kube, ns, "walletpools"), field_selector="metadata.name=churn", what="pool deleted")
         kubectl_apply(cluster, ns, manifests)
@@ -300,7 +410,13 @@ def test_gitops_churn_ends_ready_with_no_401_and_nothing_orphaned(kube: client.A
         assert verdict(get(kube, ns, "escrows", name)) == READY
         assert escrow["metadata"]["generation"] == 1
     assert verdict(get(kube, ns, "walletpools", "churn")) == READY
-    for needle in ("HTTP 401", "bearer token", "CredentialsRefused", "refused the pool's credentials", "refused stale credentials"):
+    for needle in (
+        "HTTP 401",
+        "bearer token",
+        "CredentialsRefused",
+        "refused the pool's credentials",
+        "refused stale credentials",
+    ):
         assert needle not in log, f"{needle!r} in the operator log"
     reasons = {e.reason for e in client.CoreV1Api(kube).list_namespaced_event(ns).items}
     assert "Failed" not in reasons and "StepRetried" not in reasons, reasons

@@ -51,7 +51,13 @@ def conditions(
 
 
 def escrow(status: dict[str, Any] | None, *, generation: int = 1, deleting: bool = False) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": "order-1", "namespace": "shop", "uid": "u-1", "generation": generation, "creationTimestamp": T0}
+    metadata: dict[str, Any] = {
+        "name": "order-1",
+        "namespace": "shop",
+        "uid": "u-1",
+        "generation": generation,
+        "creationTimestamp": T0,
+    }
     if deleting:
         metadata["deletionTimestamp"] = T0
         metadata["finalizers"] = ["xmrescrow.dev/escrow"]
@@ -59,22 +65,43 @@ def escrow(status: dict[str, Any] | None, *, generation: int = 1, deleting: bool
         "apiVersion": API_VERSION,
         "kind": "Escrow",
         "metadata": metadata,
-        "spec": {"poolRef": "wallets", "threshold": 2, "participants": ["buyer", "vendor", "arbiter"], "walletRetention": "Retain"},
+        "spec": {
+            "poolRef": "wallets",
+            "threshold": 2,
+            "participants": ["buyer", "vendor", "arbiter"],
+            "walletRetention": "Retain",
+        },
     }
     if status is not None:
         obj["status"] = status
     return obj
 
 
-def escrow_status(phase: str, message: str, conds: list[dict[str, Any]], generation: int = 1, **extra: Any) -> dict[str, Any]:
-    return {"phase": phase, "round": 0, "rounds": 4, "observedGeneration": generation, "message": message, "conditions": conds, **extra}
+def escrow_status(
+    phase: str, message: str, conds: list[dict[str, Any]], generation: int = 1, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "phase": phase,
+        "round": 0,
+        "rounds": 4,
+        "observedGeneration": generation,
+        "message": message,
+        "conditions": conds,
+        **extra,
+    }
 
 
 def pool(replicas: int, status: dict[str, Any] | None, *, generation: int = 1) -> dict[str, Any]:
     obj: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": "WalletPool",
-        "metadata": {"name": "wallets", "namespace": "shop", "uid": "u-2", "generation": generation, "creationTimestamp": T0},
+        "metadata": {
+            "name": "wallets",
+            "namespace": "shop",
+            "uid": "u-2",
+            "generation": generation,
+            "creationTimestamp": T0,
+        },
         "spec": {"replicas": replicas, "storage": {"size": "10Gi"}, "network": "mainnet", "daemon": "offline"},
     }
     if status is not None:
@@ -83,7 +110,14 @@ def pool(replicas: int, status: dict[str, Any] | None, *, generation: int = 1) -
 
 
 def pool_status(replicas: int, ready: int, conds: list[dict[str, Any]], generation: int = 1) -> dict[str, Any]:
-    return {"replicas": replicas, "readyReplicas": ready, "busyPods": 0, "queuedSteps": 0, "observedGeneration": generation, "conditions": conds}
+    return {
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "busyPods": 0,
+        "queuedSteps": 0,
+        "observedGeneration": generation,
+        "conditions": conds,
+    }
 
 
 ROUND2 = "round 2 of 3 (exchange_multisig_keys)"
@@ -100,35 +134,72 @@ CASES: list[tuple[str, dict[str, Any], str, str, str]] = [
     ("escrow-defaulted-status", escrow({"observedGeneration": 0}), "InProgress", "Progressing", "observe generation 1"),
     (
         "escrow-pending",
-        escrow(escrow_status("Pending", "waiting for a pod", conditions((False, "Pending", "waiting for a pod"), (True, "Pending", "waiting for a pod")))),
+        escrow(
+            escrow_status(
+                "Pending",
+                "waiting for a pod",
+                conditions((False, "Pending", "waiting for a pod"), (True, "Pending", "waiting for a pod")),
+            )
+        ),
         "InProgress",
         "Progressing",
         "waiting for a pod",
     ),
     (
         "escrow-pool-not-found",
-        escrow(escrow_status("Pending", "WalletPool wallets not found", conditions((False, "PoolNotFound", "WalletPool wallets not found"), (True, "PoolNotFound", "WalletPool wallets not found")))),
+        escrow(
+            escrow_status(
+                "Pending",
+                "WalletPool wallets not found",
+                conditions(
+                    (False, "PoolNotFound", "WalletPool wallets not found"),
+                    (True, "PoolNotFound", "WalletPool wallets not found"),
+                ),
+            )
+        ),
         "InProgress",
         "Progressing",
         "WalletPool wallets not found",
     ),
     (
         "escrow-round-in-progress",
-        escrow(escrow_status("KeyExchange", ROUND2, conditions((False, "Round2", ROUND2), (True, "Round2", ROUND2)), round=2)),
+        escrow(
+            escrow_status(
+                "KeyExchange", ROUND2, conditions((False, "Round2", ROUND2), (True, "Round2", ROUND2)), round=2
+            )
+        ),
         "InProgress",
         "Progressing",
         ROUND2,
     ),
     (
         "escrow-step-retried",
-        escrow(escrow_status("KeyExchange", ROUND2, conditions((False, "Round2", ROUND2), (True, "Round2", ROUND2), degraded=(True, "StepRetried", RETRIED)), round=2)),
+        escrow(
+            escrow_status(
+                "KeyExchange",
+                ROUND2,
+                conditions(
+                    (False, "Round2", ROUND2), (True, "Round2", ROUND2), degraded=(True, "StepRetried", RETRIED)
+                ),
+                round=2,
+            )
+        ),
         "InProgress",
         "Progressing",
         RETRIED,
     ),
     (
         "escrow-retried-step-recovered",
-        escrow(escrow_status("KeyExchange", ROUND2, conditions((False, "Round2", ROUND2), (True, "Round2", ROUND2), degraded=(False, "Recovered", "step succeeded")), round=2)),
+        escrow(
+            escrow_status(
+                "KeyExchange",
+                ROUND2,
+                conditions(
+                    (False, "Round2", ROUND2), (True, "Round2", ROUND2), degraded=(False, "Recovered", "step succeeded")
+                ),
+                round=2,
+            )
+        ),
         "InProgress",
         "Progressing",
         ROUND2,
@@ -139,7 +210,10 @@ CASES: list[tuple[str, dict[str, Any], str, str, str]] = [
             escrow_status(
                 "Ready",
                 "multisig address ready",
-                conditions((True, "MultisigReady", "2-of-3 multisig address is ready"), (False, "Complete", "key exchange complete")),
+                conditions(
+                    (True, "MultisigReady", "2-of-3 multisig address is ready"),
+                    (False, "Complete", "key exchange complete"),
+                ),
                 round=4,
                 address=ADDRESS,
             )
@@ -209,7 +283,12 @@ CASES: list[tuple[str, dict[str, Any], str, str, str]] = [
         # A Ready status of generation 1 on an object at generation 2: the new spec is not seen yet.
         "escrow-spec-not-observed",
         escrow(
-            escrow_status("Ready", "multisig address ready", conditions((True, "MultisigReady", "ready"), (False, "Complete", "done")), address=ADDRESS),
+            escrow_status(
+                "Ready",
+                "multisig address ready",
+                conditions((True, "MultisigReady", "ready"), (False, "Complete", "done")),
+                address=ADDRESS,
+            ),
             generation=2,
         ),
         "InProgress",
@@ -220,7 +299,12 @@ CASES: list[tuple[str, dict[str, Any], str, str, str]] = [
         # Argo CD reads any object being deleted as Progressing, before its health check.
         "escrow-being-deleted",
         escrow(
-            escrow_status("Ready", "multisig address ready", conditions((True, "MultisigReady", "ready"), (False, "Complete", "done")), address=ADDRESS),
+            escrow_status(
+                "Ready",
+                "multisig address ready",
+                conditions((True, "MultisigReady", "ready"), (False, "Complete", "done")),
+                address=ADDRESS,
+            ),
             deleting=True,
         ),
         "Terminating",
@@ -229,23 +313,53 @@ CASES: list[tuple[str, dict[str, Any], str, str, str]] = [
     ),
     # --- WalletPool ----------------------------------------------------------------------------
     ("pool-no-status", pool(3, None), "Current", "Progressing", "waiting for the operator"),
-    ("pool-defaulted-status", pool(3, {"observedGeneration": 0, "replicas": 0, "readyReplicas": 0}), "InProgress", "Progressing", "observe generation 1"),
+    (
+        "pool-defaulted-status",
+        pool(3, {"observedGeneration": 0, "replicas": 0, "readyReplicas": 0}),
+        "InProgress",
+        "Progressing",
+        "observe generation 1",
+    ),
     (
         "pool-scaling-up",
-        pool(3, pool_status(1, 1, conditions((False, "PodsNotReady", "1/3 pods ready"), (True, "Scaling", "scaling to 3 pods")))),
+        pool(
+            3,
+            pool_status(
+                1, 1, conditions((False, "PodsNotReady", "1/3 pods ready"), (True, "Scaling", "scaling to 3 pods"))
+            ),
+        ),
         "InProgress",
         "Progressing",
         "1/3 wallet-rpc pods ready",
     ),
     (
         "pool-pods-not-ready",
-        pool(2, pool_status(2, 0, conditions((False, "PodsNotReady", "0/2 pods ready"), (True, "PodsNotReady", "waiting for 2 pods")))),
+        pool(
+            2,
+            pool_status(
+                2,
+                0,
+                conditions((False, "PodsNotReady", "0/2 pods ready"), (True, "PodsNotReady", "waiting for 2 pods")),
+            ),
+        ),
         "InProgress",
         "Progressing",
         "0/2 wallet-rpc pods ready",
     ),
-    ("pool-ready", pool(3, pool_status(3, 3, conditions(POOL_READY, (False, "Complete", "")))), "Current", "Healthy", "3/3 wallet-rpc pods ready"),
-    ("pool-zero-of-zero", pool(0, pool_status(0, 0, conditions(POOL_READY, (False, "Complete", "")))), "Current", "Healthy", "0/0 wallet-rpc pods ready"),
+    (
+        "pool-ready",
+        pool(3, pool_status(3, 3, conditions(POOL_READY, (False, "Complete", "")))),
+        "Current",
+        "Healthy",
+        "3/3 wallet-rpc pods ready",
+    ),
+    (
+        "pool-zero-of-zero",
+        pool(0, pool_status(0, 0, conditions(POOL_READY, (False, "Complete", "")))),
+        "Current",
+        "Healthy",
+        "0/0 wallet-rpc pods ready",
+    ),
     (
         "pool-spec-refused",
         pool(
@@ -294,7 +408,9 @@ def test_the_tool_runs_health_checks_as_argo_cd_does(tmp_path: Path) -> None:
     def install_md(script: str) -> Path:
         body = "\n".join("    " + line for line in script.strip().splitlines())
         path = tmp_path / "install.md"
-        path.write_text(f"# x\n\n```yaml\ndata:\n  resource.customizations.health.xmrescrow.dev_Escrow: |\n{body}\n```\n")
+        path.write_text(
+            f"# x\n\n```yaml\ndata:\n  resource.customizations.health.xmrescrow.dev_Escrow: |\n{body}\n```\n"
+        )
         return path
 
     obj = escrow({"observedGeneration": 1})

@@ -43,8 +43,16 @@ BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
 @pytest.fixture(scope="module")
-def pool(kube: client.ApiClient, module_namespace: str, cluster: DevCluster, crds: None, tmp_path_factory: pytest.TempPathFactory) -> str:
-    reconcile_pool(kube, module_namespace, POOL, 2, Path(cluster.kubeconfig), tmp_path_factory.mktemp("op") / "setup.log")
+def pool(
+    kube: client.ApiClient,
+    module_namespace: str,
+    cluster: DevCluster,
+    crds: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    reconcile_pool(
+        kube, module_namespace, POOL, 2, Path(cluster.kubeconfig), tmp_path_factory.mktemp("op") / "setup.log"
+    )
     return POOL
 
 
@@ -54,7 +62,9 @@ def log_dir(tmp_path: Path) -> Path:
 
 
 def start(cluster: DevCluster, log: Path, **env: str) -> OperatorProcess:
-    return OperatorProcess(Path(cluster.kubeconfig), log, env={"ESCROW_ALLOWED_IMAGES": TEST_ALLOWED_IMAGES, **env}).start()
+    return OperatorProcess(
+        Path(cluster.kubeconfig), log, env={"ESCROW_ALLOWED_IMAGES": TEST_ALLOWED_IMAGES, **env}
+    ).start()
 
 
 def events(kube: client.ApiClient, ns: str, name: str) -> list[client.CoreV1Event]:
@@ -103,7 +113,9 @@ def test_forged_secret_and_status_address_are_corrected_from_the_wallets(
     recorded = escrow_secret(kube, ns, uid)
     assert recorded["address.buyer"] == recorded["address.vendor"] == true_address
     assert any(e.reason == "AddressCorrected" and e.type == "Warning" for e in events(kube, ns, "forged"))
-    assert forged not in str(get_escrow(kube, ns, "forged")["status"]) and also_forged not in str(get_escrow(kube, ns, "forged"))
+    assert forged not in str(get_escrow(kube, ns, "forged")["status"]) and also_forged not in str(
+        get_escrow(kube, ns, "forged")
+    )
     # Reading the wallets left no work copy behind.
     files = {p.name for p in pool_directory(kube, ns, pool).iterdir() if uid in p.name}
     assert files and all("_final" in f for f in files), files
@@ -112,29 +124,39 @@ def test_forged_secret_and_status_address_are_corrected_from_the_wallets(
 
 # --- WalletPool rights ----------------------------------------------------------------------------
 @pytest.fixture
-def pool_editor(kube: client.ApiClient, module_namespace: str, cluster: DevCluster, tmp_path: Path) -> Iterator[client.ApiClient]:
+def pool_editor(
+    kube: client.ApiClient, module_namespace: str, cluster: DevCluster, tmp_path: Path
+) -> Iterator[client.ApiClient]:
     """A user who may edit Escrows, WalletPools and Secrets of the namespace, but not pods, workloads or claims."""
     ns = module_namespace
     rbac = client.RbacAuthorizationV1Api(kube)
     client.CoreV1Api(kube).create_namespaced_service_account(ns, {"metadata": {"name": "editor"}})
-    rbac.create_namespaced_role(ns, {
-        "metadata": {"name": "escrow-editor"},
-        "rules": [
-            {"apiGroups": [GROUP], "resources": ["escrows", "walletpools"], "verbs": ["*"]},
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]},
-        ],
-    })
-    rbac.create_namespaced_role_binding(ns, {
-        "metadata": {"name": "escrow-editor"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "escrow-editor"},
-        "subjects": [{"kind": "ServiceAccount", "name": "editor", "namespace": ns}],
-    })
+    rbac.create_namespaced_role(
+        ns,
+        {
+            "metadata": {"name": "escrow-editor"},
+            "rules": [
+                {"apiGroups": [GROUP], "resources": ["escrows", "walletpools"], "verbs": ["*"]},
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]},
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": "escrow-editor"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "escrow-editor"},
+            "subjects": [{"kind": "ServiceAccount", "name": "editor", "namespace": ns}],
+        },
+    )
     path = cluster.mint_kubeconfig(ns, "editor", tmp_path / "editor.kubeconfig")
     from kubernetes import config
 
     api = config.new_client_from_config(str(path))
     with pytest.raises(ApiException) as refused:  # the premise: this user cannot create pods
-        client.CoreV1Api(api).create_namespaced_pod(ns, {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+        client.CoreV1Api(api).create_namespaced_pod(
+            ns, {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+        )
     assert refused.value.status == 403
     yield api
 
@@ -142,7 +164,9 @@ def pool_editor(kube: client.ApiClient, module_namespace: str, cluster: DevClust
 def stalled(kube: client.ApiClient, ns: str, name: str) -> dict:
     return wait_for(
         custom_objects(kube, ns, "walletpools"),
-        lambda p: any(c["type"] == "Stalled" and c["status"] == "True" for c in (p.get("status") or {}).get("conditions", [])),
+        lambda p: any(
+            c["type"] == "Stalled" and c["status"] == "True" for c in (p.get("status") or {}).get("conditions", [])
+        ),
         field_selector=f"metadata.name={name}",
         timeout=60,
         what=f"pool {name} Stalled",
@@ -150,39 +174,79 @@ def stalled(kube: client.ApiClient, ns: str, name: str) -> dict:
 
 
 def wallet_pool(name: str, **spec: object) -> dict:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WalletPool", "metadata": {"name": name}, "spec": {"replicas": 1, **spec}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "WalletPool",
+        "metadata": {"name": name},
+        "spec": {"replicas": 1, **spec},
+    }
 
 
 def test_a_pool_editor_cannot_run_other_images_or_mount_other_claims(
-    kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, pool_editor: client.ApiClient, log_dir: Path
+    kube: client.ApiClient,
+    module_namespace: str,
+    pool: str,
+    cluster: DevCluster,
+    pool_editor: client.ApiClient,
+    log_dir: Path,
 ) -> None:
     ns = module_namespace
     core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
     as_editor = client.CustomObjectsApi(pool_editor)
     # An unlabelled claim the admin made, later labelled for one pool.
-    core.create_namespaced_persistent_volume_claim(ns, {
-        "metadata": {"name": "loose"},
-        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
-    })
+    core.create_namespaced_persistent_volume_claim(
+        ns,
+        {
+            "metadata": {"name": "loose"},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+    )
     op = start(cluster, log_dir / "operator.log")
     try:
-        as_editor.create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", wallet_pool("evil", image="busybox:latest", storage={"size": "1Gi"}))
-        as_editor.create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", wallet_pool("sidecar", operatorImage="busybox:latest", storage={"size": "1Gi"}))
-        as_editor.create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", wallet_pool("thief", storage={"claimName": f"{pool}-wallets"}))
-        as_editor.create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", wallet_pool("owner", storage={"claimName": "loose"}))
+        as_editor.create_namespaced_custom_object(
+            GROUP, VERSION, ns, "walletpools", wallet_pool("evil", image="busybox:latest", storage={"size": "1Gi"})
+        )
+        as_editor.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            "walletpools",
+            wallet_pool("sidecar", operatorImage="busybox:latest", storage={"size": "1Gi"}),
+        )
+        as_editor.create_namespaced_custom_object(
+            GROUP, VERSION, ns, "walletpools", wallet_pool("thief", storage={"claimName": f"{pool}-wallets"})
+        )
+        as_editor.create_namespaced_custom_object(
+            GROUP, VERSION, ns, "walletpools", wallet_pool("owner", storage={"claimName": "loose"})
+        )
         verdicts = {name: stalled(kube, ns, name) for name in ("evil", "sidecar", "thief", "owner")}
         reasons = {name: condition(p, "Stalled")["reason"] for name, p in verdicts.items()}  # type: ignore[index]
-        assert reasons == {"evil": "ImageNotAllowed", "sidecar": "ImageNotAllowed", "thief": "ClaimNotAllowed", "owner": "ClaimNotAllowed"}
+        assert reasons == {
+            "evil": "ImageNotAllowed",
+            "sidecar": "ImageNotAllowed",
+            "thief": "ClaimNotAllowed",
+            "owner": "ClaimNotAllowed",
+        }
         assert "kubectl label pvc loose" in condition(verdicts["owner"], "Stalled")["message"]  # type: ignore[index]
         # Someone who may edit claims labels "loose" for "owner": the operator re-checks the claim and
         # reconciles owner. Labelled for a second pool, it still serves only owner.
-        core.patch_namespaced_persistent_volume_claim("loose", ns, {"metadata": {"labels": {"xmrescrow.dev/pool": "owner"}}})
+        core.patch_namespaced_persistent_volume_claim(
+            "loose", ns, {"metadata": {"labels": {"xmrescrow.dev/pool": "owner"}}}
+        )
         wait_for(
-            apps.list_namespaced_stateful_set, lambda s: True, ns, field_selector="metadata.name=owner", timeout=90,
+            apps.list_namespaced_stateful_set,
+            lambda s: True,
+            ns,
+            field_selector="metadata.name=owner",
+            timeout=90,
             what="the StatefulSet of pool owner",
         )
-        core.patch_namespaced_persistent_volume_claim("loose", ns, {"metadata": {"labels": {"xmrescrow.dev/pool": "second"}}})
-        as_editor.create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", wallet_pool("second", storage={"claimName": "loose"}))
+        core.patch_namespaced_persistent_volume_claim(
+            "loose", ns, {"metadata": {"labels": {"xmrescrow.dev/pool": "second"}}}
+        )
+        as_editor.create_namespaced_custom_object(
+            GROUP, VERSION, ns, "walletpools", wallet_pool("second", storage={"claimName": "loose"})
+        )
         assert condition(stalled(kube, ns, "second"), "Stalled")["reason"] == "ClaimInUse"  # type: ignore[index]
     finally:
         op.stop()
@@ -201,27 +265,42 @@ def test_an_apiserver_refusal_mid_step_ends_failed_without_restarts_or_work_copi
     ns = module_namespace
     reg = client.AdmissionregistrationV1Api(kube)
     policy = f"refuse-round-1-{ns}"
-    reg.create_validating_admission_policy({
-        "metadata": {"name": policy},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["secrets"]}]},
-            "validations": [{
-                "expression": "!has(object.data) || !object.data.exists(k, k.startsWith('message.') && k.endsWith('.1'))",
-                "message": "test policy: round-1 messages are refused",
-            }],
-        },
-    })
-    reg.create_validating_admission_policy_binding({
-        "metadata": {"name": policy},
-        "spec": {
-            "policyName": policy,
-            "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}},
-        },
-    })
+    reg.create_validating_admission_policy(
+        {
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["secrets"]}
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": "!has(object.data) || !object.data.exists(k, k.startsWith('message.') && k.endsWith('.1'))",
+                        "message": "test policy: round-1 messages are refused",
+                    }
+                ],
+            },
+        }
+    )
+    reg.create_validating_admission_policy_binding(
+        {
+            "metadata": {"name": policy},
+            "spec": {
+                "policyName": policy,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}},
+            },
+        }
+    )
     try:
-        wait_for(reg.list_validating_admission_policy_binding, lambda b: True, field_selector=f"metadata.name={policy}", what="the policy binding")
+        wait_for(
+            reg.list_validating_admission_policy_binding,
+            lambda b: True,
+            field_selector=f"metadata.name={policy}",
+            what="the policy binding",
+        )
         op = start(cluster, log_dir / "operator.log")
         try:
             create_escrow(kube, ns, "refused", pool, threshold=2, participants=["buyer", "vendor"])
@@ -254,7 +333,9 @@ def test_a_retry_annotation_set_before_the_failure_is_not_acted_on(
     try:
         create_escrow(kube, ns, "prearmed", pool, threshold=2, participants=["buyer", "vendor"])
         op.wait_log(r"fault injection: paused at round.before_status")
-        objects.patch_namespaced_custom_object(GROUP, VERSION, ns, "escrows", "prearmed", {"metadata": {"annotations": {"xmrescrow.dev/retry": "early"}}})
+        objects.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, "escrows", "prearmed", {"metadata": {"annotations": {"xmrescrow.dev/retry": "early"}}}
+        )
         wait_for(
             custom_objects(kube, ns, "escrows"),
             lambda e: (e["metadata"].get("annotations") or {}).get("xmrescrow.dev/retry") == "early",
@@ -265,7 +346,9 @@ def test_a_retry_annotation_set_before_the_failure_is_not_acted_on(
         op.proc.send_signal(__import__("signal").SIGUSR1)
         failed = wait_escrow(kube, ns, "prearmed", phase="Failed")
         assert failed["status"]["lastRetry"] == "early"  # recorded at the failure, not acted on
-        objects.patch_namespaced_custom_object(GROUP, VERSION, ns, "escrows", "prearmed", {"metadata": {"annotations": {"xmrescrow.dev/retry": "late"}}})
+        objects.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, "escrows", "prearmed", {"metadata": {"annotations": {"xmrescrow.dev/retry": "late"}}}
+        )
         wait_for(
             custom_objects(kube, ns, "escrows"),
             lambda e: (e.get("status") or {}).get("lastRetry") == "late",
@@ -280,4 +363,3 @@ def test_a_retry_annotation_set_before_the_failure_is_not_acted_on(
     assert len(retried) == 1 and "'late'" in retried[0], retried
     assert condition(ready, "Degraded")["status"] == "False"  # type: ignore[index]
     assert condition(ready, "Stalled")["status"] == "False"  # type: ignore[index]
-

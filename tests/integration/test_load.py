@@ -38,7 +38,9 @@ def pool(kube: client.ApiClient, module_namespace: str, operator: OperatorProces
     return POOL
 
 
-def test_twenty_escrows_on_three_pods(kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess, cluster: DevCluster) -> None:
+def test_twenty_escrows_on_three_pods(
+    kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess, cluster: DevCluster
+) -> None:
     ns = module_namespace
     started = time.monotonic()
     names = [f"load-{i:02d}" for i in range(ESCROWS)]
@@ -71,7 +73,10 @@ def test_twenty_escrows_on_three_pods(kube: client.ApiClient, module_namespace: 
 
     # One step per pod at a time, as the operator saw it ...
     spans: dict[str, list[tuple[float, float]]] = {}
-    steps = re.findall(rf"Step done: escrow={ns}/\S+ .* pod=(\S+) start=([\d.]+) end=([\d.]+)(?: rpc=\S+ fs=\S+ warm=(\d))?", operator.log)
+    steps = re.findall(
+        rf"Step done: escrow={ns}/\S+ .* pod=(\S+) start=([\d.]+) end=([\d.]+)(?: rpc=\S+ fs=\S+ warm=(\d))?",
+        operator.log,
+    )
     for pod, start, end, _ in steps:
         spans.setdefault(pod, []).append((float(start), float(end)))
     assert len(steps) >= ESCROWS * 3 * 4
@@ -89,5 +94,7 @@ def test_twenty_escrows_on_three_pods(kube: client.ApiClient, module_namespace: 
         assert "Failed to lock" not in text, f"{path}: a wallet file was open in two processes"
     scanned = sum(assert_no_secrets(kube, ns, e["metadata"]["uid"], [operator.log]) for e in ready.values())
     warm = sum(1 for *_, w in steps if w == "1")
-    print(f"\nload: {ESCROWS} escrows on {PODS} pods Ready in {elapsed:.0f} s, {len(steps)} steps ({warm} warm), "
-          f"{sum(len(t) for t in logs.values())} bytes of wallet-rpc log without 'Failed to lock', {scanned} secrets scanned, 0 found")
+    print(
+        f"\nload: {ESCROWS} escrows on {PODS} pods Ready in {elapsed:.0f} s, {len(steps)} steps ({warm} warm), "
+        f"{sum(len(t) for t in logs.values())} bytes of wallet-rpc log without 'Failed to lock', {scanned} secrets scanned, 0 found"
+    )

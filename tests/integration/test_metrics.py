@@ -84,13 +84,18 @@ def phases(text: str, namespace: str) -> dict[str, float]:
 def start_operator(cluster: DevCluster, log: Path, env: dict[str, str]) -> tuple[OperatorProcess, int]:
     liveness = free_port()
     op = OperatorProcess(
-        Path(cluster.kubeconfig), log, env={**env, "ESCROW_LIVENESS": f"http://127.0.0.1:{liveness}/healthz"}, metrics_port=free_port()
+        Path(cluster.kubeconfig),
+        log,
+        env={**env, "ESCROW_LIVENESS": f"http://127.0.0.1:{liveness}/healthz"},
+        metrics_port=free_port(),
     ).start()
     return op, liveness
 
 
 @pytest.fixture(scope="module")
-def metrics_operator(cluster: DevCluster, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OperatorProcess, int]]:
+def metrics_operator(
+    cluster: DevCluster, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[OperatorProcess, int]]:
     op, liveness = start_operator(cluster, tmp_path_factory.mktemp("op") / "operator.log", FAULTS)
     try:
         poll(lambda: scrape(op), lambda _: True, "the metrics endpoint")
@@ -100,7 +105,9 @@ def metrics_operator(cluster: DevCluster, crds: None, tmp_path_factory: pytest.T
 
 
 @pytest.fixture(scope="module")
-def escrows(kube: client.ApiClient, module_namespace: str, metrics_operator: tuple[OperatorProcess, int]) -> dict[str, dict]:
+def escrows(
+    kube: client.ApiClient, module_namespace: str, metrics_operator: tuple[OperatorProcess, int]
+) -> dict[str, dict]:
     ns = module_namespace
     create_pool(kube, ns, POOL, replicas=2)
     for name in READY:
@@ -118,13 +125,21 @@ def test_healthz_answers(metrics_operator: tuple[OperatorProcess, int]) -> None:
     assert reply.status_code == 200 and reply.text == "ok\n"
     assert httpx.get(f"{op.metrics_url}/nothing-here", timeout=10).status_code == 404
     # kopf's liveness endpoint (--liveness / ESCROW_LIVENESS), the one the chart's probes use.
-    kopf_health = poll(lambda: httpx.get(f"http://127.0.0.1:{liveness}/healthz", timeout=10), lambda r: r.status_code == 200, "kopf /healthz")
+    kopf_health = poll(
+        lambda: httpx.get(f"http://127.0.0.1:{liveness}/healthz", timeout=10),
+        lambda r: r.status_code == 200,
+        "kopf /healthz",
+    )
     assert kopf_health.status_code == 200
 
 
-def test_escrows_by_phase(metrics_operator: tuple[OperatorProcess, int], module_namespace: str, escrows: dict[str, dict]) -> None:
+def test_escrows_by_phase(
+    metrics_operator: tuple[OperatorProcess, int], module_namespace: str, escrows: dict[str, dict]
+) -> None:
     op, _ = metrics_operator
-    text = poll(lambda: scrape(op), lambda t: phases(t, module_namespace).get("Ready") == 2, "Ready=2 in xmrescrow_escrows")
+    text = poll(
+        lambda: scrape(op), lambda t: phases(t, module_namespace).get("Ready") == 2, "Ready=2 in xmrescrow_escrows"
+    )
     assert phases(text, module_namespace) == {"Pending": 0, "KeyExchange": 0, "Ready": 2, "Failed": 1}
     assert "# HELP xmrescrow_escrows " in text
     assert (sample(text, "xmrescrow_escrows_ready_total") or 0) >= 2
@@ -134,7 +149,14 @@ def test_escrows_by_phase(metrics_operator: tuple[OperatorProcess, int], module_
 
 def test_step_and_rpc_durations(metrics_operator: tuple[OperatorProcess, int], escrows: dict[str, dict]) -> None:
     text = scrape(metrics_operator[0])
-    for method in ("create_wallet", "prepare_multisig", "make_multisig", "exchange_multisig_keys", "open_wallet", "close_wallet"):
+    for method in (
+        "create_wallet",
+        "prepare_multisig",
+        "make_multisig",
+        "exchange_multisig_keys",
+        "open_wallet",
+        "close_wallet",
+    ):
         count = sample(text, "xmrescrow_rpc_duration_seconds_count", method=method)
         assert count is not None and count > 0, f"no {method} in the RPC histogram"
         assert (sample(text, "xmrescrow_rpc_duration_seconds_sum", method=method) or 0) > 0
@@ -145,17 +167,27 @@ def test_step_and_rpc_durations(metrics_operator: tuple[OperatorProcess, int], e
         assert f"# HELP {name} " in text
 
 
-def test_pool_gauges(metrics_operator: tuple[OperatorProcess, int], module_namespace: str, escrows: dict[str, dict]) -> None:
+def test_pool_gauges(
+    metrics_operator: tuple[OperatorProcess, int], module_namespace: str, escrows: dict[str, dict]
+) -> None:
     op, _ = metrics_operator
     labels = {"namespace": module_namespace, "pool": POOL}
     text = poll(
         lambda: scrape(op),
-        lambda t: sample(t, "xmrescrow_pool_pods_ready", **labels) == 2 and sample(t, "xmrescrow_pool_pods_busy", **labels) == 0,
+        lambda t: (
+            sample(t, "xmrescrow_pool_pods_ready", **labels) == 2
+            and sample(t, "xmrescrow_pool_pods_busy", **labels) == 0
+        ),
         "2 ready, 0 busy pods in the pool gauges",
     )
     assert sample(text, "xmrescrow_pool_pods", **labels) == 2
     assert sample(text, "xmrescrow_pool_steps_queued", **labels) == 0
-    for name in ("xmrescrow_pool_pods", "xmrescrow_pool_pods_ready", "xmrescrow_pool_pods_busy", "xmrescrow_pool_steps_queued"):
+    for name in (
+        "xmrescrow_pool_pods",
+        "xmrescrow_pool_pods_ready",
+        "xmrescrow_pool_pods_busy",
+        "xmrescrow_pool_steps_queued",
+    ):
         assert f"# HELP {name} " in text
 
 
@@ -171,7 +203,10 @@ def assert_absent(text: str, values: dict[str, str]) -> None:
 
 
 def test_no_secrets_in_metrics(
-    kube: client.ApiClient, module_namespace: str, metrics_operator: tuple[OperatorProcess, int], escrows: dict[str, dict]
+    kube: client.ApiClient,
+    module_namespace: str,
+    metrics_operator: tuple[OperatorProcess, int],
+    escrows: dict[str, dict],
 ) -> None:
     ns = module_namespace
     op, _ = metrics_operator
@@ -198,23 +233,38 @@ def test_no_secrets_in_metrics(
 
 
 def test_phases_after_a_restart_and_a_deletion(
-    kube: client.ApiClient, cluster: DevCluster, module_namespace: str, metrics_operator: tuple[OperatorProcess, int], escrows: dict[str, dict], tmp_path: Path
+    kube: client.ApiClient,
+    cluster: DevCluster,
+    module_namespace: str,
+    metrics_operator: tuple[OperatorProcess, int],
+    escrows: dict[str, dict],
+    tmp_path: Path,
 ) -> None:
     """A new operator process knows the phases from its watch alone (counters start from zero), and
     a deleted escrow leaves the gauge."""
     metrics_operator[0].stop()
     op, _ = start_operator(cluster, tmp_path / "restarted.log", {})
     try:
-        text = poll(lambda: scrape(op), lambda t: sum(phases(t, module_namespace).values()) == 3, "3 escrows after the restart")
+        text = poll(
+            lambda: scrape(op), lambda t: sum(phases(t, module_namespace).values()) == 3, "3 escrows after the restart"
+        )
         assert phases(text, module_namespace) == {"Pending": 0, "KeyExchange": 0, "Ready": 2, "Failed": 1}
         assert sample(text, "xmrescrow_escrows_ready_total") == 0
         # the pool and its pods are listed again too
         labels = {"namespace": module_namespace, "pool": POOL}
-        poll(lambda: scrape(op), lambda t: sample(t, "xmrescrow_pool_pods_ready", **labels) == 2, "2 ready pods after the restart")
+        poll(
+            lambda: scrape(op),
+            lambda t: sample(t, "xmrescrow_pool_pods_ready", **labels) == 2,
+            "2 ready pods after the restart",
+        )
         # a deleted escrow leaves the gauge (walletRetention Retain: nothing to delete but the finalizer)
-        client.CustomObjectsApi(kube).delete_namespaced_custom_object(GROUP, VERSION, module_namespace, ESCROW_PLURAL, FAILED)
+        client.CustomObjectsApi(kube).delete_namespaced_custom_object(
+            GROUP, VERSION, module_namespace, ESCROW_PLURAL, FAILED
+        )
         wait_escrow_gone(kube, module_namespace, FAILED)
-        text = poll(lambda: scrape(op), lambda t: phases(t, module_namespace).get("Failed") == 0, "Failed=0 after the deletion")
+        text = poll(
+            lambda: scrape(op), lambda t: phases(t, module_namespace).get("Failed") == 0, "Failed=0 after the deletion"
+        )
         assert phases(text, module_namespace) == {"Pending": 0, "KeyExchange": 0, "Ready": 2, "Failed": 0}
     finally:
         op.stop()

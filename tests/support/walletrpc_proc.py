@@ -24,7 +24,10 @@ class Inspector:
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         reply = httpx.post(
-            self.url, json={"jsonrpc": "2.0", "id": "0", "method": method, "params": params}, auth=self.auth, timeout=120
+            self.url,
+            json={"jsonrpc": "2.0", "id": "0", "method": method, "params": params},
+            auth=self.auth,
+            timeout=120,
         ).json()
         if "error" in reply:
             raise AssertionError(f"{method} failed: {reply['error']}")
@@ -50,10 +53,19 @@ def standalone_wallet_rpc(wallet_dir: Path, ip: str = "127.0.0.9") -> Iterator[I
     with tempfile.TemporaryDirectory() as home:
         proc = subprocess.Popen(
             [
-                binary, "--offline", f"--wallet-dir={wallet_dir}", f"--rpc-bind-ip={ip}", f"--rpc-bind-port={port}",
-                f"--rpc-login=inspector:{password}", "--confirm-external-bind", "--non-interactive",
-                "--rpc-ssl=disabled", "--daemon-ssl=disabled", "--disable-rpc-ban",
-                f"--shared-ringdb-dir={home}/ringdb", f"--log-file={home}/log",
+                binary,
+                "--offline",
+                f"--wallet-dir={wallet_dir}",
+                f"--rpc-bind-ip={ip}",
+                f"--rpc-bind-port={port}",
+                f"--rpc-login=inspector:{password}",
+                "--confirm-external-bind",
+                "--non-interactive",
+                "--rpc-ssl=disabled",
+                "--daemon-ssl=disabled",
+                "--disable-rpc-ban",
+                f"--shared-ringdb-dir={home}/ringdb",
+                f"--log-file={home}/log",
             ],
             env={"HOME": home, "PATH": "/usr/bin:/bin"},
             stdout=subprocess.DEVNULL,

@@ -24,7 +24,9 @@ class WalletRpcSet:
         return f"app={self.name}"
 
 
-def create_wallet_rpc_statefulset(api: client.ApiClient, namespace: str, replicas: int, name: str = "wallet-rpc") -> WalletRpcSet:
+def create_wallet_rpc_statefulset(
+    api: client.ApiClient, namespace: str, replicas: int, name: str = "wallet-rpc"
+) -> WalletRpcSet:
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     creds = WalletRpcSet(namespace, name, "rpc", secrets.token_urlsafe(18))
     core.create_namespaced_secret(

@@ -48,7 +48,11 @@ def test_chart_versions_match_the_package_and_the_walletpool_defaults() -> None:
     assert chart["appVersion"] == version
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     # An empty tag means appVersion: the image the WalletPool CRD defaults its sidecar to.
-    assert f"{values['image']['repository']}:{chart['appVersion']}" == DEFAULT_OPERATOR_IMAGE == "xmr-escrow/operator:0.1.0"
+    assert (
+        f"{values['image']['repository']}:{chart['appVersion']}"
+        == DEFAULT_OPERATOR_IMAGE
+        == "xmr-escrow/operator:0.1.0"
+    )
     assert values["image"]["tag"] == ""
     assert DEFAULT_IMAGE == "xmr-escrow/wallet-rpc:0.18.0.0"
 
@@ -178,14 +182,18 @@ def test_autoscaling_is_off_by_default_and_scales_the_pool_on_the_operators_gaug
     schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["autoscaling"]
     assert schema["properties"]["kind"]["enum"] == ["hpa", "keda"]
     assert schema["additionalProperties"] is False
-    exported = set(re.findall(r'GaugeMetricFamily\(\s*"(\w+)"', (ROOT / "operator" / "escrow_operator" / "metrics.py").read_text()))
+    exported = set(
+        re.findall(r'GaugeMetricFamily\(\s*"(\w+)"', (ROOT / "operator" / "escrow_operator" / "metrics.py").read_text())
+    )
     assert {values["hpa"]["queuedStepsMetric"], values["hpa"]["busyPodsMetric"]} <= exported, exported
     template = (CHART / "templates" / "autoscaling.yaml").read_text()
     for name in ("xmrescrow_pool_steps_queued", "xmrescrow_pool_pods_busy"):
         assert name in template and name in exported  # KEDA's default query
     assert "apiVersion: xmrescrow.dev/v1alpha1\n    kind: WalletPool" in template
     # The target's scale subresource is what an HPA or KEDA reads and writes.
-    (pool_crd,) = [c for c in (yaml.safe_load(p.read_text()) for p in CRDS) if c["spec"]["names"]["kind"] == "WalletPool"]
+    (pool_crd,) = [
+        c for c in (yaml.safe_load(p.read_text()) for p in CRDS) if c["spec"]["names"]["kind"] == "WalletPool"
+    ]
     (version,) = [v for v in pool_crd["spec"]["versions"] if v["name"] == "v1alpha1"]
     assert version["subresources"]["scale"] == {
         "specReplicasPath": ".spec.replicas",

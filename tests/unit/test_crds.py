@@ -143,7 +143,9 @@ def assert_structural(schema: dict[str, Any], path: str = "") -> None:
         assert "type" not in schema, where
     if "exclusiveMinimum" in schema or "exclusiveMaximum" in schema:
         assert all(isinstance(schema.get(k, True), bool) for k in ("exclusiveMinimum", "exclusiveMaximum")), where
-    assert not ("properties" in schema and "additionalProperties" in schema), f"{where}: properties and additionalProperties"
+    assert not ("properties" in schema and "additionalProperties" in schema), (
+        f"{where}: properties and additionalProperties"
+    )
     assert not isinstance(schema.get("additionalProperties"), bool), f"{where}: additionalProperties must be a schema"
     if "nullable" in schema:
         assert schema["nullable"] is True, where
@@ -235,9 +237,10 @@ def test_escrow_crd_names_and_columns() -> None:
     assert columns["Phase"]["jsonPath"] == ".status.phase"
     assert columns["Address"]["jsonPath"] == ".status.address"
     spec = _schema(crd)["properties"]["spec"]
-    assert {"rule": "self == oldSelf", "message": "spec is immutable once the Escrow is created; delete and recreate it"} in (
-        spec["x-kubernetes-validations"]
-    )
+    assert {
+        "rule": "self == oldSelf",
+        "message": "spec is immutable once the Escrow is created; delete and recreate it",
+    } in (spec["x-kubernetes-validations"])
     participants = spec["properties"]["participants"]
     assert (participants["minItems"], participants["maxItems"]) == (2, 16)
     assert participants["items"]["pattern"] == "^[a-z][a-z0-9]{0,15}$"
@@ -269,7 +272,9 @@ def test_walletpool_crd_scale_and_columns() -> None:
     for field in ("limits", "requests"):
         quantity = resources["properties"][field]["additionalProperties"]
         assert quantity["x-kubernetes-int-or-string"] is True and quantity["pattern"].startswith("^(\\+|-)?")
-    assert spec["properties"]["storage"]["x-kubernetes-validations"][0]["rule"] == "has(self.claimName) != has(self.size)"
+    assert (
+        spec["properties"]["storage"]["x-kubernetes-validations"][0]["rule"] == "has(self.claimName) != has(self.size)"
+    )
 
 
 def test_converter_refuses_non_structural_models() -> None:
@@ -307,12 +312,16 @@ def test_escrow_defaults_match() -> None:
     spec_schema = _schema(_crd("escrows"))["properties"]["spec"]
     defaulted = _apply_defaults(spec_schema, {"poolRef": "pool"})
     model = EscrowSpec.model_validate({"poolRef": "pool"})
-    assert defaulted == model.to_api() == {
-        "poolRef": "pool",
-        "threshold": 2,
-        "participants": ["buyer", "vendor", "arbiter"],
-        "walletRetention": "Retain",
-    }
+    assert (
+        defaulted
+        == model.to_api()
+        == {
+            "poolRef": "pool",
+            "threshold": 2,
+            "participants": ["buyer", "vendor", "arbiter"],
+            "walletRetention": "Retain",
+        }
+    )
     assert model.wallet_retention is WalletRetention.RETAIN
     assert model.steps == 4  # steps 0..3 of the 2-of-3 exchange
 
@@ -322,14 +331,18 @@ def test_walletpool_defaults_match() -> None:
     body = {"storage": {"size": "1Gi"}}
     defaulted = _apply_defaults(spec_schema, copy.deepcopy(body))
     model = WalletPoolSpec.model_validate(body)
-    assert defaulted == model.to_api() == {
-        "replicas": 6,
-        "image": "xmr-escrow/wallet-rpc:0.18.0.0",
-        "operatorImage": "xmr-escrow/operator:0.1.0",
-        "network": "mainnet",
-        "daemon": "offline",
-        "storage": {"size": "1Gi"},
-    }
+    assert (
+        defaulted
+        == model.to_api()
+        == {
+            "replicas": 6,
+            "image": "xmr-escrow/wallet-rpc:0.18.0.0",
+            "operatorImage": "xmr-escrow/operator:0.1.0",
+            "network": "mainnet",
+            "daemon": "offline",
+            "storage": {"size": "1Gi"},
+        }
+    )
     assert model.network is Network.MAINNET and model.offline
 
 
@@ -404,7 +417,12 @@ def test_escrow_spec_refuses(spec: dict[str, Any], message: str) -> None:
         {"poolRef": "pool"},
         {"poolRef": "pool", "threshold": 1, "participants": ["a", "b"]},
         {"poolRef": "pool", "threshold": 2, "participants": ["a", "b"]},
-        {"poolRef": "pool-1", "threshold": 16, "participants": [f"p{i}" for i in range(16)], "walletRetention": "Delete"},
+        {
+            "poolRef": "pool-1",
+            "threshold": 16,
+            "participants": [f"p{i}" for i in range(16)],
+            "walletRetention": "Delete",
+        },
         {"poolRef": "pool", "threshold": 1, "participants": [f"p{i}" for i in range(11)]},
         {"poolRef": "pool", "threshold": 6, "participants": [f"p{i}" for i in range(12)]},
         {"poolRef": "pool", "threshold": 13, "participants": [f"p{i}" for i in range(16)]},
@@ -507,9 +525,13 @@ def _evaluate_shape_rule(rule: str, threshold: int, participants: int) -> bool:
     """The shape rule's CEL (size(), integer literals and comparisons, a list literal and its index, ||)
     reads the same in Python once the two fields are substituted and || is spelled or."""
     expression = (
-        rule.replace("size(self.participants)", str(participants)).replace("self.threshold", str(threshold)).replace("||", "or")
+        rule.replace("size(self.participants)", str(participants))
+        .replace("self.threshold", str(threshold))
+        .replace("||", "or")
     )
-    assert re.fullmatch(r"[0-9 ()\[\],<>=+-]*(or[0-9 ()\[\],<>=+-]*)*", expression), f"not the expected CEL subset: {rule}"
+    assert re.fullmatch(r"[0-9 ()\[\],<>=+-]*(or[0-9 ()\[\],<>=+-]*)*", expression), (
+        f"not the expected CEL subset: {rule}"
+    )
     return bool(eval(expression, {"__builtins__": {}}))  # digits and operators only (checked above)
 
 
@@ -595,8 +617,18 @@ def test_model_validate_api_bodies() -> None:
     body = {
         "apiVersion": "xmrescrow.dev/v1alpha1",
         "kind": "Escrow",
-        "metadata": {"name": "order-1", "namespace": "shop", "uid": "0b9c5d2e-8f7a-4c1b-9d3e-2a6f1e4b7c80", "generation": 1},
-        "spec": {"poolRef": "pool", "threshold": 2, "participants": ["buyer", "vendor", "arbiter"], "walletRetention": "Retain"},
+        "metadata": {
+            "name": "order-1",
+            "namespace": "shop",
+            "uid": "0b9c5d2e-8f7a-4c1b-9d3e-2a6f1e4b7c80",
+            "generation": 1,
+        },
+        "spec": {
+            "poolRef": "pool",
+            "threshold": 2,
+            "participants": ["buyer", "vendor", "arbiter"],
+            "walletRetention": "Retain",
+        },
         "status": {
             "phase": "KeyExchange",
             "round": 1,
@@ -641,7 +673,9 @@ def test_set_condition_keeps_transition_time_while_status_holds() -> None:
     conditions: list[Condition] = []
     assert set_condition(conditions, "Ready", False, "Pending", "waiting", 1, now=t0)
     assert not set_condition(conditions, "Ready", "False", "Pending", "waiting", 1, now=t0 + timedelta(minutes=1))
-    assert set_condition(conditions, "Ready", ConditionStatus.FALSE, "KeyExchange", "round 1", 1, now=t0 + timedelta(minutes=2))
+    assert set_condition(
+        conditions, "Ready", ConditionStatus.FALSE, "KeyExchange", "round 1", 1, now=t0 + timedelta(minutes=2)
+    )
     ready = get_condition(conditions, "Ready")
     assert ready is not None
     assert ready.reason == "KeyExchange" and ready.message == "round 1"

@@ -130,7 +130,16 @@ def test_progress_counts_steps_every_participant_did() -> None:
 
 def test_legacy_progressing_condition_is_dropped() -> None:
     old = EscrowStatus.model_validate(
-        {"conditions": [{"type": "Progressing", "status": "True", "reason": "Round1", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        {
+            "conditions": [
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "Round1",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ]
+        }
     )
     assert es.without_legacy(old).conditions == []
 

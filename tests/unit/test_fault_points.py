@@ -19,15 +19,44 @@ def test_the_points_of_a_2_of_3_exchange_in_order() -> None:
     shape = multisig.Shape(2, 3)
     got = {step: step_points(step, shape.final, multisig.calls(step, shape)) for step in range(shape.final + 1)}
     assert got == {
-        0: ["step.start", *rpc("drop_stale", "create_wallet", "prepare_multisig"), "step.after_record",
-            *rpc("store"), "step.before_publish", *AFTER],
-        1: ["step.start", *rpc("drop_stale"), "step.after_copy",
-            *rpc("open_wallet", "prepare_multisig", "make_multisig", "is_multisig"), "step.after_record",
-            *rpc("store"), "step.before_publish", *AFTER],
-        2: ["step.start", *rpc("drop_stale"), "step.after_copy", *rpc("open_wallet", "exchange_multisig_keys"),
-            "step.after_record", *rpc("store"), "step.before_publish", *AFTER],
-        3: ["step.start", *rpc("drop_stale"), "step.after_copy", *rpc("open_wallet", "exchange_multisig_keys", "is_multisig"),
-            "step.after_record", *rpc("close_wallet"), "step.before_publish", *AFTER],
+        0: [
+            "step.start",
+            *rpc("drop_stale", "create_wallet", "prepare_multisig"),
+            "step.after_record",
+            *rpc("store"),
+            "step.before_publish",
+            *AFTER,
+        ],
+        1: [
+            "step.start",
+            *rpc("drop_stale"),
+            "step.after_copy",
+            *rpc("open_wallet", "prepare_multisig", "make_multisig", "is_multisig"),
+            "step.after_record",
+            *rpc("store"),
+            "step.before_publish",
+            *AFTER,
+        ],
+        2: [
+            "step.start",
+            *rpc("drop_stale"),
+            "step.after_copy",
+            *rpc("open_wallet", "exchange_multisig_keys"),
+            "step.after_record",
+            *rpc("store"),
+            "step.before_publish",
+            *AFTER,
+        ],
+        3: [
+            "step.start",
+            *rpc("drop_stale"),
+            "step.after_copy",
+            *rpc("open_wallet", "exchange_multisig_keys", "is_multisig"),
+            "step.after_record",
+            *rpc("close_wallet"),
+            "step.before_publish",
+            *AFTER,
+        ],
     }
 
 

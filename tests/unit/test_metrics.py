@@ -17,7 +17,10 @@ from escrow_operator.metrics import PHASES, EscrowPhases, PoolCollector
 
 
 def escrow(uid: str, namespace: str = "shop", phase: str | None = None, name: str = "order-1") -> dict[str, Any]:
-    body: dict[str, Any] = {"metadata": {"uid": uid, "namespace": namespace, "name": name}, "spec": {"poolRef": "wallets"}}
+    body: dict[str, Any] = {
+        "metadata": {"uid": uid, "namespace": namespace, "name": name},
+        "spec": {"poolRef": "wallets"},
+    }
     if phase is not None:
         body["status"] = {"phase": phase, "address": "4" + "A" * 94}
     return body
@@ -40,7 +43,9 @@ def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
 
 
 def escrows_gauge(phases: EscrowPhases) -> dict[tuple[str, str], float]:
-    return {(dict(k)["namespace"], dict(k)["phase"]): v for k, v in samples(scrape(phases), "xmrescrow_escrows").items()}
+    return {
+        (dict(k)["namespace"], dict(k)["phase"]): v for k, v in samples(scrape(phases), "xmrescrow_escrows").items()
+    }
 
 
 # --- escrows by phase -------------------------------------------------------------------------------
@@ -83,7 +88,12 @@ def test_an_escrow_being_deleted_no_longer_counts() -> None:
 def test_every_phase_is_exported_with_zeros() -> None:
     phases = EscrowPhases()
     phases.observe(None, escrow("u1", phase="Ready"))
-    assert escrows_gauge(phases) == {("shop", "Pending"): 0, ("shop", "KeyExchange"): 0, ("shop", "Ready"): 1, ("shop", "Failed"): 0}
+    assert escrows_gauge(phases) == {
+        ("shop", "Pending"): 0,
+        ("shop", "KeyExchange"): 0,
+        ("shop", "Ready"): 1,
+        ("shop", "Failed"): 0,
+    }
 
 
 def test_a_restart_is_the_initial_listing_again() -> None:
@@ -187,8 +197,6 @@ def test_a_deleted_or_unknown_pool_is_not_exported() -> None:
     text = scrape(PoolCollector(FakePools([gone])))  # type: ignore[arg-type]
     assert "typo-in-poolref" not in text
     assert "# HELP xmrescrow_pool_pods_ready" in text  # the families are there, empty
-
-
 
 
 # --- the other metrics ---------------------------------------------------------------------------------

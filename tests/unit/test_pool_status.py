@@ -23,7 +23,9 @@ def conds(status) -> dict[str, tuple[str, str]]:  # type: ignore[no-untyped-def]
         (Applied(True, "Applied", "", 4, 0), Pods(0, 0), "True", "False", "PodsReady"),
     ],
 )
-def test_ready_and_reconciling_follow_the_pods(applied: Applied, pods: Pods, ready: str, reconciling: str, reason: str) -> None:
+def test_ready_and_reconciling_follow_the_pods(
+    applied: Applied, pods: Pods, ready: str, reconciling: str, reason: str
+) -> None:
     status = compute(applied, pods, "sel", [])
     c = conds(status)
     assert c["Ready"] == (ready, reason)

@@ -9,7 +9,9 @@ import pytest
 from escrow_operator.scheduler import PodLost, PodState, Scheduler
 
 
-def pod(name: str, ready: bool = True, terminating: bool = False, incarnation: str = "a", uid: str | None = None) -> PodState:
+def pod(
+    name: str, ready: bool = True, terminating: bool = False, incarnation: str = "a", uid: str | None = None
+) -> PodState:
     return PodState(name, uid or f"uid-{name}", f"127.0.1.{name[-1]}", ready, terminating, incarnation)
 
 

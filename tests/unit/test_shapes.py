@@ -32,7 +32,9 @@ EXPECTED_MIN_THRESHOLDS = {**{n: 1 for n in range(2, 12)}, 12: 6, 13: 9, 14: 10,
 ALL_SHAPES = [(m, n) for n in range(MIN_PARTICIPANTS, MAX_PARTICIPANTS + 1) for m in range(1, n + 1)]
 
 
-@pytest.mark.parametrize(("threshold", "participants"), sorted(MEASURED), ids=[f"{m}-of-{n}" for m, n in sorted(MEASURED)])
+@pytest.mark.parametrize(
+    ("threshold", "participants"), sorted(MEASURED), ids=[f"{m}-of-{n}" for m, n in sorted(MEASURED)]
+)
 def test_model_reproduces_every_measured_length(threshold: int, participants: int) -> None:
     measured = MEASURED[(threshold, participants)]
     assert len(measured) == final_step(participants, threshold) + 1  # steps 0..K
@@ -53,7 +55,20 @@ def test_model_reproduces_the_2_of_16_field_report() -> None:
 def test_key_counts() -> None:
     assert shapes.message_keys(16, 2, 0) == 0  # step 0 carries a private key, no key list
     assert [shapes.message_keys(16, 2, s) for s in range(1, 15)] == [
-        15, 105, 455, 1365, 3003, 5005, 6435, 6435, 5005, 3003, 1365, 455, 105, 15
+        15,
+        105,
+        455,
+        1365,
+        3003,
+        5005,
+        6435,
+        6435,
+        5005,
+        3003,
+        1365,
+        455,
+        105,
+        15,
     ]
     assert shapes.message_keys(16, 2, 15) == shapes.message_keys(16, 2, 16) == shapes.POST_KEX_KEYS
     assert shapes.message_keys(3, 3, 1) == shapes.POST_KEX_KEYS  # N-of-N: one kex round, then post-kex
@@ -84,7 +99,11 @@ def test_base58_length(size: int, length: int) -> None:
 
 def test_address_and_first_message_lengths_follow_from_the_encoding() -> None:
     assert shapes.base58_length(1 + 32 + 32 + 4) == shapes.ADDRESS_LENGTH  # tag, two keys, checksum
-    assert shapes.message_length(3, 2, 0) == shapes.MAGIC_LENGTH + shapes.base58_length(shapes.FIRST_MESSAGE_PAYLOAD) == 189
+    assert (
+        shapes.message_length(3, 2, 0)
+        == shapes.MAGIC_LENGTH + shapes.base58_length(shapes.FIRST_MESSAGE_PAYLOAD)
+        == 189
+    )
 
 
 @pytest.mark.parametrize(("value", "length"), [(0, 1), (127, 1), (128, 2), (16_383, 2), (16_384, 3)])
@@ -122,16 +141,24 @@ def test_sizes_grow_with_participants_and_shrink_with_threshold() -> None:
 
 def test_the_margin_refuses_a_few_shapes_that_would_just_fit() -> None:
     just_fitting = [
-        (m, n) for m, n in ALL_SHAPES
+        (m, n)
+        for m, n in ALL_SHAPES
         if shapes.SECRET_DATA_BUDGET < shapes.secret_data_bytes(n, m) <= shapes.SECRET_DATA_LIMIT
     ]
     assert just_fitting == [(5, 12), (8, 13), (11, 15)]
-    assert shapes.min_thresholds(2, 16, budget=shapes.SECRET_DATA_LIMIT) == {**EXPECTED_MIN_THRESHOLDS, 12: 5, 13: 8, 15: 11}
+    assert shapes.min_thresholds(2, 16, budget=shapes.SECRET_DATA_LIMIT) == {
+        **EXPECTED_MIN_THRESHOLDS,
+        12: 5,
+        13: 8,
+        15: 11,
+    }
 
 
 def test_largest_admitted_shapes() -> None:
     assert shapes.secret_data_bytes(11, 1) == 517_671  # the largest below 12 participants
-    assert max(shapes.secret_data_bytes(n, m) for m, n in ALL_SHAPES if m >= MIN_THRESHOLDS[n]) == shapes.secret_data_bytes(12, 6)
+    assert max(
+        shapes.secret_data_bytes(n, m) for m, n in ALL_SHAPES if m >= MIN_THRESHOLDS[n]
+    ) == shapes.secret_data_bytes(12, 6)
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,11 @@ def serving(sidecar: Sidecar) -> Sidecar:
 
 def own_files(owner: str) -> list[str]:
     """A temp file and a record file of ``owner`` (as a torn write would leave them)."""
-    return [f".walletfs-tmp-{owner}-{1:016x}", f".walletfs-tmp-{owner}-{2:016x}", f".walletfs-rec-{owner}-0badc0de-{3:016x}"]
+    return [
+        f".walletfs-tmp-{owner}-{1:016x}",
+        f".walletfs-tmp-{owner}-{2:016x}",
+        f".walletfs-rec-{owner}-0badc0de-{3:016x}",
+    ]
 
 
 def walletfs_files(directory: Path) -> set[str]:
@@ -144,7 +148,8 @@ async def test_racing_publishes_from_two_pods_have_exactly_one_winner(shared: Sh
 
         async def race(target: str, sources: dict[str, str], keep: bool) -> tuple[PublishResult, PublishResult]:
             return await asyncio.gather(  # type: ignore[return-value]
-                a.publish(sources["pod-a"], target, keep_source=keep), b.publish(sources["pod-b"], target, keep_source=keep)
+                a.publish(sources["pod-a"], target, keep_source=keep),
+                b.publish(sources["pod-b"], target, keep_source=keep),
             )
 
         results = await asyncio.gather(*(race(target, sources, keep) for target, sources, _, keep in races))

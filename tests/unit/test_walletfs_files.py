@@ -275,9 +275,7 @@ def test_list_filters_pattern_and_uid(tmp_path: Path) -> None:
     (tmp_path / (NAMES.final_wallet + ".keys")).symlink_to(tmp_path / "unrelated.keys")
 
     everything = files.list_wallets(tmp_path)
-    assert [(w.name, w.complete) for w in everything] == sorted(
-        [(ROUND_1, True), (WORK, False), (other, True)]
-    )
+    assert [(w.name, w.complete) for w in everything] == sorted([(ROUND_1, True), (WORK, False), (other, True)])
     assert [w.name for w in files.list_wallets(tmp_path, UID)] == sorted([ROUND_1, WORK])
     with pytest.raises(files.InvalidName):
         files.list_wallets(tmp_path, "../x")
@@ -335,7 +333,9 @@ def committed_elsewhere(directory: Path, source: str, target: str, owner: str) -
     """Another writer (``owner``) staged ``source`` for ``target`` and committed, then stopped (a slow pod,
     or one that died right after the commit)."""
     staged = files._stage_copies(directory, source, target, files._present(directory, source), owner)
-    publish = files._write_record(directory, files.PublishRecord(target=target, owner=owner, files=tuple(staged)), owner)
+    publish = files._write_record(
+        directory, files.PublishRecord(target=target, owner=owner, files=tuple(staged)), owner
+    )
     assert files._commit(directory, publish.record)
     return publish.record
 

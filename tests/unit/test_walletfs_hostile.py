@@ -43,7 +43,12 @@ def wallet_dir(tmp_path: Path) -> Path:
 
 
 def settings_for(wallet_dir: Path, **extra: object) -> WalletfsSettings:
-    values: dict[str, object] = {"wallet_dir": wallet_dir, "bind": "127.0.0.1", "port": free_port(), "token": SecretStr(TOKEN)}
+    values: dict[str, object] = {
+        "wallet_dir": wallet_dir,
+        "bind": "127.0.0.1",
+        "port": free_port(),
+        "token": SecretStr(TOKEN),
+    }
     return WalletfsSettings(**{**values, **extra})  # type: ignore[arg-type]
 
 
@@ -255,7 +260,8 @@ async def test_a_client_going_away_mid_body_costs_one_log_line(
         body = json.dumps({"source": SOURCE, "target": TARGET}).encode()
         writer.write(
             f"POST /v1/copy HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:10]
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
         )
         await writer.drain()
         await asyncio.sleep(0.1)

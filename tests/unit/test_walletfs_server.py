@@ -90,8 +90,9 @@ async def raw_get(port: int, target: str, method: str = "GET") -> tuple[int, dic
     """Send a request line exactly as given (no client-side URL normalisation)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        f"{method} {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
-        "Connection: close\r\n\r\n".encode("latin-1")
+        f"{method} {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n".encode(
+            "latin-1"
+        )
     )
     await writer.drain()
     data = await reader.read()
@@ -147,9 +148,7 @@ async def test_publish_refuses_to_overwrite(client: WalletfsClient, wallet_dir: 
     assert (wallet_dir / (WORK + ".keys")).read_bytes() == CONTENT[".keys"]
 
 
-async def test_publish_onto_a_torn_cache_is_503_not_already_published(
-    client: WalletfsClient, wallet_dir: Path
-) -> None:
+async def test_publish_onto_a_torn_cache_is_503_not_already_published(client: WalletfsClient, wallet_dir: Path) -> None:
     """A cache without .keys that no publish owns (a torn write of an older walletfs) is never
     overwritten, and never reported as published: the step fails and is retried."""
     make_wallet(wallet_dir, WORK)
@@ -219,9 +218,7 @@ BAD_NAMES = [
 
 
 @pytest.mark.parametrize("bad", BAD_NAMES)
-async def test_bad_names_in_bodies_are_400(
-    http: httpx.AsyncClient, wallet_dir: Path, bad: str
-) -> None:
+async def test_bad_names_in_bodies_are_400(http: httpx.AsyncClient, wallet_dir: Path, bad: str) -> None:
     make_wallet(wallet_dir, ROUND_1)
     before = listing(wallet_dir)
     for path, body in (
@@ -341,9 +338,7 @@ async def test_probes_need_no_token(http: httpx.AsyncClient) -> None:
 # --------------------------------------------------------------------------------------------- lifecycle
 
 
-async def test_startup_removes_its_own_temp_leftovers_only(
-    wallet_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_startup_removes_its_own_temp_leftovers_only(wallet_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="escrow_operator.walletfs")
     make_wallet(wallet_dir, ROUND_1)
     for i in range(2):
@@ -365,9 +360,7 @@ async def fake_wallet_rpc(handler: Callable[[web.Request], Awaitable[web.Respons
 
 
 async def test_readyz_503_when_wallet_rpc_unreachable(wallet_dir: Path) -> None:
-    settings = settings_for(
-        wallet_dir, rpc_url=f"http://127.0.0.1:{free_port()}/json_rpc", rpc_login=SecretStr("u:p")
-    )
+    settings = settings_for(wallet_dir, rpc_url=f"http://127.0.0.1:{free_port()}/json_rpc", rpc_login=SecretStr("u:p"))
     async with (
         TestServer(make_app(settings), host="127.0.0.1") as srv,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http,
@@ -446,9 +439,7 @@ async def test_readyz_answers_wallet_rpc_digest_challenge(wallet_dir: Path) -> N
         return web.json_response({"jsonrpc": "2.0", "id": "0", "result": {"version": 65562}})
 
     async with fake_wallet_rpc(json_rpc) as rpc:
-        settings = settings_for(
-            wallet_dir, rpc_url=rpc, rpc_login=SecretStr("rpcuser:rpcpass")
-        )
+        settings = settings_for(wallet_dir, rpc_url=rpc, rpc_login=SecretStr("rpcuser:rpcpass"))
         async with (
             TestServer(make_app(settings), host="127.0.0.1") as srv,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http,
@@ -505,8 +496,20 @@ def test_settings_from_env_and_flags(tmp_path: Path) -> None:
     assert (tuned.owner, tuned.request_timeout, tuned.ready_cache) == ("fs-2", 2.5, 0.0)
 
     args = _parser().parse_args(
-        ["--dir", str(tmp_path), "--token-file", str(token_file), "--rpc-url", "http://127.0.0.1:18083/json_rpc",
-         "--rpc-login-file", str(login_file), "--bind", "127.0.0.1", "--owner", "wallets-9"]
+        [
+            "--dir",
+            str(tmp_path),
+            "--token-file",
+            str(token_file),
+            "--rpc-url",
+            "http://127.0.0.1:18083/json_rpc",
+            "--rpc-login-file",
+            str(login_file),
+            "--bind",
+            "127.0.0.1",
+            "--owner",
+            "wallets-9",
+        ]
     )
     settings = settings_from_args(args, env)
     assert settings.wallet_dir == tmp_path and settings.bind == "127.0.0.1" and settings.port == 9000

@@ -384,7 +384,9 @@ def test_messages_for_rejects_bad_sets_without_showing_messages() -> None:
 def test_check_multisig() -> None:
     check_multisig(MultisigStatus(multisig=True, ready=False, threshold=2, total=3), 2, 3, ready=False)
     check_multisig(MultisigStatus(multisig=True, ready=True, threshold=2, total=3), 2, 3)
-    with pytest.raises(MultisigMismatch, match="built a 2-of-2 instead of 2-of-3: the round messages did not name the expected signers"):
+    with pytest.raises(
+        MultisigMismatch, match="built a 2-of-2 instead of 2-of-3: the round messages did not name the expected signers"
+    ):
         check_multisig(MultisigStatus(multisig=True, ready=False, threshold=2, total=2), 2, 3)
     with pytest.raises(MultisigMismatch, match="not multisig"):
         check_multisig(MultisigStatus(multisig=False), 2, 3)

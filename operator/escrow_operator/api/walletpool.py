@@ -132,9 +132,7 @@ class WalletPoolSpec(ApiModel):
         le=MAX_REPLICAS,
         description="Number of wallet-rpc pods; the scale subresource (HPA, KEDA, kubectl scale) sets it.",
     )
-    image: str = Field(
-        default=DEFAULT_IMAGE, min_length=1, max_length=512, description="The monero-wallet-rpc image."
-    )
+    image: str = Field(default=DEFAULT_IMAGE, min_length=1, max_length=512, description="The monero-wallet-rpc image.")
     operator_image: str = Field(
         default=DEFAULT_OPERATOR_IMAGE,
         min_length=1,

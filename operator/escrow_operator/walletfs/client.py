@@ -132,16 +132,12 @@ class WalletfsClient(OwnsAsyncClient):
 
     # -- plumbing
 
-    async def _request(
-        self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any
-    ) -> httpx.Response:
+    async def _request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> httpx.Response:
         _check_path_segment(path)
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise WalletfsUnavailable(
-                f"walletfs at {self.base_url} unreachable: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise WalletfsUnavailable(f"walletfs at {self.base_url} unreachable: {type(exc).__name__}: {exc}") from exc
         if response.status_code not in ok:
             raise WalletfsError(
                 f"walletfs {method} {path} failed with {response.status_code}: {_error_message(response)}",

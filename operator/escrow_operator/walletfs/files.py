@@ -94,7 +94,9 @@ _UID_RE = re.compile(naming.UID_PATTERN)
 _OWNER_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_OWNER_LENGTH}}}")
 _NOT_OWNER_CHARS_RE = re.compile(r"[^A-Za-z0-9._-]")
 _TEMP_RE = re.compile(rf"{re.escape(TEMP_PREFIX)}(?P<owner>[A-Za-z0-9._-]+)-[0-9a-f]{{16}}")
-_RECORD_RE = re.compile(rf"{re.escape(RECORD_PREFIX)}(?P<owner>[A-Za-z0-9._-]+)-(?P<target>[0-9a-f]{{8}})-[0-9a-f]{{16}}")
+_RECORD_RE = re.compile(
+    rf"{re.escape(RECORD_PREFIX)}(?P<owner>[A-Za-z0-9._-]+)-(?P<target>[0-9a-f]{{8}})-[0-9a-f]{{16}}"
+)
 _LEGACY_TEMP_RE = re.compile(rf"{re.escape(TEMP_PREFIX)}[0-9a-f]{{16}}")
 
 
@@ -445,7 +447,9 @@ def _stage_copies(wallet_dir: Path, source: str, target: str, src_files: list[st
     try:
         for src_name in _placement_order(src_files, source):
             tmp, digest, ino = _copy_to_temp(wallet_dir / src_name, wallet_dir, owner)
-            staged.append(StagedFile(name=_rename_target(src_name, source, target), temp=tmp.name, ino=ino, sha256=digest))
+            staged.append(
+                StagedFile(name=_rename_target(src_name, source, target), temp=tmp.name, ino=ino, sha256=digest)
+            )
             _crash_point("copy.after_temp")
     except BaseException:
         _discard(wallet_dir, staged)
@@ -466,7 +470,9 @@ def _stage_links(wallet_dir: Path, source: str, target: str, src_files: list[str
             except BaseException:
                 _unlink_quietly(tmp)
                 raise
-            staged.append(StagedFile(name=_rename_target(src_name, source, target), temp=tmp.name, ino=ino, sha256=digest))
+            staged.append(
+                StagedFile(name=_rename_target(src_name, source, target), temp=tmp.name, ino=ino, sha256=digest)
+            )
     except BaseException:
         _discard(wallet_dir, staged)
         raise

@@ -362,7 +362,10 @@ class RequestDeadlines:
                 return await request.read()  # raises HTTPRequestEntityTooLarge (413) above client_max_size
         except TimeoutError:
             log.info(
-                "Dropped a client that did not send its %s %s body within %g s", request.method, request.path, self.limit
+                "Dropped a client that did not send its %s %s body within %g s",
+                request.method,
+                request.path,
+                self.limit,
             )
             raise web.HTTPRequestTimeout(text=f"request body not received within {self.limit:g} s") from None
         except ConnectionError:
@@ -567,9 +570,7 @@ class WalletfsServer:
         target = files.check_wallet_name(body.target, "target")
         publish = files.publish_copy if body.keep_source else files.publish_wallet
         try:
-            result = await self._locked(
-                (source, target), publish, self.wallet_dir, source, target, owner=self.owner
-            )
+            result = await self._locked((source, target), publish, self.wallet_dir, source, target, owner=self.owner)
         except files.AlreadyPublished:
             log.info("Publish %s -> %s: already published", source, target)
             raise
@@ -699,9 +700,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--token-file", help="file holding the bearer token (WALLETFS_TOKEN[_FILE])")
     parser.add_argument("--rpc-url", help="wallet-rpc json_rpc URL for /readyz (WALLETFS_RPC_URL)")
-    parser.add_argument(
-        "--rpc-login-file", help="file holding wallet-rpc's user:password (WALLETFS_RPC_LOGIN[_FILE])"
-    )
+    parser.add_argument("--rpc-login-file", help="file holding wallet-rpc's user:password (WALLETFS_RPC_LOGIN[_FILE])")
     return parser
 
 
