@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,17 +67,6 @@ def paused_operator(cluster: DevCluster, tmp_path: Path, request: pytest.Fixture
         op.stop()
 
 
-def wait_log(op: OperatorProcess, pattern: str, timeout: float = 180) -> re.Match[str]:
-    """Wait for a line in the operator's log (polling a file: it signals nothing else)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if m := re.search(pattern, op.log):
-            return m
-        assert op.proc is not None and op.proc.poll() is None, f"the operator exited:\n{op.log[-3000:]}"
-        time.sleep(0.1)
-    raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n{op.log[-3000:]}")
-
-
 def check_escrow(kube: client.ApiClient, ns: str, escrow: dict, cluster: DevCluster, op: OperatorProcess) -> None:
     """Ready, one address in every final wallet, nothing else left, nothing published twice, no secret
     in status, events or logs."""
@@ -115,9 +103,9 @@ def test_wallet_rpc_killed_mid_step(
 ) -> None:
     ns, op = module_namespace, paused_operator
     create_escrow(kube, ns, "rpc-killed", pool)
-    victim = wait_log(op, r"paused at rpc.before.exchange_multisig_keys \(round 2\) pod=([\w.-]+)")[1]
+    victim = op.wait_log(r"paused at rpc.before.exchange_multisig_keys \(round 2\) pod=([\w.-]+)")[1]
     os.kill(container_pid(pod(kube, ns, victim), "wallet-rpc"), signal.SIGKILL)
-    wait_log(op, rf"pod {victim} lost mid-step")  # the restart was seen and the step cancelled, unpaused
+    op.wait_log(rf"pod {victim} lost mid-step")  # the restart was seen and the step cancelled, unpaused
     os.kill(op.proc.pid, signal.SIGUSR1)
     check_escrow(kube, ns, wait_escrow(kube, ns, "rpc-killed"), cluster, op)
 
@@ -128,10 +116,10 @@ def test_pool_pod_deleted_mid_step(
 ) -> None:
     ns, op = module_namespace, paused_operator
     create_escrow(kube, ns, "pod-deleted", pool)
-    victim = wait_log(op, r"paused at rpc.after.make_multisig \(round 1\) pod=([\w.-]+)")[1]
+    victim = op.wait_log(r"paused at rpc.after.make_multisig \(round 1\) pod=([\w.-]+)")[1]
     old_uid = pod(kube, ns, victim).metadata.uid
     client.CoreV1Api(kube).delete_namespaced_pod(victim, ns)
-    wait_log(op, rf"pod {victim} lost mid-step")
+    op.wait_log(rf"pod {victim} lost mid-step")
     os.kill(op.proc.pid, signal.SIGUSR1)
     check_escrow(kube, ns, wait_escrow(kube, ns, "pod-deleted"), cluster, op)
     wait_for(
@@ -149,7 +137,7 @@ def test_apiserver_restart(
 ) -> None:
     ns, op = module_namespace, paused_operator
     create_escrow(kube, ns, "api-restart", pool)
-    wait_log(op, r"paused at round.after_status \(round 1\)")
+    op.wait_log(r"paused at round.after_status \(round 1\)")
     cluster.restart_apiserver()
     os.kill(op.proc.pid, signal.SIGUSR1)
     check_escrow(kube, ns, wait_escrow(kube, ns, "api-restart"), cluster, op)
@@ -164,7 +152,7 @@ def test_scale_down_and_up(
     op = OperatorProcess(Path(cluster.kubeconfig), tmp_path / "operator.log").start()
     try:
         create_escrow(kube, ns, "scaled", pool)
-        wait_log(op, r"Step done: escrow=\S+/scaled")
+        op.wait_log(r"Step done: escrow=\S+/scaled")
         subprocess.run(kubectl + ["scale", "wpool", pool, "--replicas=1"], check=True, capture_output=True)
         check_escrow(kube, ns, wait_escrow(kube, ns, "scaled"), cluster, op)
         wait_for(
