@@ -28,6 +28,8 @@ from .settings import FINALIZER, POOL_LABEL, RETRY_ANNOTATION, OperatorSettings
 
 log = logging.getLogger(__name__)
 
+#: How long deleting an escrow waits for its daemon to return (a wallet-rpc call in flight may take that long).
+DAEMON_STOP_WAIT = 200.0
 #: How long deleting an escrow waits for a pod to delete its files with, per attempt.
 FILE_DELETION_WAIT = 30.0
 
@@ -229,7 +231,10 @@ async def escrow_deleted(
     ctx = context(memo)
     stopped = _daemons_done.get(uid)
     if stopped is not None and not stopped.is_set():
-        raise kopf.TemporaryError("waiting for the escrow's running step to finish", delay=1)
+        try:  # kopf cancelled the daemon; a call in flight finishes first (bounded by its timeout)
+            await asyncio.wait_for(stopped.wait(), DAEMON_STOP_WAIT)
+        except TimeoutError:
+            raise kopf.TemporaryError("waiting for the escrow's running step to finish", delay=5) from None
     _daemons_done.pop(uid, None)
     pool_ref, retain = _deletion_spec(body.get("spec") or {})
     secret = EscrowSecret(ctx.kube, ns, name, uid)
