@@ -39,7 +39,7 @@ from escrow_operator.api import ESCROW_PLURAL, GROUP, VERSION, WALLETPOOL_PLURAL
 from hack.devcluster import DevCluster, bin_dir, binary
 from hack.devcluster.procs import pdeathsig_preexec
 from tests.support.escrows import create_escrow, create_pool, wait_escrow, wait_escrow_gone
-from tests.support.kube import wait_for
+from tests.support.kube import custom_objects, wait_for
 from tests.support.operator import OperatorProcess
 from tests.support.processes import free_port, stop, wait_serving
 
@@ -510,6 +510,30 @@ def test_operator_with_the_charts_clusterrole_runs_escrows_to_ready(
             operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", env={"POD_NAMESPACE": op_ns}).start()
             try:
                 create_pool(kube, ns, "wallets", replicas=2)
+                # A pool naming another pool's claim: the operator reads the claim and refuses it.
+                objects_api = client.CustomObjectsApi(kube)
+                objects_api.create_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    ns,
+                    WALLETPOOL_PLURAL,
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": "WalletPool",
+                        "metadata": {"name": "borrower"},
+                        "spec": {"replicas": 1, "storage": {"claimName": "wallets-wallets"}},
+                    },
+                )
+                wait_for(
+                    custom_objects(kube, ns, WALLETPOOL_PLURAL),
+                    lambda p: any(
+                        c["type"] == "Stalled" and c["reason"] == "ClaimNotAllowed"
+                        for c in (p.get("status") or {}).get("conditions", [])
+                    ),
+                    field_selector="metadata.name=borrower",
+                    what="pool borrower refused its claim",
+                )
+                objects_api.delete_namespaced_custom_object(GROUP, VERSION, ns, WALLETPOOL_PLURAL, "borrower")
                 create_escrow(kube, ns, "order-retain", "wallets")
                 create_escrow(kube, ns, "order-delete", "wallets", walletRetention="Delete")
                 with ThreadPoolExecutor(2) as ex:
@@ -816,6 +840,9 @@ PROBES: dict[Triple, Callable[[ProbeCtx], None]] = {
     ("networking.k8s.io", "networkpolicies", "create"): _ssa_new("NetworkPolicy"),
     ("networking.k8s.io", "networkpolicies", "patch"): _ssa_existing("NetworkPolicy"),
     ("", "persistentvolumeclaims", "create"): _pvc,
+    ("", "persistentvolumeclaims", "get"): lambda ctx: ctx.core.read_namespaced_persistent_volume_claim(
+        "existing-claim", ctx.ns
+    ),
     ("", "events", "create"): _event,
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"): lambda ctx: client.ApiextensionsV1Api(
         ctx.api
@@ -893,6 +920,17 @@ def probe(
                 },
             )
             core.create_namespaced_secret(ns, _secret("existing-secret"))
+            core.create_namespaced_persistent_volume_claim(
+                ns,
+                {
+                    "metadata": {"name": "existing-claim"},
+                    "spec": {
+                        "accessModes": ["ReadWriteMany"],
+                        "resources": {"requests": {"storage": "1Mi"}},
+                        "storageClassName": "probe-none",
+                    },
+                },
+            )
             admin_ctx = ProbeCtx(kube, kube, ns, escrow, pool)
             for kind in ("Service", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"):
                 _ssa_existing(kind)(admin_ctx)
