@@ -17,7 +17,7 @@ from .faults import Faults, Point
 from .naming import WALLET_NAME_RE
 from .pools import PoolRuntime
 from .scheduler import PodLost
-from .walletfs.client import WalletfsUnavailable
+from .walletfs.client import WalletfsAuthError, WalletfsUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -67,5 +67,7 @@ async def delete_files(
                     lease.mark_failed()
                     raise
             return deleted
+        except WalletfsAuthError:  # a pod with other credentials: re-read the Secret, take another pod
+            await pool.refresh_credentials()
         except (PodLost, WalletfsUnavailable):
             continue

@@ -43,7 +43,7 @@ from .pools import PoolRuntime
 from .scheduler import PodLost
 from .settings import RETRY_ANNOTATION
 from .wallet_step import StepCalls
-from .walletfs.client import WalletfsError, WalletfsUnavailable
+from .walletfs.client import WalletfsAuthError, WalletfsError, WalletfsUnavailable
 from .walletrpc import WalletRpc, WalletRpcAuthError, WalletRpcError, WalletRpcUnavailable
 
 log = logging.getLogger(__name__)
@@ -243,17 +243,20 @@ class EscrowExchange:
                         )
                         await self._save()
                 return
-            except WalletRpcAuthError as exc:
+            except (WalletRpcAuthError, WalletfsAuthError) as exc:
+                # The pod runs with other credentials than the client has: the pool Secret was written
+                # anew (a pool re-created) and this pod has not been replaced yet, or the client is stale.
                 losses += 1
                 changed = await self.pool.refresh_credentials()
+                metrics.STEP_RETRIES.labels(kind="pod").inc()
                 self.log.warning(
-                    "%s %s step %d: wallet-rpc refused the pool's credentials (%s); retrying",
+                    "%s %s step %d: a pod refused the pool's credentials (%s); retrying on another pod",
                     STEP_RETRY_PREFIX,
                     role,
                     step,
-                    "re-read" if changed else "unchanged",
+                    "re-read them" if changed else "they are current",
                 )
-                if not changed and losses >= 3:
+                if losses >= MAX_POD_LOSSES:
                     raise StepFailed(role, step, "CredentialsRefused", str(exc)) from exc
             except (PodLost, WalletRpcUnavailable, WalletfsUnavailable) as exc:
                 losses += 1
@@ -270,12 +273,6 @@ class EscrowExchange:
                         role, step, "PodsUnavailable", f"{losses} pods were lost or unreachable in a row"
                     ) from exc
             except WalletfsError as exc:
-                if exc.status == 401 and await self.pool.refresh_credentials():
-                    losses += 1
-                    self.log.warning(
-                        "%s %s step %d: walletfs refused stale credentials; retrying", STEP_RETRY_PREFIX, role, step
-                    )
-                    continue
                 errors = await self._step_error(role, step, errors, "StepError", f"{role} round {step}: {exc}", exc)
             except (WalletRpcError, MultisigMismatch) as exc:
                 reason = "MultisigMismatch" if isinstance(exc, MultisigMismatch) else "StepError"
@@ -297,8 +294,9 @@ class EscrowExchange:
 
     async def _attempt(self, role: str, step: int) -> None:
         creds = await self.pool.credentials()
-        if creds is None:
-            raise WalletfsUnavailable(f"the Secret of WalletPool {self.spec.pool_ref} is missing")
+        while creds is None:  # the pool (or its Secret) is gone: wait for it, say so in status
+            await self._wait_for_pool()
+            creds = await self.pool.credentials()
         names = self.names[role]
         plan = wallet_step.Plan(
             step=step,
@@ -444,8 +442,9 @@ class EscrowExchange:
         losses = 0
         while True:
             creds = await self.pool.credentials()
-            if creds is None:
-                raise StepFailed(role, self.final, "PoolNotFound", f"WalletPool {self.spec.pool_ref} has no Secret")
+            if creds is None:  # the pool (or its Secret) is gone: wait for it
+                await self._wait_for_pool()
+                continue
             try:
                 async with self.pool.scheduler.lease(
                     self.priority, label=f"{self.name}/{role}/address", wallet=None
@@ -513,9 +512,14 @@ class EscrowExchange:
     # --- the end ----------------------------------------------------------------------------------
     async def _clean_up(self, keep: Callable[[str], bool], what: str) -> None:
         """Delete this escrow's files but those ``keep`` names (intermediates, stale work copies)."""
-        deleted = await delete_files(
-            self.pool, self.uid, self.priority, f"{self.name}/cleanup", keep, self.ctx.faults, what
-        )
+        while True:
+            try:
+                deleted = await delete_files(
+                    self.pool, self.uid, self.priority, f"{self.name}/cleanup", keep, self.ctx.faults, what
+                )
+                break
+            except PoolUnusable:  # the pool (or its Secret) is gone: wait for it
+                await self._wait_for_pool()
         self.log.info("%s files cleaned up (%d)", what.capitalize(), len(deleted))
 
     async def _fail(self, failure: StepFailed) -> None:

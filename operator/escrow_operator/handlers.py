@@ -149,7 +149,13 @@ def _retry_requested(body: Mapping[str, Any], last_retry: str | None) -> str | N
     return value if value and value != last_retry else None
 
 
-@kopf.daemon(GROUP, VERSION, ESCROW_PLURAL, cancellation_timeout=60.0)
+#: kopf cancels an Escrow's daemon as its deletion begins and checks again after this many seconds;
+#: a wallet-rpc call in flight may outlast it (kopf then stops tracking the daemon), which is why
+#: escrow_deleted itself waits for the daemon to return before it touches any file.
+DAEMON_CANCELLATION_TIMEOUT = 5.0
+
+
+@kopf.daemon(GROUP, VERSION, ESCROW_PLURAL, cancellation_timeout=DAEMON_CANCELLATION_TIMEOUT)
 async def run_escrow(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
     """One key exchange per Escrow, from wherever it stands; returns at once for a Ready one.
 

@@ -102,7 +102,9 @@ async def check_claim(ctx: Context, namespace: str, pool: str, spec: WalletPoolS
             )
 
 
-async def apply_workload(ctx: Context, obj: dict[str, Any], spec: WalletPoolSpec) -> None:
+async def apply_workload(
+    ctx: Context, obj: dict[str, Any], spec: WalletPoolSpec, secret_uid: str | None = None
+) -> None:
     namespace = obj["metadata"]["namespace"]
     pvc = claim(obj, spec)
     if pvc is not None:
@@ -111,13 +113,21 @@ async def apply_workload(ctx: Context, obj: dict[str, Any], spec: WalletPoolSpec
         except ApiException as exc:
             if exc.status != 409:
                 raise
+    uid = obj["metadata"]["uid"]
     for manifest in (
-        statefulset(obj, spec),
+        statefulset(obj, spec, secret_uid),
         service(obj),
         disruption_budget(obj),
         network_policy(obj, ctx.settings.operator_namespace),
     ):
-        await ctx.kube.apply(manifest)
+        applied = await ctx.kube.apply(manifest)
+        owners = [o.uid for o in (getattr(applied.metadata, "owner_references", None) or [])]
+        if any(owner != uid for owner in owners):
+            # An earlier WalletPool of this name owned it and the garbage collector may still delete it:
+            # reconcile again shortly, so whatever it deletes is created anew.
+            raise PoolRetry(
+                f"{manifest['kind']} {manifest['metadata']['name']} still carries an earlier WalletPool as owner"
+            )
 
 
 async def reconcile(ctx: Context, body: dict[str, Any]) -> Applied:
@@ -141,13 +151,13 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Applied:
         await check_claim(ctx, namespace, name, spec)
         obj = {"metadata": dict(meta)}
         try:
-            await ensure(ctx.kube, obj)
+            secret_uid = await ensure(ctx.kube, obj)
         except PoolSecretInvalid as exc:
             raise PoolRefused("PoolSecretInvalid", f"Secret {name}-rpc: {exc}") from None
         except PoolSecretBusy as exc:
             raise PoolRetry(str(exc)) from None
         try:
-            await apply_workload(ctx, obj, spec)
+            await apply_workload(ctx, obj, spec, secret_uid)
         except ApiException as exc:
             if exc.status in (400, 403, 422) and "NamespaceTerminating" not in (exc.body or ""):
                 raise PoolRefused("Refused", f"the apiserver refused the pool's workload: {api_refusal(exc)}") from None

@@ -132,7 +132,12 @@ def _wallet_rpc_args(spec: WalletPoolSpec) -> list[str]:
     return args
 
 
-def statefulset(body: dict[str, Any], spec: WalletPoolSpec) -> dict[str, Any]:
+#: On the pods' template: the uid of the pool Secret the pods read their credentials from. A Secret
+#: written anew (a pool deleted and created again after the old Secret was collected) rolls the pods.
+SECRET_UID_ANNOTATION = "xmrescrow.dev/rpc-secret-uid"
+
+
+def statefulset(body: dict[str, Any], spec: WalletPoolSpec, secret_uid: str | None = None) -> dict[str, Any]:
     pool = body["metadata"]["name"]
     secret = rpc_secret_name(pool)
     pod_ip = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
@@ -191,7 +196,10 @@ def statefulset(body: dict[str, Any], spec: WalletPoolSpec) -> dict[str, Any]:
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector(pool)},
             "template": {
-                "metadata": {"labels": labels(pool)},
+                "metadata": {
+                    "labels": labels(pool),
+                    **({"annotations": {SECRET_UID_ANNOTATION: secret_uid}} if secret_uid else {}),
+                },
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,

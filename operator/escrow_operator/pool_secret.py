@@ -2,9 +2,9 @@
 
 Written once per WalletPool object with random credentials, never rotated behind running escrows'
 backs; parsed into :class:`PoolCredentials`; upgraded in place from older releases (wallet-rpc's
-config file added). A Secret left by an earlier WalletPool object of the same name (deleted and
-created again, as GitOps tools do) is adopted by the new object, so pods that still run with it and
-the new pods agree on one login.
+config file added). A Secret of an earlier WalletPool object of the same name (deleted and created
+again, as GitOps tools do) is adopted by the new object, so pods that still run with it and the new
+pods agree on one login.
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ def rpc_config(username: str, password: str) -> str:
     return f"rpc-login={username}:{password}\n"
 
 
-async def ensure(kube: Kube, pool: dict[str, Any]) -> PoolCredentials:
-    """Create, upgrade or adopt the pool's Secret; return its credentials.
+async def ensure(kube: Kube, pool: dict[str, Any]) -> str:
+    """Create, upgrade or adopt the pool's Secret; return its uid (the pods' template carries it, so
+    pods restart with the credentials of a Secret written anew).
 
     Raises :class:`PoolSecretInvalid` for a damaged Secret and :class:`PoolSecretBusy` while an
     earlier object's Secret is being deleted.
@@ -80,14 +81,12 @@ async def ensure(kube: Kube, pool: dict[str, Any]) -> PoolCredentials:
         body = rpc_secret(pool, USERNAME, secrets.token_urlsafe(32), secrets.token_urlsafe(32))
         body["stringData"][RPC_CONFIG_KEY] = rpc_config(USERNAME, body["stringData"]["password"])
         try:
-            await kube.call(kube.core.create_namespaced_secret, namespace, body)
+            created = await kube.call(kube.core.create_namespaced_secret, namespace, body)
         except ApiException as exc2:
             if exc2.status != 409:
                 raise
             raise PoolSecretBusy(f"Secret {secret_name} appeared while being created; reconciling again") from None
-        return PoolCredentials(
-            USERNAME, SecretStr(body["stringData"]["password"]), SecretStr(body["stringData"]["walletfs-token"])
-        )
+        return str(metadata(created).uid)
     meta = metadata(existing)
     if meta.deletion_timestamp:
         raise PoolSecretBusy(f"Secret {secret_name} of an earlier WalletPool {name!r} is being deleted")
@@ -96,8 +95,9 @@ async def ensure(kube: Kube, pool: dict[str, Any]) -> PoolCredentials:
     patch: dict[str, Any] = {}
     owners = meta.owner_references or []
     if not any(o.uid == uid for o in owners):
-        # Left by an earlier WalletPool of this name (garbage collection may not have run yet): adopt it,
-        # so the garbage collector keeps it and the pods of both objects agree on one login.
+        # Left by an earlier WalletPool of this name (or orphaned): adopt it, so running pods keep their
+        # login. Should the garbage collector still delete it, the next reconcile writes a new one, and
+        # its new uid on the pods' template replaces the pods.
         patch["metadata"] = {
             "ownerReferences": [owner_reference(pool, "WalletPool")],
             "resourceVersion": meta.resource_version,
@@ -111,4 +111,4 @@ async def ensure(kube: Kube, pool: dict[str, Any]) -> PoolCredentials:
             if exc.status in (404, 409):
                 raise PoolSecretBusy(f"Secret {secret_name} changed while being adopted; reconciling again") from None
             raise
-    return creds
+    return str(meta.uid)

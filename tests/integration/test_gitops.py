@@ -409,7 +409,10 @@ def test_gitops_churn_ends_ready_with_no_401_and_nothing_orphaned(
     for name, escrow in done.items():
         assert verdict(get(kube, ns, "escrows", name)) == READY
         assert escrow["metadata"]["generation"] == 1
-    assert verdict(get(kube, ns, "walletpools", "churn")) == READY
+    pool_now = wait_pool(
+        kube, ns, "churn", lambda p: cond(p, "Ready") == ("True", "PodsReady"), "the re-created pool Ready", timeout=120
+    )
+    assert verdict(pool_now) == READY, pool_now.get("status")
     for needle in (
         "HTTP 401",
         "bearer token",

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from escrow_operator.naming import WalletNames
 from escrow_operator.walletfs import files
 from escrow_operator.walletfs import server as server_module
-from escrow_operator.walletfs.client import WalletfsClient, WalletfsError, WalletfsUnavailable
+from escrow_operator.walletfs.client import WalletfsAuthError, WalletfsClient, WalletfsError, WalletfsUnavailable
 from escrow_operator.walletfs.server import (
     SettingsError,
     WalletfsSettings,
@@ -324,10 +324,12 @@ async def test_missing_or_wrong_token_is_401(http: httpx.AsyncClient, wallet_dir
 
 
 async def test_client_with_wrong_token_raises(server: TestServer) -> None:
+    """A refused token is the pod's problem (it runs with other credentials): another pod is tried."""
     async with WalletfsClient("127.0.0.1", SecretStr("nope"), port=server.port) as bad:
-        with pytest.raises(WalletfsError) as err:
+        with pytest.raises(WalletfsAuthError) as err:
             await bad.list()
-    assert err.value.status == 401 and not isinstance(err.value, WalletfsUnavailable)
+    assert err.value.status == 401 and isinstance(err.value, WalletfsUnavailable)
+    assert "nope" not in str(err.value)
 
 
 async def test_probes_need_no_token(http: httpx.AsyncClient) -> None:

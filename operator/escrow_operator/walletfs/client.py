@@ -47,6 +47,10 @@ class WalletfsUnavailable(WalletfsError):
     """The sidecar could not be reached or did not answer in time (the pod is likely gone)."""
 
 
+class WalletfsAuthError(WalletfsUnavailable):
+    """The sidecar refused the token: the pod runs with other credentials than the client has."""
+
+
 class CopyResult(BaseModel):
     files: dict[str, str]  # target file name -> sha256
     copied: bool = True  # False: the target already held identical files
@@ -138,6 +142,12 @@ class WalletfsClient(OwnsAsyncClient):
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise WalletfsUnavailable(f"walletfs at {self.base_url} unreachable: {type(exc).__name__}: {exc}") from exc
+        if response.status_code == 401:
+            raise WalletfsAuthError(
+                f"walletfs at {self.base_url} refused the pool's token (401): the pod runs with other credentials "
+                "than the pool Secret holds",
+                401,
+            )
         if response.status_code not in ok:
             raise WalletfsError(
                 f"walletfs {method} {path} failed with {response.status_code}: {_error_message(response)}",
