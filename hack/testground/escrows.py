@@ -71,14 +71,19 @@ def wait_escrow_gone(api: client.ApiClient, namespace: str, name: str, timeout: 
     )
 
 
-def create_pool(api: client.ApiClient, namespace: str, name: str, replicas: int, wait: bool = True) -> dict[str, Any]:
-    objects = client.CustomObjectsApi(api)
-    body = {
+def pool_body(name: str, replicas: int, **spec: Any) -> dict[str, Any]:
+    """A WalletPool manifest: a new 1Gi claim unless ``spec`` says otherwise (``storage=...``, ``image=...``)."""
+    return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "WalletPool",
         "metadata": {"name": name},
-        "spec": {"replicas": replicas, "storage": {"size": "1Gi"}},
+        "spec": {"replicas": replicas, "storage": {"size": "1Gi"}, **spec},
     }
+
+
+def create_pool(api: client.ApiClient, namespace: str, name: str, replicas: int, wait: bool = True) -> dict[str, Any]:
+    objects = client.CustomObjectsApi(api)
+    body = pool_body(name, replicas)
     created = json_object(objects.create_namespaced_custom_object(GROUP, VERSION, namespace, WALLETPOOL_PLURAL, body))
     if wait:
         wait_for(

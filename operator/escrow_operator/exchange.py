@@ -111,8 +111,8 @@ class EscrowExchange:
     async def run(self) -> EscrowStatus:
         """Run the exchange from wherever it stands; returns the final status (Ready or Failed)."""
         if self.status.phase == EscrowPhase.FAILED:
-            if not self.retry or self.retry == self.status.last_retry:
-                return self.status  # waits for a new value of the retry annotation
+            if self.retry is None:  # handlers._retry_requested decides; None: wait for a new value
+                return self.status
             self.status = escrow_status.retrying(self.status, self.generation, self.retry)
             await self._save()
             self.emit("Normal", "Retrying", f"retry {self.retry!r} requested; wallet files are reused")

@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from .api import GROUP, VERSION, WALLETPOOL_PLURAL, Condition, WalletPoolSpec, WalletPoolStatus
+from .api import GROUP, VERSION, WALLETPOOL_PLURAL, WalletPoolSpec, WalletPoolStatus
 from .context import Context
 from .kube import api_refusal, json_object, metadata
 from .pool_resources import claim, claim_name, disruption_budget, network_policy, service, statefulset
@@ -168,15 +168,11 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Applied:
             previous is None or previous.ok or previous.reason != refused.reason or previous.generation != generation
         )
         applied = Applied(False, refused.reason, refused.message[:1000], generation, replicas)
-        pool.set_applied(applied, _conditions(status))
+        pool.set_applied(applied, list(status.conditions))
         raise
     applied = Applied(
         True, "Applied", "StatefulSet, Service, Secret, PDB and NetworkPolicy applied", generation, replicas
     )
-    pool.set_applied(applied, _conditions(status))
+    pool.set_applied(applied, list(status.conditions))
     pool.exists.set()
     return applied
-
-
-def _conditions(status: WalletPoolStatus) -> list[Condition]:
-    return list(status.conditions)

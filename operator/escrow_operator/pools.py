@@ -52,7 +52,7 @@ class PoolRuntime:
         self._written: dict[str, Any] = {}
         self._conditions: list[Condition] = []
         self._pods_version = 0
-        self._pods_cond = asyncio.Condition()
+        self._pods_moved = asyncio.Event()  # set (and replaced) at every pod change
 
     # --- identity -------------------------------------------------------------------------------
     def adopt(self, uid: str | None) -> None:
@@ -95,11 +95,8 @@ class PoolRuntime:
         self._membership.set()  # replicas and readyReplicas may have changed
         self._changed()
         self._pods_version += 1
-        asyncio.get_running_loop().create_task(self._notify_pods())
-
-    async def _notify_pods(self) -> None:
-        async with self._pods_cond:
-            self._pods_cond.notify_all()
+        moved, self._pods_moved = self._pods_moved, asyncio.Event()
+        moved.set()
 
     @property
     def pods_version(self) -> int:
@@ -107,9 +104,9 @@ class PoolRuntime:
         return self._pods_version
 
     async def pods_changed(self, seen: int) -> None:
-        """Return once a pod changed after ``seen`` (a :attr:`pods_version`) or the pool went away."""
-        async with self._pods_cond:
-            await self._pods_cond.wait_for(lambda: self._pods_version != seen)
+        """Return once a pod changed after ``seen`` (a :attr:`pods_version`)."""
+        while self._pods_version == seen:
+            await self._pods_moved.wait()
 
     def waiting_message(self) -> str:
         """Why steps of this pool wait, for an escrow's status."""

@@ -37,3 +37,10 @@ def operator(cluster: DevCluster, crds: None, tmp_path_factory: pytest.TempPathF
         yield proc
     finally:
         proc.stop()
+
+
+def start_operator(cluster: DevCluster, log: Path, **env: str) -> OperatorProcess:
+    """An operator of a test's own (some with fault points), allowed the test images."""
+    return OperatorProcess(
+        Path(cluster.kubeconfig), log, env={"ESCROW_ALLOWED_IMAGES": TEST_ALLOWED_IMAGES, **env}
+    ).start()

@@ -38,7 +38,7 @@ from kubernetes.client.exceptions import ApiException
 from escrow_operator.api import ESCROW_PLURAL, GROUP, VERSION, WALLETPOOL_PLURAL
 from hack.devcluster import DevCluster, bin_dir, binary
 from hack.devcluster.procs import pdeathsig_preexec
-from tests.support.escrows import create_escrow, create_pool, wait_escrow, wait_escrow_gone
+from tests.support.escrows import create_escrow, create_pool, pool_body, wait_escrow, wait_escrow_gone
 from tests.support.kube import custom_objects, wait_for
 from tests.support.operator import OperatorProcess
 from tests.support.processes import free_port, stop, wait_serving
@@ -517,12 +517,7 @@ def test_operator_with_the_charts_clusterrole_runs_escrows_to_ready(
                     VERSION,
                     ns,
                     WALLETPOOL_PLURAL,
-                    {
-                        "apiVersion": f"{GROUP}/{VERSION}",
-                        "kind": "WalletPool",
-                        "metadata": {"name": "borrower"},
-                        "spec": {"replicas": 1, "storage": {"claimName": "wallets-wallets"}},
-                    },
+                    pool_body("borrower", 1, storage={"claimName": "wallets-wallets"}),
                 )
                 wait_for(
                     custom_objects(kube, ns, WALLETPOOL_PLURAL),

@@ -24,33 +24,25 @@ import yaml
 from kubernetes import client, watch
 
 from hack.devcluster import DevCluster, binary
-from tests.support.escrows import condition, create_escrow, escrow_body, pool_directory, wait_escrow, wait_escrow_gone
+from tests.support.escrows import (
+    condition,
+    create_escrow,
+    escrow_body,
+    pool_body,
+    pool_directory,
+    wait_escrow,
+    wait_escrow_gone,
+)
 from tests.support.gitops import verdicts
 from tests.support.kube import custom_objects, wait_for, wait_gone
-from tests.support.operator import OperatorProcess
 
-from .conftest import TEST_ALLOWED_IMAGES
+from .conftest import start_operator
 
 GROUP, VERSION = "xmrescrow.dev", "v1alpha1"
 NOT_READY = ("InProgress", "Progressing")
 READY = ("Current", "Healthy")
 FAILED = ("Failed", "Degraded")
 DUO = {"threshold": 2, "participants": ["buyer", "vendor"]}
-
-
-def start(cluster: DevCluster, log: Path, **env: str) -> OperatorProcess:
-    return OperatorProcess(
-        Path(cluster.kubeconfig), log, env={"ESCROW_ALLOWED_IMAGES": TEST_ALLOWED_IMAGES, **env}
-    ).start()
-
-
-def pool_body(name: str, replicas: int, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "WalletPool",
-        "metadata": {"name": name},
-        "spec": {"replicas": replicas, "storage": {"size": "1Gi"}, **spec},
-    }
 
 
 def get(kube: client.ApiClient, ns: str, plural: str, name: str) -> dict[str, Any]:
@@ -123,7 +115,7 @@ def test_escrow_and_pool_verdicts_through_a_whole_life(
     objects = client.CustomObjectsApi(kube)
     seen: dict[str, tuple[str, str]] = {}
     # One retried step (the first exchange_multisig_keys call fails once): Degraded while Reconciling.
-    op = start(
+    op = start_operator(
         cluster,
         tmp_path / "operator.log",
         ESCROW_MODE="test",
@@ -247,7 +239,7 @@ def test_failed_escrow_reads_failed_and_its_retry_in_progress(
     ns = namespace
     objects = client.CustomObjectsApi(kube)
     objects.create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", pool_body("small", 1))
-    op = start(
+    op = start_operator(
         cluster,
         tmp_path / "broken.log",
         ESCROW_MODE="test",
@@ -262,7 +254,7 @@ def test_failed_escrow_reads_failed_and_its_retry_in_progress(
     assert verdict(failed) == FAILED
     assert cond(failed, "Stalled") == ("True", "StepError")
     assert cond(failed, "Reconciling") == ("False", "Failed")
-    op = start(cluster, tmp_path / "healthy.log")
+    op = start_operator(cluster, tmp_path / "healthy.log")
     try:
         objects.patch_namespaced_custom_object(
             GROUP, VERSION, ns, "escrows", "doomed", {"metadata": {"annotations": {"xmrescrow.dev/retry": "1"}}}
@@ -284,7 +276,7 @@ def test_deleting_an_escrow_mid_step_writes_nothing_afterwards(
 ) -> None:
     ns = namespace
     objects = client.CustomObjectsApi(kube)
-    op = start(cluster, tmp_path / "operator.log")
+    op = start_operator(cluster, tmp_path / "operator.log")
     try:
         objects.create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", pool_body("gone", 2))
         wait_pool(
@@ -330,7 +322,7 @@ def test_a_namespace_with_pools_and_escrows_finishes_terminating(
     core = client.CoreV1Api(kube)
     ns = f"t-gone-{secrets.token_hex(3)}"
     core.create_namespace({"metadata": {"name": ns}})
-    op = start(cluster, tmp_path / "operator.log")
+    op = start_operator(cluster, tmp_path / "operator.log")
     try:
         client.CustomObjectsApi(kube).create_namespaced_custom_object(
             GROUP, VERSION, ns, "walletpools", pool_body("p", 1)
@@ -374,7 +366,7 @@ def test_gitops_churn_ends_ready_with_no_401_and_nothing_orphaned(
     pool = pool_body("churn", 2)
     escrows = {name: escrow_body(name, "churn", **DUO, walletRetention="Delete") for name in ("a", "b", "c")}
     manifests = [pool, *escrows.values()]
-    op = start(cluster, tmp_path / "operator.log")
+    op = start_operator(cluster, tmp_path / "operator.log")
     try:
         for _ in range(3):
             kubectl_apply(cluster, ns, manifests[:2])

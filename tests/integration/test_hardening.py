@@ -28,14 +28,14 @@ from tests.support.escrows import (
     create_escrow,
     escrow_secret,
     get_escrow,
+    pool_body,
     pool_directory,
     reconcile_pool,
     wait_escrow,
 )
 from tests.support.kube import custom_objects, wait_for
-from tests.support.operator import OperatorProcess
 
-from .conftest import TEST_ALLOWED_IMAGES
+from .conftest import start_operator
 
 POOL = "hardpool"
 GROUP, VERSION = "xmrescrow.dev", "v1alpha1"
@@ -56,17 +56,6 @@ def pool(
     return POOL
 
 
-@pytest.fixture
-def log_dir(tmp_path: Path) -> Path:
-    return tmp_path
-
-
-def start(cluster: DevCluster, log: Path, **env: str) -> OperatorProcess:
-    return OperatorProcess(
-        Path(cluster.kubeconfig), log, env={"ESCROW_ALLOWED_IMAGES": TEST_ALLOWED_IMAGES, **env}
-    ).start()
-
-
 def events(kube: client.ApiClient, ns: str, name: str) -> list[client.CoreV1Event]:
     return [e for e in client.CoreV1Api(kube).list_namespaced_event(ns).items if e.involved_object.name == name]
 
@@ -77,10 +66,10 @@ def fake_address() -> str:
 
 # --- the address --------------------------------------------------------------------------------
 def test_forged_secret_and_status_address_are_corrected_from_the_wallets(
-    kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, log_dir: Path
+    kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, tmp_path: Path
 ) -> None:
     ns = module_namespace
-    op = start(cluster, log_dir / "operator.log")
+    op = start_operator(cluster, tmp_path / "operator.log")
     try:
         create_escrow(kube, ns, "forged", pool, threshold=2, participants=["buyer", "vendor"])
         ready = wait_escrow(kube, ns, "forged")
@@ -95,7 +84,7 @@ def test_forged_secret_and_status_address_are_corrected_from_the_wallets(
     client.CustomObjectsApi(kube).patch_namespaced_custom_object_status(
         GROUP, VERSION, ns, "escrows", "forged", {"status": {"address": also_forged}}
     )
-    op = start(cluster, log_dir / "operator2.log")
+    op = start_operator(cluster, tmp_path / "operator2.log")
     try:
         corrected = wait_for(
             custom_objects(kube, ns, "escrows"),
@@ -173,22 +162,13 @@ def stalled(kube: client.ApiClient, ns: str, name: str) -> dict:
     )
 
 
-def wallet_pool(name: str, **spec: object) -> dict:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "WalletPool",
-        "metadata": {"name": name},
-        "spec": {"replicas": 1, **spec},
-    }
-
-
 def test_a_pool_editor_cannot_run_other_images_or_mount_other_claims(
     kube: client.ApiClient,
     module_namespace: str,
     pool: str,
     cluster: DevCluster,
     pool_editor: client.ApiClient,
-    log_dir: Path,
+    tmp_path: Path,
 ) -> None:
     ns = module_namespace
     core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
@@ -201,23 +181,23 @@ def test_a_pool_editor_cannot_run_other_images_or_mount_other_claims(
             "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
         },
     )
-    op = start(cluster, log_dir / "operator.log")
+    op = start_operator(cluster, tmp_path / "operator.log")
     try:
         as_editor.create_namespaced_custom_object(
-            GROUP, VERSION, ns, "walletpools", wallet_pool("evil", image="busybox:latest", storage={"size": "1Gi"})
+            GROUP, VERSION, ns, "walletpools", pool_body("evil", 1, image="busybox:latest")
         )
         as_editor.create_namespaced_custom_object(
             GROUP,
             VERSION,
             ns,
             "walletpools",
-            wallet_pool("sidecar", operatorImage="busybox:latest", storage={"size": "1Gi"}),
+            pool_body("sidecar", 1, operatorImage="busybox:latest"),
         )
         as_editor.create_namespaced_custom_object(
-            GROUP, VERSION, ns, "walletpools", wallet_pool("thief", storage={"claimName": f"{pool}-wallets"})
+            GROUP, VERSION, ns, "walletpools", pool_body("thief", 1, storage={"claimName": f"{pool}-wallets"})
         )
         as_editor.create_namespaced_custom_object(
-            GROUP, VERSION, ns, "walletpools", wallet_pool("owner", storage={"claimName": "loose"})
+            GROUP, VERSION, ns, "walletpools", pool_body("owner", 1, storage={"claimName": "loose"})
         )
         verdicts = {name: stalled(kube, ns, name) for name in ("evil", "sidecar", "thief", "owner")}
         reasons = {name: condition(p, "Stalled")["reason"] for name, p in verdicts.items()}  # type: ignore[index]
@@ -245,7 +225,7 @@ def test_a_pool_editor_cannot_run_other_images_or_mount_other_claims(
             "loose", ns, {"metadata": {"labels": {"xmrescrow.dev/pool": "second"}}}
         )
         as_editor.create_namespaced_custom_object(
-            GROUP, VERSION, ns, "walletpools", wallet_pool("second", storage={"claimName": "loose"})
+            GROUP, VERSION, ns, "walletpools", pool_body("second", 1, storage={"claimName": "loose"})
         )
         assert condition(stalled(kube, ns, "second"), "Stalled")["reason"] == "ClaimInUse"  # type: ignore[index]
     finally:
@@ -260,7 +240,7 @@ def test_a_pool_editor_cannot_run_other_images_or_mount_other_claims(
 
 # --- apiserver refusals ----------------------------------------------------------------------------
 def test_an_apiserver_refusal_mid_step_ends_failed_without_restarts_or_work_copies(
-    kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, log_dir: Path
+    kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, tmp_path: Path
 ) -> None:
     ns = module_namespace
     reg = client.AdmissionregistrationV1Api(kube)
@@ -301,7 +281,7 @@ def test_an_apiserver_refusal_mid_step_ends_failed_without_restarts_or_work_copi
             field_selector=f"metadata.name={policy}",
             what="the policy binding",
         )
-        op = start(cluster, log_dir / "operator.log")
+        op = start_operator(cluster, tmp_path / "operator.log")
         try:
             create_escrow(kube, ns, "refused", pool, threshold=2, participants=["buyer", "vendor"])
             failed = wait_escrow(kube, ns, "refused", phase="Failed", timeout=180)
@@ -323,13 +303,15 @@ def test_an_apiserver_refusal_mid_step_ends_failed_without_restarts_or_work_copi
 
 # --- the retry annotation ------------------------------------------------------------------------
 def test_a_retry_annotation_set_before_the_failure_is_not_acted_on(
-    kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, log_dir: Path
+    kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, tmp_path: Path
 ) -> None:
     ns = module_namespace
     objects = client.CustomObjectsApi(kube)
     # Hold the escrow after round 0 (once per escrow), then fail its first round-1 step for good.
     faults = "pause:round.before_status@0,fail:step.start@1x1"
-    op = start(cluster, log_dir / "operator.log", ESCROW_MODE="test", ESCROW_STEP_ATTEMPTS="1", ESCROW_FAULTS=faults)
+    op = start_operator(
+        cluster, tmp_path / "operator.log", ESCROW_MODE="test", ESCROW_STEP_ATTEMPTS="1", ESCROW_FAULTS=faults
+    )
     try:
         create_escrow(kube, ns, "prearmed", pool, threshold=2, participants=["buyer", "vendor"])
         op.wait_log(r"fault injection: paused at round.before_status")
