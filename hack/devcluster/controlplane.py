@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -268,29 +269,77 @@ class DevCluster:
             ],
         )
 
+    def apiserver_argv(self, port: int | None = None, flags: Mapping[str, str | int | Path] | None = None) -> list[str]:
+        """kube-apiserver's command line on this cluster's etcd, CA, serving cert, service-account keys
+        and issuer (the one definition: the cluster's own apiserver is ``apiserver_argv()``).
+
+        ``port`` serves on another port than the cluster's (the serving cert is for 127.0.0.1, any
+        port); ``flags`` (names without the leading ``--``) are added, or replace the flag of that name."""
+        k = self.pki
+        args: dict[str, str | int | Path] = {
+            "etcd-servers": f"http://127.0.0.1:{self.ports.etcd}",
+            "bind-address": "127.0.0.1",
+            "advertise-address": "127.0.0.1",
+            "secure-port": self.ports.apiserver if port is None else port,
+            "tls-cert-file": k.serving_crt,
+            "tls-private-key-file": k.serving_key,
+            "client-ca-file": k.ca_crt,
+            "authorization-mode": "RBAC",
+            # The cluster's address even on another port: tokens are the same wherever they are checked.
+            "service-account-issuer": self.server,
+            "service-account-key-file": k.sa_pub,
+            "service-account-signing-key-file": k.sa_key,
+            "service-cluster-ip-range": "10.0.0.0/24",
+            "allow-privileged": "true",
+            "profiling": "false",
+            "v": 1,
+        }
+        args.update({name.removeprefix("--"): value for name, value in (flags or {}).items()})
+        return [str(binary("kube-apiserver"))] + [f"--{name}={value}" for name, value in args.items()]
+
+    def start_extra_apiserver(
+        self, port: int, state_dir: Path, flags: Mapping[str, str | int | Path] | None = None, timeout: float = 180.0
+    ) -> subprocess.Popen[bytes]:
+        """Another kube-apiserver of this cluster's store (a test's, e.g. with an audit log or more
+        admission plugins): ``apiserver_argv(port, flags)``, so tokens minted by the cluster's apiserver
+        are valid here too. The cluster's apiserver keeps the "kubernetes" Service endpoints (unless
+        ``flags`` say otherwise).
+
+        Ready when this returns; logs to ``state_dir/kube-apiserver.log``, dies with the thread that
+        started it. The caller stops it (SIGTERM); ``stop`` does not know it."""
+        log_path = state_dir / "kube-apiserver.log"
+        argv = self.apiserver_argv(port, {"endpoint-reconciler-type": "none", **(flags or {})})
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+                start_new_session=True,
+                preexec_fn=pdeathsig_preexec,
+            )
+        name = f"kube-apiserver on port {port}"
+
+        def check_alive() -> None:
+            if proc.poll() is not None:
+                raise DevClusterError(f"{name} exited with {proc.returncode} during start")
+
+        try:
+            self._wait_https(
+                f"https://127.0.0.1:{port}/readyz", time.monotonic() + timeout, name, check_alive=check_alive
+            )
+        except BaseException as exc:
+            proc.kill()
+            proc.wait()
+            if isinstance(exc, DevClusterError):
+                tail = log_path.read_text(errors="replace")[-3000:]
+                raise DevClusterError(f"{exc}; the end of its log {log_path}:\n{tail}") from None
+            raise
+        return proc
+
     def _start_apiserver(self) -> None:
-        p, k = self.ports, self.pki
-        self._spawn(
-            "kube-apiserver",
-            [
-                str(binary("kube-apiserver")),
-                f"--etcd-servers=http://127.0.0.1:{p.etcd}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={p.apiserver}",
-                f"--tls-cert-file={k.serving_crt}",
-                f"--tls-private-key-file={k.serving_key}",
-                f"--client-ca-file={k.ca_crt}",
-                "--authorization-mode=RBAC",
-                f"--service-account-issuer={self.server}",
-                f"--service-account-key-file={k.sa_pub}",
-                f"--service-account-signing-key-file={k.sa_key}",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--allow-privileged=true",
-                "--profiling=false",
-                "--v=1",
-            ],
-        )
+        self._spawn("kube-apiserver", self.apiserver_argv())
 
     def _start_controller_manager(self) -> None:
         k = self.pki
@@ -346,10 +395,22 @@ class DevCluster:
                 f"{name} exited during start; the end of its log {self.logs / (name + '.log')}:\n{tail}"
             )
 
-    def _wait_http(self, url: str, deadline: float, name: str, context: ssl.SSLContext | None = None) -> None:
+    def _wait_http(
+        self,
+        url: str,
+        deadline: float,
+        name: str,
+        context: ssl.SSLContext | None = None,
+        check_alive: Callable[[], None] | None = None,
+    ) -> None:
+        """Poll ``url`` until it answers 200; ``check_alive`` (by default: ``name`` of ``pids`` runs)
+        raises if the process has exited."""
         last: Exception | str = "no answer"
         while time.monotonic() < deadline:
-            self._check_alive(name)
+            if check_alive is None:
+                self._check_alive(name)
+            else:
+                check_alive()
             try:
                 with urllib.request.urlopen(url, timeout=2, context=context) as reply:
                     if reply.status == 200:
@@ -359,14 +420,21 @@ class DevCluster:
             time.sleep(0.2)  # polling a process that has no event to wait on
         raise DevClusterError(f"{name} did not become healthy at {url}: {last}")
 
-    def _wait_https(self, url: str, deadline: float, name: str, client_cert: bool = True) -> None:
+    def _wait_https(
+        self,
+        url: str,
+        deadline: float,
+        name: str,
+        client_cert: bool = True,
+        check_alive: Callable[[], None] | None = None,
+    ) -> None:
         context = ssl.create_default_context(cafile=str(self.pki.ca_crt))
         if client_cert:
             context.load_cert_chain(str(self.pki.admin_crt), str(self.pki.admin_key))
         else:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE  # kube-controller-manager serves a self-signed cert
-        self._wait_http(url, deadline, name, context)
+        self._wait_http(url, deadline, name, context, check_alive)
 
     def _wait_node(self, deadline: float) -> None:
         while time.monotonic() < deadline:

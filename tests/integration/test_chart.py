@@ -19,10 +19,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import ssl
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -37,11 +35,10 @@ from kubernetes.client.exceptions import ApiException
 
 from escrow_operator.api import ESCROW_PLURAL, GROUP, VERSION, WALLETPOOL_PLURAL
 from hack.devcluster import DevCluster, bin_dir, binary
-from hack.devcluster.procs import pdeathsig_preexec
 from tests.support.escrows import create_escrow, create_pool, pool_body, wait_escrow, wait_escrow_gone
 from tests.support.kube import custom_objects, wait_for
 from tests.support.operator import OperatorProcess
-from tests.support.processes import free_port, stop, wait_serving
+from tests.support.processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "xmr-escrow-operator"
@@ -349,66 +346,26 @@ class AuditedApiserver:
 
 @pytest.fixture(scope="module")
 def audited(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuditedApiserver]:
-    """kube-apiserver #2 on the dev cluster's etcd: same CA, service-account keys and issuer (so
-    tokens minted by #1 are valid here), plus an audit log of every ServiceAccount request and the
-    OwnerReferencesPermissionEnforcement admission plugin."""
+    """kube-apiserver #2 on the dev cluster's etcd (``DevCluster.start_extra_apiserver``): same CA,
+    service-account keys and issuer (so tokens minted by #1 are valid here), plus an audit log of every
+    ServiceAccount request and the OwnerReferencesPermissionEnforcement admission plugin."""
     state = tmp_path_factory.mktemp("audited-apiserver")
     (state / "policy.yaml").write_text(AUDIT_POLICY)
     audit_log = state / "audit.log"
     port = free_port()
-    k = cluster.pki
-    argv = [
-        str(binary("kube-apiserver")),
-        f"--etcd-servers=http://127.0.0.1:{cluster.ports.etcd}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
-        f"--secure-port={port}",
-        f"--tls-cert-file={k.serving_crt}",
-        f"--tls-private-key-file={k.serving_key}",
-        f"--client-ca-file={k.ca_crt}",
-        "--authorization-mode=RBAC",
-        f"--service-account-issuer={cluster.server}",
-        f"--service-account-key-file={k.sa_pub}",
-        f"--service-account-signing-key-file={k.sa_key}",
-        "--service-cluster-ip-range=10.0.0.0/24",
-        "--allow-privileged=true",
-        "--profiling=false",
-        # apiserver #1 owns the "kubernetes" Service endpoints.
-        "--endpoint-reconciler-type=none",
-        "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
-        f"--audit-policy-file={state / 'policy.yaml'}",
-        f"--audit-log-path={audit_log}",
-        "--audit-log-format=json",
-        "--audit-log-mode=blocking",
-        "--v=1",
-    ]
-    with open(state / "kube-apiserver.log", "ab") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=pdeathsig_preexec,
-        )
-    server = f"https://127.0.0.1:{port}"
-    context = ssl.create_default_context(cafile=str(k.ca_crt))
-    context.load_cert_chain(str(k.admin_crt), str(k.admin_key))
-
-    def ready() -> bool:
-        with urllib.request.urlopen(f"{server}/readyz", timeout=2, context=context) as reply:
-            return bool(reply.status == 200)
-
+    proc = cluster.start_extra_apiserver(
+        port,
+        state,
+        {
+            "enable-admission-plugins": "OwnerReferencesPermissionEnforcement",
+            "audit-policy-file": state / "policy.yaml",
+            "audit-log-path": audit_log,
+            "audit-log-format": "json",
+            "audit-log-mode": "blocking",
+        },
+    )
     try:
-        wait_serving(
-            proc,
-            ready,
-            what="the audited kube-apiserver",
-            timeout=180,
-            interval=0.3,
-            detail=lambda: (state / "kube-apiserver.log").read_text()[-3000:],
-        )
-        yield AuditedApiserver(server, audit_log, proc)
+        yield AuditedApiserver(f"https://127.0.0.1:{port}", audit_log, proc)
     finally:
         stop(proc, timeout=20)
 

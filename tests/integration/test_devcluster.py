@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from kubernetes import client
+import yaml
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from hack.devcluster import DevCluster, DevClusterError
 from tests.support.kube import pod_ready, wait_for, wait_gone
+from tests.support.processes import free_port, stop
 from tests.support.walletrpc_sts import RPC_PORT, WalletRpcSet, create_wallet_rpc_statefulset
 
 REPLICAS = 6
@@ -85,6 +89,52 @@ def test_crd_schema_is_enforced_by_the_apiserver(kube: client.ApiClient, namespa
         objects.create_namespaced_custom_object("devcluster.test", "v1", namespace, "widgets", body(99))
     assert refused.value.status == 422
     assert "spec.size" in refused.value.body and "less than or equal to 10" in refused.value.body
+
+
+def flags_of(argv: list[str]) -> dict[str, str]:
+    flags = dict(arg.removeprefix("--").partition("=")[::2] for arg in argv[1:])
+    assert len(flags) == len(argv) - 1, f"a flag given twice: {argv}"
+    return flags
+
+
+def test_apiserver_argv_adds_and_replaces_flags(cluster: DevCluster) -> None:
+    own = flags_of(cluster.apiserver_argv())
+    assert own["secure-port"] == str(cluster.ports.apiserver)
+    assert own["service-account-issuer"] == cluster.server
+    other = flags_of(cluster.apiserver_argv(12345, {"v": 4, "--audit-log-format": "json"}))
+    assert other == {**own, "secure-port": "12345", "v": "4", "audit-log-format": "json"}
+
+
+def test_an_extra_apiserver_serves_the_clusters_store_with_its_own_flags(
+    cluster: DevCluster, kube: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    own = client.CoreV1Api(kube)
+    own.create_namespaced_config_map(namespace, {"metadata": {"name": "seen"}, "data": {"a": "b"}})
+    port = free_port()
+    proc = cluster.start_extra_apiserver(port, tmp_path, {"enable-admission-plugins": "AlwaysPullImages"})
+    try:
+        cfg = yaml.safe_load(cluster.kubeconfig.read_text())
+        cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+        (tmp_path / "extra.kubeconfig").write_text(yaml.safe_dump(cfg))
+        extra = client.CoreV1Api(config.new_client_from_config(str(tmp_path / "extra.kubeconfig")))
+        assert extra.read_namespaced_config_map("seen", namespace).data == {"a": "b"}
+        pod = {
+            "metadata": {"name": "probe"},
+            "spec": {"containers": [{"name": "c", "image": "probe:1", "imagePullPolicy": "IfNotPresent"}]},
+        }
+        # Only the extra apiserver runs the admission plugin its flags add.
+        policy = [
+            api.create_namespaced_pod(namespace, pod, dry_run="All").spec.containers[0].image_pull_policy
+            for api in (extra, own)
+        ]
+        assert policy == ["Always", "IfNotPresent"]
+    finally:
+        stop(proc, timeout=20)
+
+
+def test_an_extra_apiserver_that_exits_fails_with_its_log(cluster: DevCluster, tmp_path: Path) -> None:
+    with pytest.raises(DevClusterError, match=r"(?s)exited with \d+ during start.*unknown flag: --no-such-flag"):
+        cluster.start_extra_apiserver(free_port(), tmp_path, {"no-such-flag": "x"})
 
 
 @pytest.fixture(scope="module")

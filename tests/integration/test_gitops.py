@@ -17,11 +17,13 @@ from __future__ import annotations
 import secrets
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 from kubernetes import client, watch
+from urllib3.exceptions import ProtocolError, SSLError
 
 from hack.devcluster import DevCluster, binary
 from tests.support.escrows import (
@@ -78,33 +80,49 @@ def wait_esc(kube: client.ApiClient, ns: str, name: str, check: Any, what: str, 
 
 
 class Recorder:
-    """Every version of one Escrow as a watch delivers it, from a background thread."""
+    """Every version of one Escrow as a watch delivers it, from a background thread.
+
+    ``stop`` ends the watch and raises what failed it while recording."""
 
     def __init__(self, kube: client.ApiClient, ns: str, name: str) -> None:
         self.versions: list[dict[str, Any]] = []
         self._stop = threading.Event()
+        self._error: BaseException | None = None
         self._watch = watch.Watch()
         objects = client.CustomObjectsApi(kube)
         self._thread = threading.Thread(target=self._run, args=(objects, ns, name), daemon=True)
         self._thread.start()
 
     def _run(self, objects: client.CustomObjectsApi, ns: str, name: str) -> None:
-        for event in self._watch.stream(
-            objects.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            ns,
-            "escrows",
-            field_selector=f"metadata.name={name}",
-            timeout_seconds=600,
-        ):
-            self.versions.append(event["object"])
-            if self._stop.is_set():
-                return
+        try:
+            for event in self._watch.stream(
+                objects.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                ns,
+                "escrows",
+                field_selector=f"metadata.name={name}",
+                timeout_seconds=600,
+            ):
+                self.versions.append(event["object"])
+                if self._stop.is_set():
+                    return
+        except (ProtocolError, SSLError) as exc:
+            # Watch.stop shuts the socket down under the blocked read: an error only if not asked for.
+            if not self._stop.is_set():
+                self._error = exc
+        except Exception as exc:  # noqa: BLE001 - stop raises it in the test's thread
+            self._error = exc
 
     def stop(self) -> None:
         self._stop.set()
-        self._watch.stop()
+        deadline = time.monotonic() + 30
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            self._watch.stop()  # again while the watch is still connecting (stream() clears the flag)
+            self._thread.join(0.2)
+        if self._error is not None:
+            raise AssertionError("the recorder's watch failed") from self._error
+        assert not self._thread.is_alive(), "the recorder's watch did not end within 30 s"
 
 
 # --- verdicts in every state ----------------------------------------------------------------------
