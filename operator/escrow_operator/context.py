@@ -1,9 +1,10 @@
-"""What every handler and engine of the operator shares: the API client, the pools, the settings."""
+"""What every handler and engine of the operator shares: the API client, the pools, the settings, the chains."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .blocks import Chains
 from .faults import NONE as NO_FAULTS
 from .faults import Faults
 from .kube import Kube
@@ -16,4 +17,5 @@ class Context:
     kube: Kube
     pools: Pools
     settings: OperatorSettings
+    chains: Chains
     faults: Faults = NO_FAULTS

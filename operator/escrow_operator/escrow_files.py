@@ -27,9 +27,10 @@ class PoolUnusable(Exception):
 
 
 def is_work_copy(name: str) -> bool:
-    """A work copy (``..._work_{step}_{random}``): never an input, never a published wallet."""
+    """A copy the operator works on (``..._work_{step}_{random}``, or the funding watch's ``..._watch``):
+    never an input, never a published wallet; deleting it loses nothing."""
     match = WALLET_NAME_RE.fullmatch(name)
-    return match is not None and match["stage"].startswith("work_")
+    return match is not None and (match["stage"].startswith("work_") or match["stage"] == "watch")
 
 
 async def delete_files(

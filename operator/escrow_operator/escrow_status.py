@@ -129,6 +129,20 @@ def waiting_for_pods(
     return _working(_copy(status, generation), generation, "WaitingForPods", message, now)
 
 
+def chain_height_recorded(status: EscrowStatus, generation: int | None, height: int) -> EscrowStatus:
+    """The pool's chain height, read before any wallet is made: every scan of its wallets starts there."""
+    new = _copy(status, generation)
+    new.restore_height = height
+    return new
+
+
+def waiting_for_daemon(
+    status: EscrowStatus, generation: int | None, message: str, now: datetime | None = None
+) -> EscrowStatus:
+    """The pool names a monerod that does not answer; its chain height must be recorded first."""
+    return _working(_copy(status, generation), generation, "WaitingForDaemon", message, now)
+
+
 def round_done(
     status: EscrowStatus, generation: int | None, done: int, final: int, now: datetime | None = None
 ) -> EscrowStatus:

@@ -152,6 +152,8 @@ class EscrowExchange:
         await self._wait_for_pool()
         await self.secret.ensure(self.roles, escrow_owner(self.body))
         self.status.secret_name = self.secret.name
+        if self._round() == 0 and self.status.restore_height is None and self.pool.daemon is not None:
+            await self._record_chain_height(self.pool.daemon)
         if self.status.phase != EscrowPhase.KEY_EXCHANGE:
             self.status = escrow_status.started(self.status, self.generation, self._round(), self.final)
             await self._save()
@@ -183,6 +185,28 @@ class EscrowExchange:
             if await self.pool.credentials() is not None:
                 return
             self.pool.exists.clear()  # the pool's Secret is not there yet: wait for the next reconcile
+
+    async def _record_chain_height(self, daemon: str) -> None:
+        """Record the chain height before any wallet is made (a wallet made later cannot hold funds sent
+        below it). The block watch's last tip is at most one poll old, so never above the chain's height.
+        While monerod has not answered, say so and wait for it."""
+        watch = self.ctx.chains.watch(daemon)
+        reported = False
+        while watch.tip is None:
+            if watch.error is not None and not reported:
+                message = (
+                    f"waiting for monerod {daemon} (spec.daemon of WalletPool {self.spec.pool_ref}) to answer: "
+                    f"{watch.error}"
+                )
+                self.status = escrow_status.waiting_for_daemon(self.status, self.generation, message)
+                await self._save()
+                self.emit("Warning", "DaemonUnavailable", message)
+                reported = True
+            await watch.changed()
+        height = watch.tip.height
+        self.status = escrow_status.chain_height_recorded(self.status, self.generation, height)
+        await self._save()
+        self.log.info("escrow %s/%s: wallets are made at chain height %d", self.namespace, self.name, height)
 
     async def _run_round(self, step: int) -> None:
         todo = [role for role in self.roles if self._done.get(role, 0) <= step]

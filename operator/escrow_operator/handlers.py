@@ -15,12 +15,23 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from . import escrow_status, metrics
-from .api import ESCROW_PLURAL, GROUP, VERSION, WALLETPOOL_PLURAL, EscrowPhase, EscrowStatus, WalletRetention
+from .api import (
+    ESCROW_PLURAL,
+    GROUP,
+    OFFLINE,
+    VERSION,
+    WALLETPOOL_PLURAL,
+    EscrowPhase,
+    EscrowStatus,
+    WalletRetention,
+)
+from .blocks import Chains
 from .context import Context
 from .escrow_files import PoolUnusable, delete_files, is_work_copy
 from .escrow_secret import EscrowSecret
 from .exchange import EscrowExchange, EscrowGone
 from .faults import Faults
+from .funding import FundingGone, FundingWatch
 from .kube import Kube, json_object, load_api_client
 from .pool_reconcile import RECHECK_SECONDS, PoolRefused, PoolRetry, reconcile
 from .pools import Pools
@@ -65,7 +76,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics.register_pools(pools)
     faults = Faults.parse(ours.faults, ours.mode)
     faults.install_resume_signal()
-    memo.ctx = Context(kube, pools, ours, faults)
+    memo.ctx = Context(kube, pools, ours, Chains(ours), faults)
     await _know_existing_pools(kube, pools, ours.namespace)
     if ours.metrics_port:
         metrics.serve(ours.metrics_port)
@@ -84,6 +95,9 @@ async def _know_existing_pools(kube: Kube, pools: Pools, namespace: str | None) 
         if not meta.get("deletionTimestamp"):
             pool = pools.get(meta["namespace"], meta["name"])
             pool.adopt(meta.get("uid"))
+            spec = item.get("spec") or {}
+            daemon = spec.get("daemon")
+            pool.set_daemon(daemon if daemon and daemon != OFFLINE else None, spec.get("network") or "mainnet")
             pool.exists.set()
 
 
@@ -92,6 +106,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     ctx = getattr(memo, "ctx", None)
     if isinstance(ctx, Context):
         await ctx.pools.close()
+        await ctx.chains.close()
         ctx.kube.close()
 
 
@@ -157,7 +172,7 @@ DAEMON_CANCELLATION_TIMEOUT = 5.0
 
 @kopf.daemon(GROUP, VERSION, ESCROW_PLURAL, cancellation_timeout=DAEMON_CANCELLATION_TIMEOUT)
 async def run_escrow(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
-    """One key exchange per Escrow, from wherever it stands; returns at once for a Ready one.
+    """One key exchange per Escrow, from wherever it stands, then its funding watch (pools with a daemon).
 
     A Failed escrow waits (no polling) until its ``xmrescrow.dev/retry`` annotation changes. Deleting
     the Escrow cancels this daemon at once; a wallet-rpc or walletfs call in flight finishes first.
@@ -189,8 +204,9 @@ async def run_escrow(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> No
                 return
             status = (await exchange.run()).to_api()
             if status.get("phase") == EscrowPhase.READY:
+                await FundingWatch(context(memo), {**snapshot, "status": status}, emit).run()
                 return
-    except EscrowGone:
+    except (EscrowGone, FundingGone):
         return
     finally:
         _retry_wakeups.pop(uid, None)

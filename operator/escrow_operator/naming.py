@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 ROLE_PATTERN = r"[a-z][a-z0-9]{0,15}"
 UID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-STAGE_PATTERN = r"round_1|round_[1-9][0-9]?_input|round_[1-9][0-9]?_final|work_[0-9]{1,2}_[0-9a-f]{8}"
+STAGE_PATTERN = r"round_1|round_[1-9][0-9]?_input|round_[1-9][0-9]?_final|work_[0-9]{1,2}_[0-9a-f]{8}|watch"
 WALLET_SUFFIXES = ("", ".keys", ".address.txt")
 
 #: A wallet name (no suffix) of the escrow pattern.
@@ -93,6 +93,11 @@ class WalletNames:
     @property
     def final_wallet(self) -> str:
         return self.output_of(self.final)
+
+    @property
+    def watch(self) -> str:
+        """The funding watch's copy of the final wallet (a cache of its scan; never published)."""
+        return self.stage("watch")
 
     def intermediates(self) -> list[str]:
         """Every published wallet but the final one, in step order."""

@@ -147,6 +147,7 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Applied:
         except ValidationError as exc:
             raise PoolRefused("InvalidSpec", f"invalid spec: {'; '.join(e['msg'] for e in exc.errors())}") from None
         replicas = spec.replicas
+        pool.set_daemon(None if spec.offline else spec.daemon, spec.network.value)
         check_images(ctx, spec)
         await check_claim(ctx, namespace, name, spec)
         obj = {"metadata": dict(meta)}

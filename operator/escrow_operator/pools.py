@@ -53,6 +53,9 @@ class PoolRuntime:
         self._conditions: list[Condition] = []
         self._pods_version = 0
         self._pods_moved = asyncio.Event()  # set (and replaced) at every pod change
+        self.daemon: str | None = None  # spec.daemon of the pool object; None: offline (or not known yet)
+        self.network = "mainnet"  # spec.network of the pool object
+        self._daemon_moved = asyncio.Event()
 
     # --- identity -------------------------------------------------------------------------------
     def adopt(self, uid: str | None) -> None:
@@ -69,6 +72,17 @@ class PoolRuntime:
             self._conditions = []
             self._written = {}
         self.uid = uid or self.uid
+
+    def set_daemon(self, daemon: str | None, network: str = "mainnet") -> None:
+        """The pool's monerod address (``None``: offline) and network; wakes whatever waits for a change."""
+        self.network = network
+        if daemon != self.daemon:
+            self.daemon = daemon
+            moved, self._daemon_moved = self._daemon_moved, asyncio.Event()
+            moved.set()
+
+    async def daemon_changed(self) -> None:
+        await self._daemon_moved.wait()
 
     def deleted(self, uid: str | None) -> None:
         """The WalletPool object ``uid`` is gone: escrows on it wait, nothing of it is reused."""

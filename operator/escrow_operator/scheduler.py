@@ -109,11 +109,14 @@ class Lease:
         """The pod did not answer: pass it over for a while unless the watch reports it ready anew."""
         self.failed = True
 
-    def keep(self, work: str) -> None:
-        """The step leaves its wallet open (stored, its output published) under the name ``work``."""
+    def keep(self, work: str, reserved: bool = True) -> None:
+        """The step leaves its wallet open (stored, its output published) under the name ``work``.
+
+        ``reserved=False``: any step may take the pod (closing the wallet unsaved); for a wallet worth
+        keeping warm that no step of its escrow waits for (the funding watch's)."""
         if self.wallet is None or not self.rpc:
             raise ValueError("only a wallet-rpc step of a named wallet can keep it open")
-        self.kept = Held(self.wallet, work, self.priority)
+        self.kept = Held(self.wallet, work, self.priority, reserved)
 
 
 @dataclass

@@ -38,6 +38,10 @@ class OperatorSettings(BaseModel):
     pool_status_interval: float = Field(
         5.0, ge=0, description="least seconds between pool status writes of busy and queued counts"
     )
+    block_poll_interval: float = Field(
+        5.0, gt=0, le=300, description="seconds between monerod get_info calls that look for a new block"
+    )
+    daemon_timeout: float = Field(30.0, gt=0, description="seconds one monerod RPC call may take")
     api_threads: int = Field(16, ge=1, le=256, description="threads for blocking Kubernetes API calls")
     allowed_images: str = Field(
         f"{DEFAULT_IMAGE},{DEFAULT_OPERATOR_IMAGE}",

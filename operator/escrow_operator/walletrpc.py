@@ -235,6 +235,38 @@ class MultisigStatus(_Reply):
     total: int = 0
 
 
+class Transfer(_Reply):
+    """One entry of ``get_transfers`` (incoming, confirmed or in the daemon's pool). Amounts in atomic units."""
+
+    txid: str
+    amount: int = Field(ge=0)
+    height: int = Field(default=0, ge=0)  # 0 while in the pool
+    confirmations: int = Field(default=0, ge=0)
+    type: str = ""  # "in" or "pool"
+
+
+class Transfers(_Reply):
+    """``get_transfers``: one list per kind asked for (absent when empty)."""
+
+    in_: list[Transfer] = Field(default=[], alias="in")
+    pool: list[Transfer] = []
+
+    @property
+    def incoming(self) -> list[Transfer]:
+        """Confirmed and pool transfers, newest (highest, then pool) last."""
+        return sorted(self.in_, key=lambda t: t.height) + list(self.pool)
+
+
+class Balance(_Reply):
+    balance: int = Field(ge=0)
+    unlocked_balance: int = Field(ge=0)
+    multisig_import_needed: bool = False
+
+
+class Height(_Reply):
+    height: int = Field(ge=0)
+
+
 class _Envelope(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -375,8 +407,22 @@ class WalletRpc(OwnsAsyncClient):
     async def store(self, *, timeout: float | None = None) -> None:
         await self._call(Empty, "store", timeout=timeout)
 
-    async def refresh(self, *, timeout: float | None = None) -> RefreshResult:
-        return await self._call(RefreshResult, "refresh", timeout=timeout)
+    async def refresh(self, start_height: int | None = None, *, timeout: float | None = None) -> RefreshResult:
+        """Scan the chain for the open wallet; ``start_height`` skips the blocks below it."""
+        params = None if start_height is None else {"start_height": start_height}
+        return await self._call(RefreshResult, "refresh", params, timeout=timeout)
+
+    async def get_transfers_in(self, *, timeout: float | None = None) -> Transfers:
+        """Incoming transfers of account 0: confirmed (``in``) and in the daemon's pool (``pool``)."""
+        params = {"in": True, "pool": True, "account_index": 0}
+        return await self._call(Transfers, "get_transfers", params, timeout=timeout)
+
+    async def get_balance(self, *, timeout: float | None = None) -> Balance:
+        return await self._call(Balance, "get_balance", {"account_index": 0}, timeout=timeout)
+
+    async def get_height(self, *, timeout: float | None = None) -> int:
+        """The height the open wallet has scanned to."""
+        return (await self._call(Height, "get_height", timeout=timeout)).height
 
     async def get_address(self, *, timeout: float | None = None) -> str:
         """The open wallet's primary address (account 0)."""

@@ -209,6 +209,9 @@ def test_crd_is_structural(plural: str) -> None:
         if column["jsonPath"] == ".metadata.creationTimestamp":
             assert column["type"] == "date"
             continue
+        if column["jsonPath"] == '.status.conditions[?(@.type=="Funded")].status':
+            assert "conditions" in schema["properties"]["status"]["properties"]
+            continue
         node = schema
         for part in column["jsonPath"].lstrip(".").split("."):
             node = node["properties"][part]
@@ -233,7 +236,14 @@ def test_escrow_crd_names_and_columns() -> None:
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert [name for name, c in columns.items() if c.get("priority", 0) == 0] == ["Phase", "Round", "Address", "Age"]
+    assert [name for name, c in columns.items() if c.get("priority", 0) == 0] == [
+        "Phase",
+        "Round",
+        "Address",
+        "Received",
+        "Confirmations",
+        "Age",
+    ]
     assert columns["Phase"]["jsonPath"] == ".status.phase"
     assert columns["Address"]["jsonPath"] == ".status.address"
     spec = _schema(crd)["properties"]["spec"]
@@ -320,6 +330,7 @@ def test_escrow_defaults_match() -> None:
             "threshold": 2,
             "participants": ["buyer", "vendor", "arbiter"],
             "walletRetention": "Retain",
+            "confirmations": 10,
         }
     )
     assert model.wallet_retention is WalletRetention.RETAIN

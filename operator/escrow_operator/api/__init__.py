@@ -25,14 +25,17 @@ from .conditions import (
     utcnow,
 )
 from .escrow import (
+    ATOMIC_PER_XMR,
     DEFAULT_PARTICIPANTS,
     DEFAULT_THRESHOLD,
+    MAX_ATOMIC,
     MAX_PARTICIPANTS,
     MIN_PARTICIPANTS,
     Escrow,
     EscrowPhase,
     EscrowSpec,
     EscrowStatus,
+    FundingStatus,
     ParticipantStatus,
     Role,
     WalletRetention,
@@ -69,6 +72,7 @@ CATEGORY = "xmrescrow"
 
 __all__ = [
     "API_VERSION",
+    "ATOMIC_PER_XMR",
     "CATEGORY",
     "DEFAULT_IMAGE",
     "DEFAULT_OPERATOR_IMAGE",
@@ -81,6 +85,7 @@ __all__ = [
     "ESCROW_SHORT_NAMES",
     "ESCROW_SINGULAR",
     "GROUP",
+    "MAX_ATOMIC",
     "MAX_PARTICIPANTS",
     "MAX_REPLICAS",
     "MIN_PARTICIPANTS",
@@ -100,6 +105,7 @@ __all__ = [
     "EscrowPhase",
     "EscrowSpec",
     "EscrowStatus",
+    "FundingStatus",
     "Network",
     "ParticipantStatus",
     "PoolStorage",

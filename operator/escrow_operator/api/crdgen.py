@@ -251,6 +251,17 @@ def escrow_crd() -> dict[str, Any]:
             _printer_column("Rounds", "integer", ".status.rounds", "Total steps of the key exchange.", priority=1),
             _printer_column("Pool", "string", ".spec.poolRef", "The WalletPool.", priority=1),
             _printer_column("Address", "string", ".status.address", "The multisig address."),
+            _printer_column("Received", "string", ".status.funding.receivedXmr", "XMR received (pools with a daemon)."),
+            _printer_column(
+                "Confirmations", "integer", ".status.funding.confirmations", "Confirmations of the newest payment."
+            ),
+            _printer_column(
+                "Funded",
+                "string",
+                '.status.conditions[?(@.type=="Funded")].status',
+                "Paid in full (spec.amount).",
+                priority=1,
+            ),
             _printer_column("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         ],
     )

@@ -35,6 +35,14 @@ MAX_PARTICIPANTS = 16
 DEFAULT_THRESHOLD = 2
 DEFAULT_PARTICIPANTS: tuple[str, ...] = ("buyer", "vendor", "arbiter")
 
+#: Atomic units per XMR.
+ATOMIC_PER_XMR = 10**12
+#: The largest amount the API takes: one million XMR (the schema's bound must be exact as a float64,
+#: which 2^63 - 1 is not: the API server would read it as -2^63).
+MAX_ATOMIC = 10**18
+DEFAULT_CONFIRMATIONS = 10
+MAX_CONFIRMATIONS = 10_000
+
 #: A Monero address (standard, subaddress or integrated): base58.
 ADDRESS_PATTERN = r"^[1-9A-HJ-NP-Za-km-z]+$"
 
@@ -141,6 +149,22 @@ class EscrowSpec(ApiModel):
         ),
     )
 
+    amount: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ATOMIC,
+        description=(
+            "The amount the buyer must pay, in atomic units (1 XMR = 10^12); drives the Funded condition. "
+            "Optional: without it the escrow reports what it received and has no Funded condition."
+        ),
+    )
+    confirmations: int = Field(
+        default=DEFAULT_CONFIRMATIONS,
+        ge=1,
+        le=MAX_CONFIRMATIONS,
+        description="Confirmations a payment needs before it counts toward the amount (Funded).",
+    )
+
     @field_validator("participants")
     @classmethod
     def _participants_unique(cls, participants: list[str]) -> list[str]:
@@ -190,6 +214,22 @@ class ParticipantStatus(ApiModel):
     )
 
 
+class FundingStatus(ApiModel):
+    """What the escrow's address received, as its wallets see it after the newest block. Atomic units."""
+
+    received: int = Field(default=0, ge=0, description="Total received: confirmed and in the daemon's pool.")
+    received_xmr: str = Field(default="0", max_length=32, description="received in XMR (for printer columns).")
+    unlocked: int = Field(default=0, ge=0, description="The part of the balance that can be spent now.")
+    transfers: int = Field(default=0, ge=0, description="Incoming transfers seen.")
+    confirmations: int | None = Field(
+        default=None, ge=0, description="Confirmations of the newest incoming transfer (0: in the pool)."
+    )
+    height: int = Field(default=0, ge=0, description="The chain height these figures were read at.")
+    message: str | None = Field(
+        default=None, max_length=1024, description="Why the figures could not be read at the last block, if so."
+    )
+
+
 class EscrowStatus(ApiModel):
     """Observed state of the key exchange. Never holds secret material (round messages, passwords)."""
 
@@ -217,6 +257,15 @@ class EscrowStatus(ApiModel):
     message: str | None = Field(default=None, max_length=1024, description="Short human-readable state.")
     secret_name: str | None = Field(
         default=None, max_length=253, description="The Secret holding the wallet passwords (escrow-<uid>)."
+    )
+    restore_height: int | None = Field(
+        default=None,
+        ge=0,
+        description="The chain height recorded before the wallets were made (pools with a daemon); every scan of "
+        "the escrow's wallets starts there. Unset for wallets made on an offline pool.",
+    )
+    funding: FundingStatus | None = Field(
+        default=None, description="What the address received (pools with a daemon; updated at each new block)."
     )
     last_retry: str | None = Field(
         default=None,

@@ -1,0 +1,236 @@
+"""A real regtest chain on the dev cluster: Debian's monerod as a pod with a Service, and a miner.
+
+:func:`start_chain` runs ``monerod --regtest --offline --fixed-difficulty 1`` as a pod of the given
+namespace (its own data directory, an emptyDir; a Service in front), waits for it to answer and returns
+a :class:`Chain`. Pools point at it with ``spec.daemon = chain.address``: the pod's address, since the
+process kubelet runs no cluster DNS (in a cluster the Service name ``monerod.NS.svc:18081`` is the
+address to give).
+
+:class:`Miner` is a wallet of the test's own, in a monero-wallet-rpc process on the host connected to
+that monerod: it receives the coinbase of the blocks it mines (``generateblocks``) and pays escrows.
+Coinbase unlocks after 60 blocks, a transfer after 10.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from kubernetes import client, utils
+
+from escrow_operator.api import DEFAULT_IMAGE
+
+from .kube import pod_ready, wait_for
+from .processes import free_port, stop, wait_serving
+
+RPC_PORT = 18081
+#: Blocks before a coinbase output can be spent.
+COINBASE_UNLOCK = 60
+#: Blocks a fresh chain needs before a transfer finds enough unlocked outputs for its ring (16 members).
+MATURE_CHAIN = 130
+
+
+def monerod_manifests(name: str = "monerod", image: str = DEFAULT_IMAGE) -> list[dict[str, Any]]:
+    """The monerod pod (regtest, offline, fixed difficulty 1: a block per generateblocks call) and its Service."""
+    labels = {"app.kubernetes.io/name": name}
+    args = [
+        "--regtest",
+        "--offline",
+        "--fixed-difficulty=1",
+        "--no-igd",
+        "--hide-my-port",
+        "--non-interactive",
+        "--data-dir=/data",
+        "--rpc-bind-ip=$(POD_IP)",
+        f"--rpc-bind-port={RPC_PORT}",
+        "--confirm-external-bind",
+        "--p2p-bind-ip=$(POD_IP)",
+        "--p2p-bind-port=18080",
+        "--zmq-rpc-bind-ip=$(POD_IP)",
+        "--zmq-rpc-bind-port=18082",
+        "--log-file=/data/monerod.log",
+        "--max-log-files=1",
+    ]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "containers": [
+                {
+                    "name": "monerod",
+                    "image": image,  # Debian's monero package ships monerod beside monero-wallet-rpc
+                    "command": ["monerod"],
+                    "args": args,
+                    "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                    "ports": [{"name": "rpc", "containerPort": RPC_PORT}],
+                    "readinessProbe": {"httpGet": {"path": "/get_height", "port": RPC_PORT}, "periodSeconds": 1},
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                }
+            ],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"selector": labels, "ports": [{"name": "rpc", "port": RPC_PORT, "targetPort": RPC_PORT}]},
+    }
+    return [pod, service]
+
+
+@dataclass
+class Chain:
+    """The regtest monerod of a test ground."""
+
+    namespace: str
+    name: str
+    address: str  # host:port, what a pool's spec.daemon names
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}/json_rpc"
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        reply = httpx.post(
+            self.url, json={"jsonrpc": "2.0", "id": "0", "method": method, "params": params}, timeout=120
+        ).json()
+        if "error" in reply:
+            raise AssertionError(f"monerod {method} failed: {reply['error']}")
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    def height(self) -> int:
+        return int(self.call("get_info")["height"])
+
+    def mine(self, blocks: int, to: str) -> int:
+        """Mine ``blocks`` blocks to address ``to``; returns the new height."""
+        self.call("generateblocks", wallet_address=to, amount_of_blocks=blocks)
+        return self.height()
+
+    def mined(self, txid: str) -> bool:
+        """Whether ``txid`` is in a block (not merely known to the pool)."""
+        reply = httpx.post(f"http://{self.address}/get_transactions", json={"txs_hashes": [txid]}, timeout=30).json()
+        return any(tx.get("tx_hash") == txid and not tx.get("in_pool") for tx in reply.get("txs") or [])
+
+
+def start_chain(api: client.ApiClient, namespace: str, name: str = "monerod", timeout: float = 120) -> Chain:
+    """Create the monerod pod and Service in ``namespace`` and wait until monerod answers."""
+    core = client.CoreV1Api(api)
+    for manifest in monerod_manifests(name):
+        utils.create_from_dict(api, manifest, namespace=namespace)
+    ready = wait_for(
+        core.list_namespaced_pod,
+        pod_ready,
+        namespace,
+        field_selector=f"metadata.name={name}",
+        timeout=timeout,
+        what=f"monerod pod {namespace}/{name}",
+    )
+    chain = Chain(namespace, name, f"{ready.status.pod_ip}:{RPC_PORT}")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            chain.height()
+            return chain
+        except (httpx.HTTPError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+class Miner:
+    """A wallet of the test's own (a local monero-wallet-rpc on the chain): it mines and it pays."""
+
+    def __init__(self, chain: Chain, url: str, auth: httpx.DigestAuth) -> None:
+        self.chain, self.url, self.auth = chain, url, auth
+        self.address = ""
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        reply = httpx.post(
+            self.url,
+            json={"jsonrpc": "2.0", "id": "0", "method": method, "params": params},
+            auth=self.auth,
+            timeout=300,
+        ).json()
+        if "error" in reply:
+            raise AssertionError(f"miner {method} failed: {reply['error']}")
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    def mine(self, blocks: int) -> int:
+        """Mine ``blocks`` to this wallet; returns the new chain height."""
+        return self.chain.mine(blocks, self.address)
+
+    def pay(self, address: str, amount: int) -> str:
+        """Send ``amount`` atomic units to ``address``; returns the transaction hash (not yet mined)."""
+        self.call("refresh")
+        return str(self.call("transfer", destinations=[{"address": address, "amount": amount}])["tx_hash"])
+
+    def confirm(self, txid: str, confirmations: int = 1) -> int:
+        """Mine until ``txid`` is in a block, then ``confirmations - 1`` more; returns the new height.
+
+        monerod may hold a transaction for its Dandelion++ relay before it is mined (docs/design.md)."""
+        for _ in range(20):
+            height = self.mine(1)
+            if self.chain.mined(txid):
+                break
+        else:
+            raise AssertionError(f"transaction {txid} was not mined in 20 blocks")
+        if confirmations > 1:
+            height = self.mine(confirmations - 1)
+        return height
+
+
+@contextmanager
+def miner(chain: Chain, *, mature: bool = True) -> Iterator[Miner]:
+    """A miner wallet on ``chain``; with ``mature`` it mines until some coinbase is spendable."""
+    binary = shutil.which("monero-wallet-rpc")
+    assert binary, "monero-wallet-rpc is not installed (make deps)"
+    password = secrets.token_urlsafe(12)
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="miner-") as home:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--daemon-address={chain.address}",
+                "--trusted-daemon",
+                f"--wallet-dir={home}",
+                "--rpc-bind-ip=127.0.0.1",
+                f"--rpc-bind-port={port}",
+                f"--rpc-login=miner:{password}",
+                "--non-interactive",
+                "--rpc-ssl=disabled",
+                "--daemon-ssl=disabled",
+                "--disable-rpc-ban",
+                f"--shared-ringdb-dir={home}/ringdb",
+                f"--log-file={home}/log",
+            ],
+            env={"HOME": home, "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wallet = Miner(chain, f"http://127.0.0.1:{port}/json_rpc", httpx.DigestAuth("miner", password))
+        try:
+            wait_serving(
+                proc,
+                lambda: bool(wallet.call("get_version")),
+                what="the miner's wallet-rpc",
+                not_yet=(httpx.HTTPError,),
+            )
+            wallet.call("create_wallet", filename="miner", password="", language="English")
+            wallet.address = str(wallet.call("get_address")["address"])
+            if mature:
+                wallet.mine(MATURE_CHAIN)
+            yield wallet
+        finally:
+            stop(proc)

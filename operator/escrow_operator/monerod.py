@@ -1,0 +1,87 @@
+"""A typed client of monerod's RPC (the chain a WalletPool's ``spec.daemon`` names).
+
+The operator asks monerod two things only: the chain height (recorded before an escrow's wallets are
+made, so every later scan starts there) and whether a new block arrived (:mod:`escrow_operator.blocks`).
+Wallet work goes through wallet-rpc, never here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .httpclient import OwnsAsyncClient
+
+
+class MonerodUnavailable(Exception):
+    """monerod did not answer, or answered with something other than a JSON-RPC reply."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"monerod at {url}: {detail}")
+        self.url, self.detail = url, detail
+
+
+class Info(BaseModel):
+    """``get_info``: what the operator reads of it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    height: int = Field(ge=0)
+    target_height: int = Field(default=0, ge=0)
+    synchronized: bool = True
+    nettype: str = ""
+    top_block_hash: str = ""
+
+    @property
+    def behind(self) -> bool:
+        """Still syncing: heights it reports are not the chain's."""
+        return not self.synchronized or self.target_height > self.height
+
+
+class Monerod(OwnsAsyncClient):
+    """Client of one monerod RPC endpoint ``host:port`` (no TLS, no login: the pool's daemon address)."""
+
+    def __init__(self, address: str, *, timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None):
+        self.url = f"http://{address}/json_rpc"
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            transport=transport,
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        self._ids = itertools.count(1)
+
+    def __repr__(self) -> str:
+        return f"Monerod({self.url!r})"
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
+        if params is not None:
+            body["params"] = params
+        try:
+            response = await self._http.post(self.url, json=body)
+        except httpx.HTTPError as exc:
+            raise MonerodUnavailable(self.url, f"{type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            raise MonerodUnavailable(self.url, f"HTTP {response.status_code}")
+        try:
+            reply = response.json()
+        except ValueError:
+            raise MonerodUnavailable(self.url, "reply is not JSON") from None
+        if not isinstance(reply, dict) or not isinstance(reply.get("result"), dict):
+            error = reply.get("error") if isinstance(reply, dict) else None
+            raise MonerodUnavailable(self.url, f"{method} failed: {error!r}"[:300])
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    async def get_info(self) -> Info:
+        result = await self.call("get_info")
+        try:
+            return Info.model_validate(result)
+        except ValidationError as exc:
+            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+            raise MonerodUnavailable(self.url, f"unexpected get_info reply ({', '.join(fields)})") from None
