@@ -267,6 +267,54 @@ class Height(_Reply):
     height: int = Field(ge=0)
 
 
+class ExportedInfo(_Reply):
+    """``export_multisig_info``: this signer's partial key images, for the other signers to import."""
+
+    info: SecretStr
+
+
+class ImportedInfos(_Reply):
+    n_outputs: int = Field(default=0, ge=0)
+
+
+class Destination(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    amount: int = Field(gt=0)
+
+
+class UnsignedSet(_Reply):
+    """``transfer`` / ``sweep_all`` on a multisig wallet: the transaction set for the other signers."""
+
+    multisig_txset: SecretStr
+    fee: int = Field(default=0, ge=0)
+    amount: int = Field(default=0, ge=0)
+    fee_list: list[int] = []
+    amount_list: list[int] = []
+    tx_hash: str = ""
+    tx_hash_list: list[str] = []
+
+    @property
+    def total_fee(self) -> int:
+        return self.fee or sum(self.fee_list)
+
+    @property
+    def total_amount(self) -> int:
+        return self.amount or sum(self.amount_list)
+
+
+class SignedSet(_Reply):
+    """``sign_multisig``: the set with this signature added, and the hashes of its transactions."""
+
+    tx_data_hex: SecretStr
+    tx_hash_list: list[str] = []
+
+
+class Submitted(_Reply):
+    tx_hash_list: list[str]
+
+
 class _Envelope(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -461,6 +509,35 @@ class WalletRpc(OwnsAsyncClient):
 
     async def is_multisig(self, *, timeout: float | None = None) -> MultisigStatus:
         return await self._call(MultisigStatus, "is_multisig", timeout=timeout)
+
+    # --- signing (docs/design.md, Signing) ------------------------------------------------------------
+    async def export_multisig_info(self, *, timeout: float | None = None) -> SecretStr:
+        return (await self._call(ExportedInfo, "export_multisig_info", timeout=timeout)).info
+
+    async def import_multisig_info(self, infos: Sequence[str | SecretStr], *, timeout: float | None = None) -> int:
+        """Import the other signers' exported infos; returns the number of outputs they cover."""
+        params = {"info": [secret(i) for i in infos]}
+        return (await self._call(ImportedInfos, "import_multisig_info", params, timeout=timeout)).n_outputs
+
+    async def transfer(
+        self, destinations: Sequence[Destination], priority: int = 0, *, timeout: float | None = None
+    ) -> UnsignedSet:
+        """Build (and, on a multisig wallet, not sign beyond this signer) a transfer to ``destinations``."""
+        params = {"destinations": [d.model_dump() for d in destinations], "priority": priority}
+        return await self._call(UnsignedSet, "transfer", params, timeout=timeout)
+
+    async def sweep_all(self, address: str, priority: int = 0, *, timeout: float | None = None) -> UnsignedSet:
+        """Build a transfer of the whole unlocked balance (less the fee) to ``address``."""
+        params = {"address": address, "priority": priority, "account_index": 0}
+        return await self._call(UnsignedSet, "sweep_all", params, timeout=timeout)
+
+    async def sign_multisig(self, txset: str | SecretStr, *, timeout: float | None = None) -> SignedSet:
+        params = {"tx_data_hex": secret(txset)}
+        return await self._call(SignedSet, "sign_multisig", params, timeout=timeout)
+
+    async def submit_multisig(self, txset: str | SecretStr, *, timeout: float | None = None) -> list[str]:
+        params = {"tx_data_hex": secret(txset)}
+        return (await self._call(Submitted, "submit_multisig", params, timeout=timeout)).tx_hash_list
 
 
 def _reveal(value: Any) -> Any:

@@ -8,20 +8,28 @@ the module; each test makes its own escrows.
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from escrow_operator import signing
 from escrow_operator.api import ESCROW_PLURAL, GROUP, VERSION, WALLETPOOL_PLURAL
 from escrow_operator.kube import json_object
+from escrow_operator.multisig import PassThrough
+from escrow_operator.naming import WalletNames, wallet_files
+from escrow_operator.walletrpc import Destination, WalletRpc
 from hack.devcluster import DevCluster
 from hack.testground.chain import Chain, Miner, miner, start_chain
-from hack.testground.escrows import condition, create_escrow, pool_body, wait_escrow
+from hack.testground.escrows import condition, create_escrow, escrow_secret, pool_body, pool_directory, wait_escrow
 from hack.testground.kube import custom_objects, wait_for
 from tests.integration.conftest import start_operator
 from tests.support.operator import OperatorProcess
+from tests.support.walletrpc_proc import standalone_wallet_rpc
 
 XMR = 10**12
 
@@ -162,3 +170,69 @@ def test_escrow_made_on_an_offline_pool_says_what_it_cannot_see(
     assert "made on an offline pool" in funding(obj)["message"], funding(obj)
     assert funding(obj).get("received", 0) == 0
     assert "FundingUnreadable" in [r for r, _ in events(kube, module_namespace, "early")]
+
+
+def test_signing_protocol_pays_out_from_copies_of_the_final_wallets(
+    kube: client.ApiClient,
+    module_namespace: str,
+    chain: Chain,
+    wallet: Miner,
+    pool: str,
+    tmp_path: Path,
+) -> None:
+    """escrow_operator.signing on real wallets: a release (buyer + vendor) and then a refund (buyer +
+    arbiter) spending the change, from copies of the final wallets the operator built, with the
+    transaction hashes known from the signed set before it is submitted."""
+    created = create_escrow(kube, module_namespace, "signed", pool)
+    address = wait_escrow(kube, module_namespace, "signed", timeout=300)["status"]["address"]
+    wallet.confirm(wallet.pay(address, 5 * XMR), confirmations=10)  # transfers unlock after 10 blocks
+    uid = created["metadata"]["uid"]
+    passwords = escrow_secret(kube, module_namespace, uid)
+    source = pool_directory(kube, module_namespace, pool)
+    for role in ("buyer", "vendor", "arbiter"):
+        final = WalletNames(role, uid, 3).final_wallet
+        for name in wallet_files(final):
+            if (source / name).exists():
+                shutil.copy(source / name, tmp_path / name.replace(final, role))
+
+    with standalone_wallet_rpc(tmp_path, daemon=chain.address) as inspector:
+        inspector.call("create_wallet", filename="recipient", password="", language="English")
+        recipient = inspector.call("get_address")["address"]
+        inspector.call("close_wallet")
+
+        async def pay(signers: tuple[str, str], amount: int) -> tuple[list[str], int]:
+            rpc = WalletRpc(inspector.url, inspector.user, inspector.password)
+            hook = PassThrough()
+            try:
+                infos = {}
+                for role in signers:
+                    await rpc.open_wallet(role, passwords[f"password.{role}"])
+                    infos[role] = await signing.export_info(hook, rpc)
+                    await rpc.close_wallet()
+                for role in signers:
+                    await rpc.open_wallet(role, passwords[f"password.{role}"])
+                    assert await signing.import_infos(hook, rpc, [infos[o] for o in signers if o != role]) > 0
+                    await rpc.close_wallet()  # stores the imported infos
+                builder, cosigner = signers
+                await rpc.open_wallet(builder, passwords[f"password.{builder}"])
+                unsigned = await signing.build(hook, rpc, [Destination(address=recipient, amount=amount)], None)
+                await rpc.close_wallet()
+                await rpc.open_wallet(cosigner, passwords[f"password.{cosigner}"])
+                signed = await signing.sign(hook, rpc, unsigned.multisig_txset)
+                assert signed.tx_hash_list  # known before submission
+                submitted = await signing.submit(hook, rpc, signed.tx_data_hex)
+                await rpc.close_wallet()
+                return submitted, unsigned.total_fee
+            finally:
+                await rpc.aclose()
+
+        first, fee = asyncio.run(pay(("vendor", "buyer"), 2 * XMR))
+        assert len(first) == 1 and fee > 0
+        wallet.confirm(first[0], confirmations=10)  # the change unlocks after 10 blocks
+        second, _ = asyncio.run(pay(("buyer", "arbiter"), XMR))
+        wallet.confirm(second[0])
+        inspector.call("open_wallet", filename="recipient", password="")
+        inspector.call("refresh")
+        received = inspector.call("get_balance")["balance"]
+        inspector.call("close_wallet")
+    assert received == 3 * XMR  # exactly the two amounts

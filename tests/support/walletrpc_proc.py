@@ -20,7 +20,12 @@ from tests.support.processes import free_port, stop, wait_serving
 @dataclass
 class Inspector:
     url: str
-    auth: httpx.DigestAuth
+    user: str
+    password: str
+
+    @property
+    def auth(self) -> httpx.DigestAuth:
+        return httpx.DigestAuth(self.user, self.password)
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         reply = httpx.post(
@@ -45,7 +50,8 @@ class Inspector:
 
 
 @contextmanager
-def standalone_wallet_rpc(wallet_dir: Path, ip: str = "127.0.0.9") -> Iterator[Inspector]:
+def standalone_wallet_rpc(wallet_dir: Path, ip: str = "127.0.0.9", daemon: str | None = None) -> Iterator[Inspector]:
+    """A wallet-rpc over ``wallet_dir``: offline, or connected to monerod ``daemon`` (host:port)."""
     binary = shutil.which("monero-wallet-rpc")
     assert binary, "monero-wallet-rpc is not installed (make deps)"
     password = secrets.token_urlsafe(12)
@@ -54,7 +60,7 @@ def standalone_wallet_rpc(wallet_dir: Path, ip: str = "127.0.0.9") -> Iterator[I
         proc = subprocess.Popen(
             [
                 binary,
-                "--offline",
+                "--offline" if daemon is None else f"--daemon-address={daemon}",
                 f"--wallet-dir={wallet_dir}",
                 f"--rpc-bind-ip={ip}",
                 f"--rpc-bind-port={port}",
@@ -71,7 +77,7 @@ def standalone_wallet_rpc(wallet_dir: Path, ip: str = "127.0.0.9") -> Iterator[I
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        inspector = Inspector(f"http://{ip}:{port}/json_rpc", httpx.DigestAuth("inspector", password))
+        inspector = Inspector(f"http://{ip}:{port}/json_rpc", "inspector", password)
         try:
             wait_serving(
                 proc,
