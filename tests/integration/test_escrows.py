@@ -1,4 +1,9 @@
-"""The product: Escrows reach Ready on a real 6-pod pool of monero-wallet-rpc, through the real apiserver."""
+"""The product: Escrows reach Ready on a real 6-pod pool of monero-wallet-rpc, through the real apiserver.
+
+The pool, and the escrows several tests read, are module-scoped fixtures that create what they provide and
+wait until it is ready; no test changes or deletes an escrow another test reads (a test that deletes one
+deletes its own), so each test passes alone and in any order.
+"""
 
 from __future__ import annotations
 
@@ -31,12 +36,41 @@ from tests.support.walletrpc_proc import standalone_wallet_rpc
 
 POOL = "wpool"
 FORBIDDEN = ("No wallet file", "pubkey recommended", "Failed to lock")
+#: Created at once, with their walletRetention (None: the default, Retain); order-3 deletes its files when it goes.
+THREE = {"order-1": None, "order-2": None, "order-3": "Delete"}
+ROLES = ("buyer", "vendor", "arbiter")
+#: A file of a finished escrow: one of its final wallets (cache or keys).
+FINAL_WALLET_FILE = re.compile(r"[a-z][a-z0-9]*_escrow_[0-9a-f-]{36}_round_\d+_final(\.keys)?")
 
 
 @pytest.fixture(scope="module")
 def pool(kube: client.ApiClient, module_namespace: str, operator: OperatorProcess) -> str:
+    """The 6-pod pool, its pods ready."""
     create_pool(kube, module_namespace, POOL, replicas=6)
     return POOL
+
+
+def create_and_wait(kube: client.ApiClient, namespace: str, pool: str, retention: dict[str, str | None]) -> list[dict]:
+    """2-of-3 escrows (name: walletRetention, None for the default) created at once; returns them once all
+    are Ready."""
+    for name, kept in retention.items():
+        create_escrow(kube, namespace, name, pool, **({"walletRetention": kept} if kept else {}))
+    with ThreadPoolExecutor(len(retention)) as ex:
+        return list(ex.map(lambda n: wait_escrow(kube, namespace, n), retention))
+
+
+@pytest.fixture(scope="module")
+def three_escrows(kube: client.ApiClient, module_namespace: str, pool: str) -> list[dict]:
+    """order-1, order-2 and order-3, created at once and Ready; read-only for the tests."""
+    return create_and_wait(kube, module_namespace, pool, THREE)
+
+
+@pytest.fixture(scope="module")
+def escrows_to_delete(kube: client.ApiClient, module_namespace: str, pool: str) -> dict[str, dict]:
+    """Two Ready escrows for the deletion tests, one each: to-retain (walletRetention Retain, the default)
+    and to-delete (Delete)."""
+    done = create_and_wait(kube, module_namespace, pool, {"to-retain": None, "to-delete": "Delete"})
+    return {e["metadata"]["name"]: e for e in done}
 
 
 def check_final_wallets(kube: client.ApiClient, namespace: str, escrow: dict, threshold: int, total: int) -> None:
@@ -55,14 +89,17 @@ def check_final_wallets(kube: client.ApiClient, namespace: str, escrow: dict, th
 
 
 def test_three_escrows_at_once_reach_ready(
-    kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess, cluster: DevCluster
+    kube: client.ApiClient,
+    module_namespace: str,
+    pool: str,
+    operator: OperatorProcess,
+    cluster: DevCluster,
+    three_escrows: list[dict],
 ) -> None:
     ns = module_namespace
-    names = ["order-1", "order-2", "order-3"]
-    for name in names:
-        create_escrow(kube, ns, name, pool, **({"walletRetention": "Delete"} if name == "order-3" else {}))
-    with ThreadPoolExecutor(3) as ex:
-        done = list(ex.map(lambda n: wait_escrow(kube, ns, n), names))
+    done = three_escrows
+    assert [e["metadata"]["name"] for e in done] == list(THREE)
+    assert [e["spec"]["walletRetention"] for e in done] == [kept or "Retain" for kept in THREE.values()]
     uids = {e["metadata"]["uid"] for e in done}
     for escrow in done:
         status = escrow["status"]
@@ -73,20 +110,19 @@ def test_three_escrows_at_once_reach_ready(
         assert [p["round"] for p in status["participants"]] == [4, 4, 4]
         check_final_wallets(kube, ns, escrow, 2, 3)
 
-    # Only the final wallet sets remain in the shared directory.
+    # Only the final wallet sets of these escrows remain in the shared directory ...
     files = {p.name for p in pool_directory(kube, ns, pool).iterdir()}
     expected = {
-        f"{role}_escrow_{uid}_round_3_final{suffix}"
-        for uid in uids
-        for role in ("buyer", "vendor", "arbiter")
-        for suffix in ("", ".keys")
+        f"{role}_escrow_{uid}_round_3_final{suffix}" for uid in uids for role in ROLES for suffix in ("", ".keys")
     }
     assert expected <= files
-    assert {f for f in files if not f.endswith(".address.txt")} == expected
+    assert {f for f in files if any(uid in f for uid in uids) and not f.endswith(".address.txt")} == expected
+    # ... and of the module's other escrows, if any finished before: no exchange runs between tests.
+    assert {f for f in files if not f.endswith(".address.txt") and not FINAL_WALLET_FILE.fullmatch(f)} == set()
 
     log = operator.log
     for uid in uids:
-        for role in ("buyer", "vendor", "arbiter"):
+        for role in ROLES:
             base = f"{role}_escrow_{uid}"
             assert f"Copied {base}_round_1 -> {base}_round_2_input" in log
             assert f"Copied {base}_round_2_input -> {base}_round_3_input" in log
@@ -99,7 +135,7 @@ def test_three_escrows_at_once_reach_ready(
 
 
 def test_kubectl_wait_and_columns(
-    kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster
+    kube: client.ApiClient, module_namespace: str, three_escrows: list[dict], cluster: DevCluster
 ) -> None:
     kubectl = [str(binary("kubectl")), f"--kubeconfig={cluster.kubeconfig}", "-n", module_namespace]
     subprocess.run(
@@ -122,12 +158,12 @@ def test_other_thresholds(kube: client.ApiClient, module_namespace: str, pool: s
 
 
 def test_no_two_steps_shared_a_pod(
-    operator: OperatorProcess, module_namespace: str, kube: client.ApiClient, pool: str
+    operator: OperatorProcess, module_namespace: str, kube: client.ApiClient, three_escrows: list[dict]
 ) -> None:
     spans: dict[str, list[tuple[float, float]]] = {}
     for pod, start, end in re.findall(r"Step done: .* pod=(\S+) start=([\d.]+) end=([\d.]+)", operator.log):
         spans.setdefault(pod, []).append((float(start), float(end)))
-    assert sum(len(v) for v in spans.values()) >= 3 * 3 * 4  # every step of the escrows above
+    assert sum(len(v) for v in spans.values()) >= 3 * 3 * 4  # every step of the three escrows
     assert len(spans) > 1  # the work was spread over the pool
     for pod, intervals in spans.items():
         intervals.sort()
@@ -136,15 +172,17 @@ def test_no_two_steps_shared_a_pod(
 
 
 def test_no_secret_in_status_events_or_log(
-    kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess
+    kube: client.ApiClient, module_namespace: str, three_escrows: list[dict], operator: OperatorProcess
 ) -> None:
     ns = module_namespace
     escrows = client.CustomObjectsApi(kube).list_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows")[
         "items"
     ]
-    assert escrows
+    # Every escrow with a finished exchange (the three, and any other test's that is Ready).
+    ready = [e for e in escrows if (e.get("status") or {}).get("phase") == "Ready"]
+    assert set(THREE) <= {e["metadata"]["name"] for e in ready}
     secrets: list[str] = []
-    for escrow in escrows:
+    for escrow in ready:
         data = escrow_secret(kube, ns, escrow["metadata"]["uid"])
         secrets += [v for k, v in data.items() if k.startswith(("password.", "message."))]
     assert len(secrets) > 20
@@ -156,27 +194,36 @@ def test_no_secret_in_status_events_or_log(
             assert secret not in hay
 
 
-def test_delete_retain_keeps_files_and_passwords(kube: client.ApiClient, module_namespace: str, pool: str) -> None:
+def test_delete_retain_keeps_files_and_passwords(
+    kube: client.ApiClient, module_namespace: str, pool: str, escrows_to_delete: dict[str, dict]
+) -> None:
     ns = module_namespace
-    escrow = get_escrow(kube, ns, "order-1")
+    escrow = get_escrow(kube, ns, "to-retain")
+    assert escrow["spec"]["walletRetention"] == "Retain"
     uid = escrow["metadata"]["uid"]
-    client.CustomObjectsApi(kube).delete_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows", "order-1")
-    wait_escrow_gone(kube, ns, "order-1")
+    client.CustomObjectsApi(kube).delete_namespaced_custom_object(
+        "xmrescrow.dev", "v1alpha1", ns, "escrows", "to-retain"
+    )
+    wait_escrow_gone(kube, ns, "to-retain")
     files = {p.name for p in pool_directory(kube, ns, pool).iterdir() if uid in p.name}
-    assert {f"{r}_escrow_{uid}_round_3_final.keys" for r in ("buyer", "vendor", "arbiter")} <= files
+    assert {f"{r}_escrow_{uid}_round_3_final.keys" for r in ROLES} <= files
     secret = escrow_secret(kube, ns, uid)  # released, not deleted
     assert {"password.buyer", "password.vendor", "password.arbiter"} <= set(secret)
     check_final_wallets(kube, ns, escrow, 2, 3)
 
 
-def test_delete_with_delete_removes_everything(kube: client.ApiClient, module_namespace: str, pool: str) -> None:
+def test_delete_with_delete_removes_everything(
+    kube: client.ApiClient, module_namespace: str, pool: str, escrows_to_delete: dict[str, dict]
+) -> None:
     ns = module_namespace
-    escrow = get_escrow(kube, ns, "order-3")
+    escrow = get_escrow(kube, ns, "to-delete")
     assert escrow["spec"]["walletRetention"] == "Delete"
     uid = escrow["metadata"]["uid"]
     assert [p for p in pool_directory(kube, ns, pool).iterdir() if uid in p.name]
-    client.CustomObjectsApi(kube).delete_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows", "order-3")
-    wait_escrow_gone(kube, ns, "order-3")
+    client.CustomObjectsApi(kube).delete_namespaced_custom_object(
+        "xmrescrow.dev", "v1alpha1", ns, "escrows", "to-delete"
+    )
+    wait_escrow_gone(kube, ns, "to-delete")
     assert [p.name for p in pool_directory(kube, ns, pool).iterdir() if uid in p.name] == []
     with pytest.raises(client.ApiException) as missing:
         client.CoreV1Api(kube).read_namespaced_secret(f"escrow-{uid}", ns)
