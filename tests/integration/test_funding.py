@@ -103,7 +103,9 @@ def test_escrow_reports_payments_and_turns_funded(
     address = status["address"]
 
     height = wallet.confirm(wallet.pay(address, 1 * XMR))
-    obj = wait_funding(kube, module_namespace, "paid", lambda o: funding(o).get("received") == 1 * XMR, "1 XMR seen")
+    obj = wait_funding(
+        kube, module_namespace, "paid", lambda o: funding(o).get("height") == height, "the scan after the block"
+    )
     seen = funding(obj)
     assert (seen["receivedXmr"], seen["transfers"], seen["confirmations"]) == ("1", 1, 1)
     assert seen["height"] == height
