@@ -92,6 +92,17 @@ def events(kube: client.ApiClient, namespace: str, name: str) -> list[tuple[str,
     return [(e.reason, e.message) for e in found.items]
 
 
+def wait_event(kube: client.ApiClient, namespace: str, name: str, reason: str) -> None:
+    wait_for(
+        client.CoreV1Api(kube).list_namespaced_event,
+        lambda e: e.reason == reason,
+        namespace,
+        field_selector=f"involvedObject.name={name}",
+        timeout=60,
+        what=f"a {reason} Event of {name}",
+    )
+
+
 def test_escrow_reports_payments_and_turns_funded(
     kube: client.ApiClient, module_namespace: str, chain: Chain, wallet: Miner, pool: str
 ) -> None:
@@ -122,9 +133,10 @@ def test_escrow_reports_payments_and_turns_funded(
     funded = condition(obj, "Funded")
     assert funded is not None and funded["reason"] == "Funded", funded
     assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
+    wait_event(kube, module_namespace, "paid", "Funded")  # Events are posted after the status write
     reasons = [reason for reason, _ in events(kube, module_namespace, "paid")]
     assert reasons.count("FundsReceived") == 2, reasons
-    assert "UnderPaid" in reasons and "Funded" in reasons, reasons
+    assert "UnderPaid" in reasons, reasons
 
 
 def test_overpayment_is_reported_and_an_escrow_without_amount_has_no_funded_condition(
@@ -171,7 +183,7 @@ def test_escrow_made_on_an_offline_pool_says_what_it_cannot_see(
     )
     assert "made on an offline pool" in funding(obj)["message"], funding(obj)
     assert funding(obj).get("received", 0) == 0
-    assert "FundingUnreadable" in [r for r, _ in events(kube, module_namespace, "early")]
+    wait_event(kube, module_namespace, "early", "FundingUnreadable")
 
 
 def test_signing_protocol_pays_out_from_copies_of_the_final_wallets(
