@@ -120,7 +120,12 @@ class Chain:
     def mined(self, txid: str) -> bool:
         """Whether ``txid`` is in a block (not merely known to the pool)."""
         reply = httpx.post(f"http://{self.address}/get_transactions", json={"txs_hashes": [txid]}, timeout=30).json()
-        return any(tx.get("tx_hash") == txid and not tx.get("in_pool") for tx in reply.get("txs") or [])
+        # A transaction monerod holds for its Dandelion++ stem is reported neither in the pool nor in a
+        # block: only a block height says it is mined.
+        return any(
+            tx.get("tx_hash") == txid and not tx.get("in_pool") and int(tx.get("block_height") or 0) > 0
+            for tx in reply.get("txs") or []
+        )
 
 
 def start_chain(api: client.ApiClient, namespace: str, name: str = "monerod", timeout: float = 120) -> Chain:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from kubernetes.client.exceptions import ApiException
 
 from . import funding_status
-from .api import ESCROW_PLURAL, EscrowSpec, EscrowStatus
+from .api import ESCROW_PLURAL, EscrowSpec, EscrowStatus, get_condition
 from .context import Context
 from .escrow_secret import EscrowSecret
 from .funding_status import Scan
@@ -125,6 +125,17 @@ class FundingWatch:
                 await self._unreadable(height, RuntimeError(f"{losses} pods were lost or unreachable in a row"))
                 return
         new, events = funding_status.observe(self.status, self.spec, self.generation, found)
+        funded = get_condition(new.conditions, funding_status.FUNDED)
+        log.info(
+            "escrow %s/%s funding at height %d (tip %d): %d transfers, %d received, %s",
+            self.namespace,
+            self.name,
+            found.height,
+            height,
+            len(found.transfers),
+            sum(t.amount for t in found.transfers),
+            "no amount" if funded is None else f"Funded={funded.status} ({funded.reason})",
+        )
         await self._save(new)
         for event in events:
             self.emit(event.type, event.reason, event.message)
