@@ -236,18 +236,7 @@ class DevCluster:
         return self.pids[name]
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        with open(self.logs / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=ROOT,
-                env=env,
-                start_new_session=True,
-                preexec_fn=pdeathsig_preexec if self.tie_to_parent else None,
-            )
-        self.pids[name] = proc.pid
+        self.pids[name] = _popen(argv, self.logs / f"{name}.log", env, tie_to_parent=self.tie_to_parent).pid
         self._save()
 
     def _start_etcd(self) -> None:
@@ -309,16 +298,7 @@ class DevCluster:
         started it. The caller stops it (SIGTERM); ``stop`` does not know it."""
         log_path = state_dir / "kube-apiserver.log"
         argv = self.apiserver_argv(port, {"endpoint-reconciler-type": "none", **(flags or {})})
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=ROOT,
-                start_new_session=True,
-                preexec_fn=pdeathsig_preexec,
-            )
+        proc = _popen(argv, log_path, tie_to_parent=True)
         name = f"kube-apiserver on port {port}"
 
         def check_alive() -> None:
@@ -492,3 +472,21 @@ class DevCluster:
         path.write_text(yaml.safe_dump(self._kubeconfig({"token": token})))
         path.chmod(0o600)
         return path
+
+
+def _popen(
+    argv: list[str], log_path: Path, env: dict[str, str] | None = None, *, tie_to_parent: bool
+) -> subprocess.Popen[bytes]:
+    """A process of the cluster in its own session, its output appended to ``log_path``; with
+    ``tie_to_parent`` it dies with the thread that started it."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=pdeathsig_preexec if tie_to_parent else None,
+        )

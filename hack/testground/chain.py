@@ -13,10 +13,6 @@ Coinbase unlocks after 60 blocks, a transfer after 10.
 
 from __future__ import annotations
 
-import secrets
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +25,7 @@ from kubernetes import client, utils
 from escrow_operator.api import DEFAULT_IMAGE
 
 from .kube import pod_ready, wait_for
-from .processes import free_port, stop, wait_serving
+from .walletrpc import LocalWalletRpc, local_wallet_rpc
 
 RPC_PORT = 18081
 #: Blocks before a coinbase output can be spent.
@@ -156,21 +152,9 @@ def start_chain(api: client.ApiClient, namespace: str, name: str = "monerod", ti
 class Miner:
     """A wallet of the test's own (a local monero-wallet-rpc on the chain): it mines and it pays."""
 
-    def __init__(self, chain: Chain, url: str, auth: httpx.DigestAuth) -> None:
-        self.chain, self.url, self.auth = chain, url, auth
+    def __init__(self, chain: Chain, process: LocalWalletRpc) -> None:
+        self.chain, self.call = chain, process.call
         self.address = ""
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        reply = httpx.post(
-            self.url,
-            json={"jsonrpc": "2.0", "id": "0", "method": method, "params": params},
-            auth=self.auth,
-            timeout=300,
-        ).json()
-        if "error" in reply:
-            raise AssertionError(f"miner {method} failed: {reply['error']}")
-        result: dict[str, Any] = reply["result"]
-        return result
 
     def mine(self, blocks: int) -> int:
         """Mine ``blocks`` to this wallet; returns the new chain height."""
@@ -198,44 +182,11 @@ class Miner:
 
 @contextmanager
 def miner(chain: Chain, *, mature: bool = True) -> Iterator[Miner]:
-    """A miner wallet on ``chain``; with ``mature`` it mines until some coinbase is spendable."""
-    binary = shutil.which("monero-wallet-rpc")
-    assert binary, "monero-wallet-rpc is not installed (make deps)"
-    password = secrets.token_urlsafe(12)
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="miner-") as home:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--daemon-address={chain.address}",
-                "--trusted-daemon",
-                f"--wallet-dir={home}",
-                "--rpc-bind-ip=127.0.0.1",
-                f"--rpc-bind-port={port}",
-                f"--rpc-login=miner:{password}",
-                "--non-interactive",
-                "--rpc-ssl=disabled",
-                "--daemon-ssl=disabled",
-                "--disable-rpc-ban",
-                f"--shared-ringdb-dir={home}/ringdb",
-                f"--log-file={home}/log",
-            ],
-            env={"HOME": home, "PATH": "/usr/bin:/bin"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wallet = Miner(chain, f"http://127.0.0.1:{port}/json_rpc", httpx.DigestAuth("miner", password))
-        try:
-            wait_serving(
-                proc,
-                lambda: bool(wallet.call("get_version")),
-                what="the miner's wallet-rpc",
-                not_yet=(httpx.HTTPError,),
-            )
-            wallet.call("create_wallet", filename="miner", password="", language="English")
-            wallet.address = str(wallet.call("get_address")["address"])
-            if mature:
-                wallet.mine(MATURE_CHAIN)
-            yield wallet
-        finally:
-            stop(proc)
+    """A miner wallet on ``chain``; with ``mature`` it mines until a transfer finds enough outputs."""
+    with local_wallet_rpc(None, user="miner", daemon=chain.address) as process:
+        wallet = Miner(chain, process)
+        wallet.call("create_wallet", filename="miner", password="", language="English")
+        wallet.address = str(wallet.call("get_address")["address"])
+        if mature:
+            wallet.mine(MATURE_CHAIN)
+        yield wallet

@@ -41,10 +41,6 @@ class BlockWatch:
         self._start()
         await self._moved.wait()
 
-    async def height(self) -> int:
-        """The chain height now, asked of monerod (raises :class:`MonerodUnavailable`)."""
-        return (await self.client.get_info()).height
-
     def _start(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._poll(), name=f"blocks {self.address}")

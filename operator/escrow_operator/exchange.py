@@ -36,7 +36,7 @@ from .context import Context
 from .escrow_files import PoolUnusable, delete_files, is_work_copy
 from .escrow_secret import EscrowSecret, escrow_owner
 from .faults import Point
-from .kube import api_refusal, is_transient
+from .kube import api_refusal, is_gone, is_transient
 from .multisig import MultisigMismatch, check_multisig
 from .naming import WalletNames, final_step
 from .pools import PoolRuntime
@@ -583,6 +583,6 @@ class EscrowExchange:
                 ESCROW_PLURAL, self.namespace, self.name, self.status.to_api(), uid=self.uid
             )
         except ApiException as exc:
-            if exc.status == 404 or (exc.status == 409 and "Precondition failed" in (exc.body or "")):
+            if is_gone(exc):
                 raise EscrowGone(f"escrow {self.namespace}/{self.name} (uid {self.uid}) no longer exists") from None
             raise

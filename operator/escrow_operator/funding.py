@@ -33,6 +33,7 @@ from .api import ESCROW_PLURAL, EscrowSpec, EscrowStatus, get_condition
 from .context import Context
 from .escrow_secret import EscrowSecret
 from .funding_status import Scan
+from .kube import is_gone
 from .naming import WalletNames, final_step
 from .pools import PoolRuntime
 from .scheduler import Lease, PodLost
@@ -90,9 +91,7 @@ class FundingWatch:
         if self.status.restore_height is None and self.status.started_at is not None:
             start = funding_status.offline_scan_start(self.pool.network, self.status.started_at)
             if height < start:  # refresh would never return: say why instead of holding a pod
-                await self._unreadable(
-                    height, RuntimeError(f"they start at about block {start:,}, above this chain's height")
-                )
+                await self._unreadable(height, f"they start at about block {start:,}, above this chain's height")
                 return
         losses = 0
         while True:
@@ -119,10 +118,10 @@ class FundingWatch:
             except (PodLost, WalletRpcUnavailable, WalletfsUnavailable):
                 losses += 1
             except (WalletRpcError, WalletfsError) as exc:
-                await self._unreadable(height, exc)
+                await self._unreadable(height, str(exc))
                 return
             if losses >= MAX_POD_LOSSES:
-                await self._unreadable(height, RuntimeError(f"{losses} pods were lost or unreachable in a row"))
+                await self._unreadable(height, f"{losses} pods were lost or unreachable in a row")
                 return
         new, events = funding_status.observe(self.status, self.spec, self.generation, found)
         funded = get_condition(new.conditions, funding_status.FUNDED)
@@ -160,14 +159,14 @@ class FundingWatch:
         lease.keep(watch, reserved=False)
         return Scan(height=max(scanned, height), transfers=transfers.incoming, unlocked=balance.unlocked_balance)
 
-    async def _unreadable(self, height: int, exc: Exception) -> None:
+    async def _unreadable(self, height: int, detail: str) -> None:
         if self.status.restore_height is None:
             message = (
                 f"the wallets were made on an offline pool, so their scan starts at wallet2's clock estimate of the "
-                f"{self.pool.network} height; this chain (height {height}) cannot be scanned: {exc}"
+                f"{self.pool.network} height; this chain (height {height}) cannot be scanned: {detail}"
             )
         else:
-            message = f"the escrow's wallet could not be read at height {height}: {exc}"
+            message = f"the escrow's wallet could not be read at height {height}: {detail}"
         new = funding_status.unreadable(self.status, message)
         if self.status.funding is None or not self.status.funding.message:
             self.emit("Warning", "FundingUnreadable", message[:1000])
@@ -180,7 +179,7 @@ class FundingWatch:
         try:
             await self.ctx.kube.patch_status(ESCROW_PLURAL, self.namespace, self.name, new.to_api(), uid=self.uid)
         except ApiException as exc:
-            if exc.status == 404 or (exc.status == 409 and "Precondition failed" in (exc.body or "")):
+            if is_gone(exc):
                 raise FundingGone(f"escrow {self.namespace}/{self.name} (uid {self.uid}) no longer exists") from None
             raise
         self.status = new

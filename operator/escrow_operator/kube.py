@@ -119,6 +119,12 @@ def api_refusal(exc: ApiException) -> str:
         return str(exc.reason)
 
 
+def is_gone(exc: ApiException) -> bool:
+    """A write that named an object's uid found it deleted (404), or another object in its place (409
+    with a failed uid precondition, :meth:`Kube.patch_status`)."""
+    return exc.status == 404 or (exc.status == 409 and "Precondition failed" in (exc.body or ""))
+
+
 def is_transient(exc: ApiException) -> bool:
     """An apiserver answer worth retrying: overloaded, unavailable, timed out, conflict."""
     return exc.status in (409, 429) or not exc.status or exc.status >= 500

@@ -299,10 +299,6 @@ class UnsignedSet(_Reply):
     def total_fee(self) -> int:
         return self.fee or sum(self.fee_list)
 
-    @property
-    def total_amount(self) -> int:
-        return self.amount or sum(self.amount_list)
-
 
 class SignedSet(_Reply):
     """``sign_multisig``: the set with this signature added, and the hashes of its transactions."""
