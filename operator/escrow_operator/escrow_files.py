@@ -27,10 +27,11 @@ class PoolUnusable(Exception):
 
 
 def is_work_copy(name: str) -> bool:
-    """A copy the operator works on (``..._work_{step}_{random}``, or the funding watch's ``..._watch``):
-    never an input, never a published wallet; deleting it loses nothing."""
+    """A copy the operator works on (``..._work_{step}_{random}``, the funding watch's ``..._watch``, a
+    payout's ``..._pay_...``): never a published wallet of the key exchange; deleting it loses nothing
+    (the final wallets hold every key)."""
     match = WALLET_NAME_RE.fullmatch(name)
-    return match is not None and (match["stage"].startswith("work_") or match["stage"] == "watch")
+    return match is not None and (match["stage"].startswith(("work_", "pay_")) or match["stage"] == "watch")
 
 
 async def delete_files(

@@ -12,8 +12,6 @@ never run again, so a published step's message never changes; an unpublished ste
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import secrets
 from typing import Any
 
@@ -21,7 +19,8 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
 from .api import GROUP, VERSION
-from .kube import MERGE, Kube, metadata
+from .kube import MERGE, Kube
+from .secret_store import RecordSecret
 from .settings import ESCROW_LABEL, OPERATOR_NAME
 
 
@@ -29,26 +28,13 @@ def secret_name(uid: str) -> str:
     return f"escrow-{uid}"
 
 
-def _b64(value: str) -> str:
-    return base64.b64encode(value.encode()).decode()
-
-
-class EscrowSecret:
+class EscrowSecret(RecordSecret):
     def __init__(self, kube: Kube, namespace: str, escrow: str, uid: str) -> None:
-        self.kube = kube
-        self.namespace = namespace
+        super().__init__(kube, namespace, secret_name(uid))
         self.escrow = escrow
         self.uid = uid
-        self.name = secret_name(uid)
-        self._data: dict[str, str | bytes] = {}  # base64 values, as the client reads them
-        self._version: str | None = None
-        self._lock = asyncio.Lock()
 
     # --- reading --------------------------------------------------------------------------------
-    def _get(self, key: str) -> str | None:
-        raw = self._data.get(key)
-        return base64.b64decode(raw).decode() if raw is not None else None
-
     def password(self, role: str) -> SecretStr:
         value = self._get(f"password.{role}")
         if value is None:
@@ -63,42 +49,14 @@ class EscrowSecret:
         return self._get(f"address.{role}")
 
     # --- lifecycle ------------------------------------------------------------------------------
-    async def load(self) -> None:
-        """Read the Secret as it is (raises the API's 404 if it does not exist)."""
-        found = await self.kube.call(self.kube.core.read_namespaced_secret, self.name, self.namespace)
-        self._data = dict(found.data or {})
-        self._version = metadata(found).resource_version
-
     async def ensure(self, roles: list[str], owner: dict[str, Any]) -> None:
         """Load the Secret, creating it (random passwords) on first use."""
-        try:
-            found = await self.kube.call(self.kube.core.read_namespaced_secret, self.name, self.namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            found = None
-        if found is None:
-            body = {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "type": "Opaque",
-                "metadata": {
-                    "name": self.name,
-                    "namespace": self.namespace,
-                    "labels": {ESCROW_LABEL: self.escrow, "app.kubernetes.io/managed-by": OPERATOR_NAME},
-                    "annotations": {f"{GROUP}/escrow-uid": self.uid},
-                    "ownerReferences": [owner],
-                },
-                "data": {f"password.{role}": _b64(secrets.token_urlsafe(32)) for role in roles},
-            }
-            try:
-                found = await self.kube.call(self.kube.core.create_namespaced_secret, self.namespace, body)
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                found = await self.kube.call(self.kube.core.read_namespaced_secret, self.name, self.namespace)
-        self._data = dict(found.data or {})
-        self._version = metadata(found).resource_version
+        await self.create_or_load(
+            labels={ESCROW_LABEL: self.escrow, "app.kubernetes.io/managed-by": OPERATOR_NAME},
+            annotations={f"{GROUP}/escrow-uid": self.uid},
+            owner=owner,
+            data={f"password.{role}": secrets.token_urlsafe(32) for role in roles},
+        )
         missing = [role for role in roles if f"password.{role}" not in self._data]
         if missing:
             await self._write({f"password.{role}": secrets.token_urlsafe(32) for role in missing})
@@ -112,26 +70,6 @@ class EscrowSecret:
         if values:
             await self._write(values)
 
-    async def _write(self, values: dict[str, str]) -> None:
-        async with self._lock:
-            while True:
-                patch = {
-                    "metadata": {"resourceVersion": self._version},
-                    "data": {k: _b64(v) for k, v in values.items()},
-                }
-                try:
-                    updated = await self.kube.call(
-                        self.kube.core.patch_namespaced_secret, self.name, self.namespace, patch, _content_type=MERGE
-                    )
-                except ApiException as exc:
-                    if exc.status != 409:
-                        raise
-                    fresh = await self.kube.call(self.kube.core.read_namespaced_secret, self.name, self.namespace)
-                    self._data, self._version = dict(fresh.data or {}), metadata(fresh).resource_version
-                    continue
-                self._data, self._version = dict(updated.data or {}), metadata(updated).resource_version
-                return
-
     async def release(self) -> None:
         """Drop the Escrow's ownership so the Secret outlives it (walletRetention: Retain)."""
         patch = {
@@ -144,13 +82,6 @@ class EscrowSecret:
             await self.kube.call(
                 self.kube.core.patch_namespaced_secret, self.name, self.namespace, patch, _content_type=MERGE
             )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    async def delete(self) -> None:
-        try:
-            await self.kube.call(self.kube.core.delete_namespaced_secret, self.name, self.namespace)
         except ApiException as exc:
             if exc.status != 404:
                 raise

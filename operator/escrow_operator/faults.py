@@ -44,6 +44,8 @@ class Point(StrEnum):
     ROUND_AFTER_STATUS = "round.after_status"
     CLEANUP_AFTER_DELETE = "cleanup.after_delete"  # the first intermediate deleted
     CLEANUP_BEFORE_READY = "cleanup.before_ready"
+    PAYOUT_BEFORE_SUBMIT = "payout.before_submit"  # the transaction hashes in status, nothing submitted
+    PAYOUT_AFTER_SUBMIT = "payout.after_submit"  # submitted, the status not yet Submitted
 
 
 #: wallet-rpc calls are named by method; ``drop_stale`` is the close_wallet(autosave=false) of whatever
@@ -59,6 +61,14 @@ RPC_NAMES = (
     "exchange_multisig_keys",
     "is_multisig",
     "get_address",
+    "refresh",
+    "export_multisig_info",
+    "import_multisig_info",
+    "get_balance",
+    "transfer",
+    "sweep_all",
+    "sign_multisig",
+    "submit_multisig",
 )
 
 

@@ -14,13 +14,15 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from . import escrow_status, metrics
+from . import escrow_status, metrics, payout_status
 from .api import (
     ESCROW_PLURAL,
     GROUP,
     OFFLINE,
+    PAYOUT_PLURAL,
     VERSION,
     WALLETPOOL_PLURAL,
+    EscrowPayoutStatus,
     EscrowPhase,
     EscrowStatus,
     WalletRetention,
@@ -33,6 +35,7 @@ from .exchange import EscrowExchange, EscrowGone
 from .faults import Faults
 from .funding import FundingGone, FundingWatch
 from .kube import Kube, json_object, load_api_client
+from .payout import PayoutGone, PayoutRun
 from .pool_reconcile import RECHECK_SECONDS, PoolRefused, PoolRetry, reconcile
 from .pools import Pools
 from .settings import FINALIZER, POOL_LABEL, RETRY_ANNOTATION, OperatorSettings
@@ -292,3 +295,60 @@ async def escrow_deleted(
             reason="WalletsDeleted",
             message="wallet files and Secret deleted (walletRetention: Delete)",
         )
+
+
+# --- EscrowPayout ----------------------------------------------------------------------------------
+#: Set when a payout's daemon has returned: none of its steps runs or is in flight any more.
+_payouts_done: dict[str, asyncio.Event] = {}
+
+
+@kopf.daemon(GROUP, VERSION, PAYOUT_PLURAL, cancellation_timeout=DAEMON_CANCELLATION_TIMEOUT)
+async def run_payout(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    """One payout, from wherever it stands (its Secret and status say), to Confirmed or Failed."""
+
+    def emit(kind: str, reason: str, message: str) -> None:
+        kopf.event(body, type=kind, reason=reason, message=message)
+
+    done = _payouts_done.setdefault(uid, asyncio.Event())
+    done.clear()
+    snapshot = {
+        "metadata": dict(body["metadata"]),
+        "spec": dict(body["spec"]),
+        "status": dict(body.get("status") or {}),
+    }
+    try:
+        try:
+            payout = PayoutRun(context(memo), snapshot, emit)
+        except ValidationError as exc:  # admitted by an older CRD, refused by this release's rules
+            await _refuse_payout(context(memo), snapshot, exc, emit)
+            return
+        await payout.run()
+    except PayoutGone:
+        return
+    finally:
+        done.set()
+
+
+async def _refuse_payout(
+    ctx: Context, body: dict[str, Any], exc: ValidationError, emit: Callable[[str, str, str], None]
+) -> None:
+    meta = body["metadata"]
+    message = f"invalid spec: {'; '.join(e['msg'] for e in exc.errors())}; delete the payout and create a valid one"
+    status = payout_status.failed(
+        EscrowPayoutStatus.model_validate(body.get("status") or {}), meta.get("generation"), "InvalidSpec", message
+    )
+    await ctx.kube.patch_status(PAYOUT_PLURAL, meta["namespace"], meta["name"], status.to_api(), uid=meta["uid"])
+    emit("Warning", "InvalidSpec", message[:1000])
+
+
+@kopf.on.delete(GROUP, VERSION, PAYOUT_PLURAL, retries=5, backoff=5)
+async def payout_deleted(uid: str, **_: Any) -> None:
+    """Once the payout's daemon has stopped (a call in flight finishes first), let it go: its Secret is
+    owned by it; its wallet copies go with the escrow's work copies (they hold nothing of their own)."""
+    stopped = _payouts_done.get(uid)
+    if stopped is not None and not stopped.is_set():
+        try:
+            await asyncio.wait_for(stopped.wait(), DAEMON_STOP_WAIT)
+        except TimeoutError:
+            raise kopf.TemporaryError("waiting for the payout's running step to finish", delay=5) from None
+    _payouts_done.pop(uid, None)

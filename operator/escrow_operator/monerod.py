@@ -1,8 +1,9 @@
 """A typed client of monerod's RPC (the chain a WalletPool's ``spec.daemon`` names).
 
-The operator asks monerod two things only: the chain height (recorded before an escrow's wallets are
-made, so every later scan starts there) and whether a new block arrived (:mod:`escrow_operator.blocks`).
-Wallet work goes through wallet-rpc, never here.
+The operator asks monerod three things only: the chain height (recorded before an escrow's wallets are
+made, so every later scan starts there), whether a new block arrived (:mod:`escrow_operator.blocks`)
+and where a payout's transactions are (in the pool, in a block, or unknown). Wallet work goes through
+wallet-rpc, never here.
 """
 
 from __future__ import annotations
@@ -41,11 +42,42 @@ class Info(BaseModel):
         return not self.synchronized or self.target_height > self.height
 
 
+class TxState(BaseModel):
+    """One transaction as ``get_transactions`` reports it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    tx_hash: str
+    in_pool: bool = False
+    block_height: int = Field(default=0, ge=0)
+
+
+class TxLookup(BaseModel):
+    """``get_transactions`` of some hashes: those the daemon knows, and those it does not (``missed_tx``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    txs: list[TxState] = []
+    missed_tx: list[str] = []
+
+    def mined(self, tx_hash: str) -> int | None:
+        """The height of the block holding ``tx_hash``, or None (in the pool, or unknown)."""
+        for tx in self.txs:
+            if tx.tx_hash == tx_hash and not tx.in_pool:
+                return tx.block_height
+        return None
+
+    def known(self, tx_hash: str) -> bool:
+        """In the daemon's pool or in a block."""
+        return any(tx.tx_hash == tx_hash for tx in self.txs)
+
+
 class Monerod(OwnsAsyncClient):
     """Client of one monerod RPC endpoint ``host:port`` (no TLS, no login: the pool's daemon address)."""
 
     def __init__(self, address: str, *, timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None):
-        self.url = f"http://{address}/json_rpc"
+        self.base = f"http://{address}"
+        self.url = f"{self.base}/json_rpc"
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             transport=transport,
@@ -85,3 +117,20 @@ class Monerod(OwnsAsyncClient):
         except ValidationError as exc:
             fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
             raise MonerodUnavailable(self.url, f"unexpected get_info reply ({', '.join(fields)})") from None
+
+    async def get_transactions(self, hashes: list[str]) -> TxLookup:
+        """Where the transactions ``hashes`` are: monerod's ``/get_transactions`` (not JSON-RPC)."""
+        url = f"{self.base}/get_transactions"
+        try:
+            response = await self._http.post(url, json={"txs_hashes": hashes, "decode_as_json": False})
+        except httpx.HTTPError as exc:
+            raise MonerodUnavailable(url, f"{type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            raise MonerodUnavailable(url, f"HTTP {response.status_code}")
+        try:
+            reply = response.json()
+            if not isinstance(reply, dict) or reply.get("status") != "OK":
+                raise MonerodUnavailable(url, f"get_transactions failed: {str(reply)[:200]}")
+            return TxLookup.model_validate(reply)
+        except (ValueError, ValidationError):
+            raise MonerodUnavailable(url, "unexpected get_transactions reply") from None

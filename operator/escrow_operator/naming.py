@@ -24,7 +24,11 @@ from dataclasses import dataclass
 
 ROLE_PATTERN = r"[a-z][a-z0-9]{0,15}"
 UID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-STAGE_PATTERN = r"round_1|round_[1-9][0-9]?_input|round_[1-9][0-9]?_final|work_[0-9]{1,2}_[0-9a-f]{8}|watch"
+#: A payout's copies: ``pay_{payout}_{attempt}_{synced|merged|work_{random}}`` (:class:`PayoutNames`).
+PAYOUT_STAGE_PATTERN = r"pay_[0-9a-f]{12}_[1-9][0-9]?_(?:synced|merged|work_[0-9a-f]{8})"
+STAGE_PATTERN = (
+    r"round_1|round_[1-9][0-9]?_input|round_[1-9][0-9]?_final|work_[0-9]{1,2}_[0-9a-f]{8}|watch|" + PAYOUT_STAGE_PATTERN
+)
 WALLET_SUFFIXES = ("", ".keys", ".address.txt")
 
 #: A wallet name (no suffix) of the escrow pattern.
@@ -111,6 +115,50 @@ class WalletNames:
     def _check(self, step: int) -> None:
         if not 0 <= step <= self.final:
             raise ValueError(f"step {step} is outside 0..{self.final}")
+
+
+#: Attempts of one payout (a fresh attempt re-exports every signer's multisig info).
+MAX_PAYOUT_ATTEMPTS = 99
+
+
+def payout_tag(payout_uid: str) -> str:
+    """What a payout's wallet names carry of its uid: ``pay_`` and its first 12 hex digits."""
+    if not re.fullmatch(UID_PATTERN, payout_uid):
+        raise ValueError(f"uid {payout_uid!r} is not a lowercase Kubernetes uid")
+    return "pay_" + payout_uid.replace("-", "")[:12]
+
+
+@dataclass(frozen=True)
+class PayoutNames:
+    """The copies one signer's wallet goes through in one attempt of one payout (docs/design.md, Signing).
+
+    ``synced`` (the final wallet after its multisig info was exported) and ``merged`` (after the other
+    signers' infos were imported) are published like a round's wallets: each step runs on a copy of the
+    previous one, so the final wallet is never opened and a crash leaves the step to run again.
+    """
+
+    wallet: WalletNames
+    payout_uid: str
+    attempt: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.attempt <= MAX_PAYOUT_ATTEMPTS:
+            raise ValueError(f"payout attempt {self.attempt} is outside 1..{MAX_PAYOUT_ATTEMPTS}")
+
+    @property
+    def base(self) -> str:
+        return self.wallet.stage(f"{payout_tag(self.payout_uid)}_{self.attempt}")
+
+    @property
+    def synced(self) -> str:
+        return f"{self.base}_synced"
+
+    @property
+    def merged(self) -> str:
+        return f"{self.base}_merged"
+
+    def work(self) -> str:
+        return f"{self.base}_work_{secrets.token_hex(4)}"
 
 
 def wallet_files(wallet: str) -> list[str]:

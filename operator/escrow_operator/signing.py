@@ -83,15 +83,18 @@ def classify(exc: WalletRpcError) -> SigningError | None:
     return kind(f"{exc.method}: {exc.message} (code {exc.code})") if kind is not None else None
 
 
-async def export_info(hook: RpcHook, rpc: WalletRpc) -> SecretStr:
-    """Sync: this signer's multisig info, after a refresh (the info covers every output it has seen)."""
-    await hook.rpc("refresh", rpc.refresh())
+async def export_info(hook: RpcHook, rpc: WalletRpc, start_height: int | None = None) -> SecretStr:
+    """Sync: this signer's multisig info, after a refresh from ``start_height`` (the escrow's recorded
+    height; the info covers every output the wallet has seen)."""
+    await hook.rpc("refresh", rpc.refresh(start_height))
     return await hook.rpc("export_multisig_info", rpc.export_multisig_info())
 
 
-async def import_infos(hook: RpcHook, rpc: WalletRpc, infos: Sequence[SecretStr]) -> int:
+async def import_infos(
+    hook: RpcHook, rpc: WalletRpc, infos: Sequence[SecretStr], start_height: int | None = None
+) -> int:
     """Merge: import the other signers' infos (refresh first); the caller stores and publishes."""
-    await hook.rpc("refresh", rpc.refresh())
+    await hook.rpc("refresh", rpc.refresh(start_height))
     try:
         return await hook.rpc("import_multisig_info", rpc.import_multisig_info(infos))
     except WalletRpcError as exc:

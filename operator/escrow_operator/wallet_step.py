@@ -12,6 +12,8 @@ A step (docs/design.md, Steps and files) is, in order, with a named fault point 
 5. publish (``step.before_publish`` / ``step.after_publish``): a step that keeps its wallet open stores
    it and publishes a copy, the wallet stays warm on the pod; otherwise the wallet is closed (stored)
    and the work copy itself becomes the output. Publishing never replaces an existing output.
+   A step without an output (a payout's build, sign and submit: what it made is its recorded result)
+   closes the wallet unsaved and deletes the work copy; the caller's record says whether it ran.
 
 The input is never opened or modified, so a crash anywhere leaves the step to run again from it.
 """
@@ -94,7 +96,7 @@ class Plan:
     step: int
     password: SecretStr
     input: str | None  # the published wallet to copy; None: the operation creates the wallet
-    output: str  # the wallet the step publishes
+    output: str | None  # the wallet the step publishes; None: nothing (the recorded result is all)
     work: str  # a fresh work name (used unless the pod holds the wallet warm)
     keep_open: bool  # store and publish a copy; the wallet stays open for the participant's next step
 
@@ -122,7 +124,7 @@ async def run(
     """Run one step on the leased pod of ``calls``; see the module docstring for the order."""
     lease = calls.lease
     await calls.check(Point.STEP_START)
-    if (await calls.fs(fs.stat(plan.output))).exists:
+    if plan.output is not None and (await calls.fs(fs.stat(plan.output))).exists:
         on_done()
         return Outcome(None, warm=False, published=False)
     started = time.monotonic()
@@ -137,6 +139,12 @@ async def run(
     result = await operation(calls, rpc, work)
     await record(result)
     await calls.check(Point.AFTER_RECORD)
+    if plan.output is None:
+        await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")
+        if warm is None:
+            await calls.fs(fs.delete(work))
+        metrics.STEP_SECONDS.observe(time.monotonic() - started)
+        return Outcome(result, warm=warm is not None, published=False)
     if plan.keep_open:
         await calls.rpc("store", rpc.store())
         await calls.check(Point.BEFORE_PUBLISH)

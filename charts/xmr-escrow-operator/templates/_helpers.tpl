@@ -71,20 +71,26 @@ Every rule is exercised by tests/integration/test_chart.py (an audited run of th
 ServiceAccount, and a drop-one-rule check of each verb).
 */}}
 {{- define "xmr-escrow-operator.namespacedRules" -}}
-# kopf lists and watches Escrows and WalletPools, and patches them to keep its finalizer and its
-# progress annotations (merge patch + JSON patch).
+# kopf lists and watches Escrows, EscrowPayouts and WalletPools, and patches them to keep its
+# finalizer and its progress annotations (merge patch + JSON patch); a payout lists its escrow's
+# other payouts (one in flight per escrow).
 - apiGroups: ["xmrescrow.dev"]
-  resources: ["escrows", "walletpools"]
+  resources: ["escrows", "escrowpayouts", "walletpools"]
   verbs: ["list", "watch", "patch"]
-# Kube.patch_status: Escrow rounds and phase, WalletPool replicas/conditions (merge patch).
+# A payout reads the Escrow it pays out of.
 - apiGroups: ["xmrescrow.dev"]
-  resources: ["escrows/status", "walletpools/status"]
+  resources: ["escrows"]
+  verbs: ["get"]
+# Kube.patch_status: Escrow rounds and phase, payout progress, WalletPool replicas/conditions (merge patch).
+- apiGroups: ["xmrescrow.dev"]
+  resources: ["escrows/status", "escrowpayouts/status", "walletpools/status"]
   verbs: ["patch"]
-# Owner references with blockOwnerDeletion: the Escrow's Secret escrow-<uid> (owner Escrow) and the
-# pool's StatefulSet/Service/PDB/NetworkPolicy/Secret (owner WalletPool). Clusters running the
-# OwnerReferencesPermissionEnforcement admission plugin (OpenShift and others) require this.
+# Owner references with blockOwnerDeletion: the Escrow's Secret escrow-<uid> (owner Escrow), the
+# payout's Secret payout-<uid> (owner EscrowPayout) and the pool's StatefulSet/Service/PDB/
+# NetworkPolicy/Secret (owner WalletPool). Clusters running the OwnerReferencesPermissionEnforcement
+# admission plugin (OpenShift and others) require this.
 - apiGroups: ["xmrescrow.dev"]
-  resources: ["escrows/finalizers", "walletpools/finalizers"]
+  resources: ["escrows/finalizers", "escrowpayouts/finalizers", "walletpools/finalizers"]
   verbs: ["update"]
 # kopf watches the pool pods (label xmrescrow.dev/pool) to schedule steps on ready ones.
 - apiGroups: [""]
@@ -92,6 +98,7 @@ ServiceAccount, and a drop-one-rule check of each verb).
   verbs: ["list", "watch"]
 # escrow-<uid> (passwords, round messages): read, create, record (merge patch with
 # resourceVersion), release (walletRetention: Retain), delete (walletRetention: Delete);
+# payout-<uid> (multisig infos, transaction sets): read, create, record;
 # <pool>-rpc (RPC login, walletfs token): read, create.
 - apiGroups: [""]
   resources: ["secrets"]

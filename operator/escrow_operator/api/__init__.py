@@ -1,4 +1,4 @@
-"""API of group ``xmrescrow.dev``, version ``v1alpha1``: the Escrow and WalletPool resources.
+"""API of group ``xmrescrow.dev``, version ``v1alpha1``: the Escrow, EscrowPayout and WalletPool resources.
 
 Models use snake_case attributes and camelCase wire names (see :mod:`.conditions`). Read an object with
 ``EscrowSpec.model_validate(body["spec"])`` (or ``Escrow.model_validate(body)``), write a status with
@@ -40,6 +40,13 @@ from .escrow import (
     Role,
     WalletRetention,
 )
+from .payout import (
+    EscrowPayout,
+    EscrowPayoutSpec,
+    EscrowPayoutStatus,
+    PayoutDestination,
+    PayoutPhase,
+)
 from .walletpool import (
     DEFAULT_IMAGE,
     DEFAULT_OPERATOR_IMAGE,
@@ -62,12 +69,17 @@ ESCROW_PLURAL = "escrows"
 ESCROW_SINGULAR = "escrow"
 ESCROW_SHORT_NAMES = ("esc",)
 
+PAYOUT_KIND = "EscrowPayout"
+PAYOUT_PLURAL = "escrowpayouts"
+PAYOUT_SINGULAR = "escrowpayout"
+PAYOUT_SHORT_NAMES = ("payout",)
+
 WALLETPOOL_KIND = "WalletPool"
 WALLETPOOL_PLURAL = "walletpools"
 WALLETPOOL_SINGULAR = "walletpool"
 WALLETPOOL_SHORT_NAMES = ("wpool",)
 
-#: ``kubectl get xmrescrow`` lists both kinds.
+#: ``kubectl get xmrescrow`` lists every kind.
 CATEGORY = "xmrescrow"
 
 __all__ = [
@@ -90,6 +102,10 @@ __all__ = [
     "MAX_REPLICAS",
     "MIN_PARTICIPANTS",
     "OFFLINE",
+    "PAYOUT_KIND",
+    "PAYOUT_PLURAL",
+    "PAYOUT_SHORT_NAMES",
+    "PAYOUT_SINGULAR",
     "READY",
     "RECONCILING",
     "STALLED",
@@ -102,12 +118,17 @@ __all__ = [
     "Condition",
     "ConditionStatus",
     "Escrow",
+    "EscrowPayout",
+    "EscrowPayoutSpec",
+    "EscrowPayoutStatus",
     "EscrowPhase",
     "EscrowSpec",
     "EscrowStatus",
     "FundingStatus",
     "Network",
     "ParticipantStatus",
+    "PayoutDestination",
+    "PayoutPhase",
     "PoolStorage",
     "Role",
     "Timestamp",

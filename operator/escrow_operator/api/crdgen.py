@@ -29,12 +29,17 @@ from . import (
     ESCROW_SHORT_NAMES,
     ESCROW_SINGULAR,
     GROUP,
+    PAYOUT_KIND,
+    PAYOUT_PLURAL,
+    PAYOUT_SHORT_NAMES,
+    PAYOUT_SINGULAR,
     VERSION,
     WALLETPOOL_KIND,
     WALLETPOOL_PLURAL,
     WALLETPOOL_SHORT_NAMES,
     WALLETPOOL_SINGULAR,
     Escrow,
+    EscrowPayout,
     WalletPool,
 )
 
@@ -267,6 +272,28 @@ def escrow_crd() -> dict[str, Any]:
     )
 
 
+def payout_crd() -> dict[str, Any]:
+    return _crd(
+        kind=PAYOUT_KIND,
+        plural=PAYOUT_PLURAL,
+        singular=PAYOUT_SINGULAR,
+        short_names=PAYOUT_SHORT_NAMES,
+        model=EscrowPayout,
+        subresources={"status": {}},
+        columns=[
+            _printer_column("Escrow", "string", ".spec.escrowRef", "The Escrow paid out of."),
+            _printer_column(
+                "Phase", "string", ".status.phase", "Pending, Syncing, Signing, Submitted, Confirmed, Failed."
+            ),
+            _printer_column("Amount", "integer", ".status.amount", "Atomic units paid (less change)."),
+            _printer_column("Fee", "integer", ".status.fee", "The fee in atomic units.", priority=1),
+            _printer_column("Confirmations", "integer", ".status.confirmations", "Confirmations of the transactions."),
+            _printer_column("Tx", "string", ".status.txHashes[0]", "The (first) transaction hash.", priority=1),
+            _printer_column("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+        ],
+    )
+
+
 def walletpool_crd() -> dict[str, Any]:
     return _crd(
         kind=WALLETPOOL_KIND,
@@ -296,6 +323,7 @@ def walletpool_crd() -> dict[str, Any]:
 def crds() -> dict[str, dict[str, Any]]:
     """The CRDs by file name (``{group}_{plural}.yaml``, as controller-gen names them)."""
     return {
+        f"{GROUP}_{PAYOUT_PLURAL}.yaml": payout_crd(),
         f"{GROUP}_{ESCROW_PLURAL}.yaml": escrow_crd(),
         f"{GROUP}_{WALLETPOOL_PLURAL}.yaml": walletpool_crd(),
     }

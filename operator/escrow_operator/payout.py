@@ -1,0 +1,563 @@
+"""One EscrowPayout, from Pending to Confirmed (docs/design.md, Signing).
+
+For an M-of-N escrow and the M ``spec.signers`` (the first builds, the others sign in order), an
+*attempt* ``n`` is, each step a :mod:`escrow_operator.wallet_step` on a leased pool pod and on a copy:
+
+1. sync, every signer: the final wallet -> ``..._pay_{id}_{n}_synced``: refresh, export its multisig
+   info, record it (``n.info.ROLE``), publish;
+2. merge, every signer: ``synced`` -> ``merged``: refresh, import the other signers' infos, publish;
+3. build, the first signer, on a copy of ``merged``: check the unlocked balance, mark ``n.begun``,
+   ``transfer`` or ``sweep_all``, record the set (``n.txset.1``) and its amount and fee;
+4. sign, each other signer in order, on a copy of ``merged``: mark ``n.begun``, ``sign_multisig``,
+   record the set with one more signature (the last also records the transaction hashes);
+5. the hashes are written to ``status.txHashes`` (fault point ``payout.before_submit``); from then on
+   no transaction is ever built again for this payout;
+6. submit, on a copy of the last signer's ``merged`` (only while the daemon knows none of the hashes),
+   then follow the daemon block by block until ``spec.confirmations``; a transaction the daemon forgot
+   (a reorganisation, a flushed pool) is submitted again as recorded, the same transaction.
+
+A build or sign that began and recorded nothing (a crash, a lost pod) may have used the signer's
+nonces; the attempt is then never resumed: a new attempt exports fresh infos. So is one that fails in
+a known way (stale infos, import needed, no transaction possible), up to :data:`MAX_ATTEMPTS`.
+
+One payout of an escrow is in flight at a time: a payout waits while an earlier one (by creation
+time, then name) of the same escrow is neither Confirmed nor Failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kubernetes.client.exceptions import ApiException
+from pydantic import SecretStr
+
+from . import funding_status, payout_status, signing, wallet_step
+from .api import (
+    ESCROW_PLURAL,
+    GROUP,
+    PAYOUT_PLURAL,
+    VERSION,
+    EscrowPayoutSpec,
+    EscrowPayoutStatus,
+    EscrowPhase,
+    EscrowSpec,
+    EscrowStatus,
+    PayoutPhase,
+)
+from .context import Context
+from .escrow_files import delete_files
+from .escrow_secret import EscrowSecret
+from .faults import Point
+from .kube import is_gone, json_object
+from .monerod import MonerodUnavailable, TxLookup
+from .naming import PayoutNames, WalletNames, final_step, payout_tag
+from .payout_secret import PayoutSecret, payout_owner
+from .pools import PoolRuntime
+from .scheduler import PodLost
+from .wallet_step import StepCalls
+from .walletfs.client import WalletfsAuthError, WalletfsClient, WalletfsError, WalletfsUnavailable
+from .walletrpc import (
+    Destination,
+    SignedSet,
+    UnsignedSet,
+    WalletRpc,
+    WalletRpcAuthError,
+    WalletRpcError,
+    WalletRpcUnavailable,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+EmitEvent = Callable[[str, str, str], None]  # (type, reason, message)
+
+#: Signing attempts of one payout before it fails.
+MAX_ATTEMPTS = 5
+#: Pods lost in a row before a step is put off until the next poll.
+MAX_POD_LOSSES = 20
+
+
+class PayoutGone(Exception):
+    """The EscrowPayout object was deleted (or replaced by one of the same name)."""
+
+
+class PayoutFailed(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+class Waiting(Exception):
+    """Not possible yet: say why in status, look again after ``block_poll_interval`` (``next_block``:
+    when the daemon's tip moves)."""
+
+    def __init__(self, reason: str, message: str, next_block: bool = False) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.next_block = reason, message, next_block
+
+
+class NewAttempt(Exception):
+    """This attempt cannot go on (its nonces may be used, or its infos are stale): start another."""
+
+
+@dataclass
+class EscrowView:
+    """What a payout needs of its Escrow."""
+
+    uid: str
+    spec: EscrowSpec
+    status: EscrowStatus
+    pool: PoolRuntime
+    daemon: str
+    secret: EscrowSecret
+
+    def wallet(self, role: str) -> WalletNames:
+        return WalletNames(role, self.uid, final_step(len(self.spec.participants), self.spec.threshold))
+
+
+class PayoutRun:
+    def __init__(self, ctx: Context, body: dict[str, Any], emit: EmitEvent) -> None:
+        meta = body["metadata"]
+        self.ctx, self.emit = ctx, emit
+        self.namespace: str = meta["namespace"]
+        self.name: str = meta["name"]
+        self.uid: str = meta["uid"]
+        self.generation: int | None = meta.get("generation")
+        self.created: str = meta.get("creationTimestamp") or ""
+        self.priority = (self.created, self.uid)
+        self.spec = EscrowPayoutSpec.model_validate(body["spec"])
+        self.status = EscrowPayoutStatus.model_validate(body.get("status") or {})
+        self.secret = PayoutSecret(ctx.kube, self.namespace, self.name, self.uid)
+        self.owner = payout_owner(body)
+        self.signers = list(self.spec.signers)
+        self._abandoned = 0  # an attempt this run found it cannot go on with
+
+    # --- the loop -------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Drive the payout until it is Confirmed or Failed; raises :class:`PayoutGone` if it is deleted."""
+        if self.status.phase in (PayoutPhase.CONFIRMED, PayoutPhase.FAILED):
+            return
+        await self.secret.ensure(self.owner)
+        while True:
+            escrow: EscrowView | None = None
+            try:
+                escrow = await self._escrow()
+                if self.status.tx_hashes:
+                    await self._follow(escrow)
+                    await self._clean_up(escrow)
+                    return
+                await self._my_turn()
+                await self._sign(escrow)
+            except Waiting as wait:
+                await self._wait(wait, escrow)
+            except NewAttempt as exc:
+                self._abandoned = max(self._abandoned, self.secret.attempt)
+                log.warning("payout %s/%s: %s; starting a new attempt", self.namespace, self.name, exc)
+                self.emit("Warning", "SigningRestarted", str(exc)[:1000])
+            except PayoutFailed as failure:
+                await self._save(payout_status.failed(self.status, self.generation, failure.reason, failure.message))
+                self.emit("Warning", failure.reason, failure.message[:1000])
+                log.warning("payout %s/%s failed: %s", self.namespace, self.name, failure.message)
+                if escrow is not None:
+                    await self._clean_up(escrow)
+                return
+
+    async def _wait(self, wait: Waiting, escrow: EscrowView | None) -> None:
+        if self.status.tx_hashes:  # never Pending again: keep the phase, say what holds it up
+            new = self.status.model_copy(deep=True)
+            new.message = wait.message[:1024]
+        else:
+            new = payout_status.pending(self.status, self.generation, wait.reason, wait.message)
+        if new.message != self.status.message:
+            log.info("payout %s/%s waits: %s", self.namespace, self.name, wait.message)
+            self.emit("Normal", wait.reason, wait.message[:1000])
+        await self._save(new)
+        if escrow is not None and wait.next_block:
+            await self.ctx.chains.watch(escrow.daemon).changed()  # a new tip, or the daemon's reachability changed
+        else:
+            await asyncio.sleep(self.ctx.settings.block_poll_interval)
+
+    # --- the escrow -----------------------------------------------------------------------------
+    async def _escrow(self) -> EscrowView:
+        ref = self.spec.escrow_ref
+        obj = await self.ctx.kube.get_custom(ESCROW_PLURAL, self.namespace, ref)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            raise Waiting("EscrowNotFound", f"escrow {ref} does not exist in namespace {self.namespace}")
+        uid = obj["metadata"]["uid"]
+        if self.status.escrow_uid is not None and self.status.escrow_uid != uid:
+            raise PayoutFailed(
+                "EscrowReplaced",
+                f"escrow {ref} was deleted and created again (uid {uid}, this payout began on "
+                f"{self.status.escrow_uid}); delete this payout",
+            )
+        spec = EscrowSpec.model_validate(obj["spec"])
+        status = EscrowStatus.model_validate(obj.get("status") or {})
+        if status.phase != EscrowPhase.READY:
+            raise Waiting("EscrowNotReady", f"escrow {ref} is {status.phase or 'new'}, not Ready")
+        unknown = [role for role in self.signers if role not in spec.participants]
+        if unknown:
+            raise PayoutFailed(
+                "SignerUnknown",
+                f"signer(s) {', '.join(unknown)} are not participants of escrow {ref} "
+                f"({', '.join(spec.participants)}); delete this payout and create one with known signers",
+            )
+        if len(self.signers) != spec.threshold:
+            raise PayoutFailed(
+                "SignerCount",
+                f"escrow {ref} is {spec.threshold}-of-{len(spec.participants)}: a payout needs exactly "
+                f"{spec.threshold} signers, this one names {len(self.signers)}; delete it and create one with "
+                f"{spec.threshold}",
+            )
+        if spec.threshold < 2:
+            raise PayoutFailed("SignerCount", f"escrow {ref} has threshold 1: there is nothing to co-sign")
+        pool = self.ctx.pools.get(self.namespace, spec.pool_ref)
+        if pool.daemon is None:
+            raise Waiting(
+                "NoDaemon", f"pool {spec.pool_ref} has no daemon (spec.daemon): a payout needs one to sign and submit"
+            )
+        secret = EscrowSecret(self.ctx.kube, self.namespace, ref, uid)
+        await secret.load()
+        return EscrowView(uid, spec, status, pool, pool.daemon, secret)
+
+    async def _my_turn(self) -> None:
+        """Wait while an earlier payout of the same escrow is in flight."""
+        listing = json_object(
+            await self.ctx.kube.call(
+                self.ctx.kube.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PAYOUT_PLURAL
+            )
+        )
+        mine = (self.created, self.name)
+        for item in listing.get("items") or []:
+            meta, spec = item.get("metadata") or {}, item.get("spec") or {}
+            if spec.get("escrowRef") != self.spec.escrow_ref or meta.get("uid") == self.uid:
+                continue
+            phase = (item.get("status") or {}).get("phase")
+            if (meta.get("creationTimestamp") or "", meta.get("name") or "") < mine and phase not in (
+                PayoutPhase.CONFIRMED,
+                PayoutPhase.FAILED,
+            ):
+                raise Waiting(
+                    "EarlierPayout",
+                    f"payout {meta.get('name')} of escrow {self.spec.escrow_ref} is {phase or 'new'}; "
+                    "one payout of an escrow is in flight at a time",
+                )
+
+    # --- signing --------------------------------------------------------------------------------
+    async def _sign(self, escrow: EscrowView) -> None:
+        self._check_funds(escrow)
+        attempt = await self._attempt(escrow)
+        names = {role: PayoutNames(escrow.wallet(role), self.uid, attempt) for role in self.signers}
+        missing = [role for role in self.signers if self.secret.info(attempt, role) is None]
+        await asyncio.gather(*(self._sync(escrow, names[role], attempt) for role in missing))
+        await asyncio.gather(*(self._merge(escrow, names[role], attempt) for role in self.signers))
+        if self.secret.signatures(attempt) == 0:
+            await self._build(escrow, names[self.signers[0]], attempt)
+        amount, fee = self.secret.built(attempt)
+        needed = len(self.signers)
+        for index in range(1, needed):
+            done = self.secret.signatures(attempt)
+            if done > index:
+                continue
+            await self._save(payout_status.signing(self.status, self.generation, done, needed, amount, fee))
+            await self._cosign(escrow, names[self.signers[index]], attempt, index)
+        hashes = self.secret.hashes(attempt)
+        if not hashes:
+            raise NewAttempt(f"attempt {attempt} holds a signed set without its transaction hashes")
+        signed = payout_status.signing(self.status, self.generation, needed, needed, amount, fee)
+        await self._save(payout_status.hashes_recorded(signed, self.generation, hashes))
+        log.info("payout %s/%s: %d transaction(s) signed, hashes recorded", self.namespace, self.name, len(hashes))
+
+    def _check_funds(self, escrow: EscrowView) -> None:
+        funding = escrow.status.funding
+        unlocked = funding.unlocked if funding is not None else 0
+        needed = self.spec.requested
+        if unlocked == 0 or (needed is not None and unlocked < needed):
+            want = "some unlocked funds" if needed is None else f"{funding_status.xmr(needed)} XMR plus the fee"
+            raise Waiting(
+                "AwaitingFunds",
+                f"escrow {self.spec.escrow_ref} has {funding_status.xmr(unlocked)} XMR unlocked; the payout needs {want}",
+            )
+
+    async def _attempt(self, escrow: EscrowView) -> int:
+        """The attempt to go on with, starting a new one when the current one cannot be resumed."""
+        await self.secret.load()
+        attempt = self.secret.attempt
+        if attempt <= self._abandoned or self._interrupted(attempt) or self.status.attempt > attempt:
+            attempt = max(attempt, self.status.attempt) + 1
+            if attempt > MAX_ATTEMPTS:
+                raise PayoutFailed(
+                    "AttemptsExhausted",
+                    f"{MAX_ATTEMPTS} signing attempts did not produce a transaction (see the Events); nothing was "
+                    "submitted: delete this payout and create another",
+                )
+            await self.secret.start_attempt(attempt)
+        if self.status.attempt != attempt or self.status.phase == PayoutPhase.PENDING:
+            started = payout_status.attempt_started(self.status, self.generation, attempt, self.secret.name)
+            started.escrow_uid = escrow.uid
+            await self._save(started)
+        return attempt
+
+    def _interrupted(self, attempt: int) -> bool:
+        """A build or sign of ``attempt`` began and recorded nothing: its nonces may be spent."""
+        done = self.secret.signatures(attempt)
+        return any(self.secret.begun(attempt, role) and done <= index for index, role in enumerate(self.signers))
+
+    async def _sync(self, escrow: EscrowView, names: PayoutNames, attempt: int) -> None:
+        role = names.wallet.role
+
+        async def operation(calls: StepCalls, rpc: WalletRpc, work: str) -> SecretStr:
+            return await signing.export_info(calls, rpc, escrow.status.restore_height)
+
+        async def record(info: SecretStr) -> None:
+            await self.secret.record_info(attempt, role, info)
+
+        def on_done() -> None:
+            if self.secret.info(attempt, role) is None:
+                raise NewAttempt(f"{names.synced} exists but {role}'s multisig info is not recorded")
+
+        plan = self._plan(escrow, role, names.wallet.final_wallet, names.synced, names, attempt)
+        await self._step(escrow, role, f"sync {role}", plan, operation, record, on_done)
+
+    async def _merge(self, escrow: EscrowView, names: PayoutNames, attempt: int) -> None:
+        role = names.wallet.role
+        infos = [self.secret.info(attempt, other) for other in self.signers if other != role]
+        if any(info is None for info in infos):
+            raise NewAttempt(f"attempt {attempt} lacks a signer's multisig info")
+
+        async def operation(calls: StepCalls, rpc: WalletRpc, work: str) -> int:
+            return await signing.import_infos(
+                calls, rpc, [i for i in infos if i is not None], escrow.status.restore_height
+            )
+
+        async def record(_: int) -> None:
+            return None
+
+        plan = self._plan(escrow, role, names.synced, names.merged, names, attempt)
+        await self._step(escrow, role, f"merge {role}", plan, operation, record)
+
+    async def _build(self, escrow: EscrowView, names: PayoutNames, attempt: int) -> None:
+        role = names.wallet.role
+        needed = self.spec.requested
+
+        async def operation(calls: StepCalls, rpc: WalletRpc, work: str) -> UnsignedSet:
+            await calls.rpc("refresh", rpc.refresh(escrow.status.restore_height))
+            balance = await calls.rpc("get_balance", rpc.get_balance())
+            if balance.unlocked_balance == 0 or (needed is not None and balance.unlocked_balance < needed):
+                raise Waiting(
+                    "AwaitingFunds",
+                    f"the signers' wallets have {funding_status.xmr(balance.unlocked_balance)} XMR unlocked; "
+                    f"the payout needs {'some' if needed is None else funding_status.xmr(needed) + ' XMR plus the fee'}",
+                    next_block=True,
+                )
+            await self.secret.mark_begun(attempt, role)
+            destinations = (
+                None
+                if self.spec.destinations is None
+                else [Destination(address=d.address, amount=d.amount) for d in self.spec.destinations]
+            )
+            return await signing.build(calls, rpc, destinations, self.spec.sweep_to, self.spec.priority)
+
+        async def record(built: UnsignedSet) -> None:
+            amount = built.amount or sum(built.amount_list)
+            await self.secret.record_txset(attempt, 1, built.multisig_txset, amount=amount, fee=built.total_fee)
+
+        plan = self._plan(escrow, role, names.merged, None, names, attempt)
+        await self._step(escrow, role, f"build {role}", plan, operation, record)
+        log.info("payout %s/%s: transaction built by %s", self.namespace, self.name, role)
+
+    async def _cosign(self, escrow: EscrowView, names: PayoutNames, attempt: int, index: int) -> None:
+        role = names.wallet.role
+        txset = self.secret.txset(attempt, index)
+        if txset is None:
+            raise NewAttempt(f"attempt {attempt} lacks the set with {index} signature(s)")
+        last = index + 1 == len(self.signers)
+
+        async def operation(calls: StepCalls, rpc: WalletRpc, work: str) -> SignedSet:
+            await self.secret.mark_begun(attempt, role)
+            return await signing.sign(calls, rpc, txset)
+
+        async def record(signed: SignedSet) -> None:
+            hashes = signed.tx_hash_list if last else None
+            await self.secret.record_txset(attempt, index + 1, signed.tx_data_hex, hashes=hashes)
+
+        plan = self._plan(escrow, role, names.merged, None, names, attempt)
+        await self._step(escrow, role, f"sign {role}", plan, operation, record)
+        log.info("payout %s/%s: signed by %s (%d of %d)", self.namespace, self.name, role, index + 1, len(self.signers))
+
+    def _plan(
+        self, escrow: EscrowView, role: str, input: str, output: str | None, names: PayoutNames, attempt: int
+    ) -> wallet_step.Plan:
+        return wallet_step.Plan(
+            step=attempt,
+            password=escrow.secret.password(role),
+            input=input,
+            output=output,
+            work=names.work(),
+            keep_open=False,
+        )
+
+    async def _step(
+        self,
+        escrow: EscrowView,
+        role: str,
+        label: str,
+        plan: wallet_step.Plan,
+        operation: wallet_step.Operation[T],
+        record: Callable[[T], Awaitable[None]],
+        on_done: Callable[[], None] = lambda: None,
+    ) -> None:
+        async def body(calls: StepCalls, rpc: WalletRpc, fs: WalletfsClient) -> None:
+            try:
+                await wallet_step.run(calls, rpc, fs, plan, operation, record, on_done)
+            except signing.SigningError as exc:
+                raise NewAttempt(f"{label}: {exc.message}") from None
+
+        await self._leased(escrow, role, label, plan.step, body)
+
+    async def _leased(
+        self,
+        escrow: EscrowView,
+        role: str,
+        label: str,
+        step: int,
+        body: Callable[[StepCalls, WalletRpc, WalletfsClient], Awaitable[T]],
+    ) -> T:
+        """Run ``body`` with exclusive use of a pool pod; a lost or refusing pod is replaced."""
+        pool = escrow.pool
+        losses = errors = 0
+        while True:
+            creds = await pool.credentials()
+            if creds is None:
+                raise Waiting("PoolUnavailable", f"pool {escrow.spec.pool_ref} or its Secret does not exist")
+            try:
+                async with pool.scheduler.lease(
+                    self.priority,
+                    label=f"{self.name}/{label}",
+                    wallet=f"{escrow.uid}/{payout_tag(self.uid)}/{role}",
+                ) as lease:
+                    rpc, fs = pool.rpc(lease.pod, creds), pool.fs(lease.pod, creds)
+                    try:
+                        return await body(StepCalls(self.ctx, step, lease), rpc, fs)
+                    except (WalletRpcUnavailable, WalletfsUnavailable):
+                        lease.mark_failed()
+                        raise
+            except (WalletRpcAuthError, WalletfsAuthError):
+                await pool.refresh_credentials()
+                losses += 1
+            except (PodLost, WalletRpcUnavailable, WalletfsUnavailable):
+                losses += 1
+            except (WalletRpcError, WalletfsError) as exc:
+                errors += 1
+                log.warning("payout %s/%s: %s: %s (attempt %d)", self.namespace, self.name, label, exc, errors)
+                if errors >= self.ctx.settings.step_attempts:
+                    raise Waiting("StepError", f"{label}: {exc}") from None
+            if losses >= MAX_POD_LOSSES:
+                raise Waiting("PodsUnavailable", f"{label}: {losses} pods were lost or unreachable in a row")
+
+    # --- submitting and confirming --------------------------------------------------------------
+    async def _follow(self, escrow: EscrowView) -> None:
+        """Submit the recorded transactions unless the daemon has them; follow them to the confirmations."""
+        hashes = self.status.tx_hashes
+        watch = self.ctx.chains.watch(escrow.daemon)
+        seen: int | None = None
+        while True:
+            tip = await watch.next(seen)
+            lookup = await self._lookup(escrow, hashes)
+            if not all(lookup.known(h) for h in hashes):
+                await self._submit(escrow, hashes)
+                lookup = await self._lookup(escrow, hashes)
+            heights = [lookup.mined(h) for h in hashes]
+            height = max(h for h in heights if h is not None) if all(h is not None for h in heights) else None
+            confirmations = tip.height - height if height is not None else 0
+            new = payout_status.confirming(self.status, self.generation, height, confirmations, self.spec.confirmations)
+            if new.phase == PayoutPhase.CONFIRMED:
+                await self._save(new)
+                self.emit("Normal", "Confirmed", new.message or "confirmed")
+                log.info("payout %s/%s: %s", self.namespace, self.name, new.message)
+                return
+            if self.status.phase != PayoutPhase.SUBMITTED:
+                self.emit("Normal", "Submitted", f"{len(hashes)} transaction(s) submitted: {', '.join(hashes)}")
+            await self._save(new)
+            seen = tip.height
+
+    async def _lookup(self, escrow: EscrowView, hashes: Sequence[str]) -> TxLookup:
+        try:
+            return await self.ctx.chains.watch(escrow.daemon).client.get_transactions(list(hashes))
+        except MonerodUnavailable as exc:
+            raise Waiting("DaemonUnavailable", f"monerod {escrow.daemon}: {exc.detail}", next_block=True) from None
+
+    async def _submit(self, escrow: EscrowView, hashes: list[str]) -> None:
+        """Hand the recorded, fully signed set to the daemon (the daemon knows none of ``hashes``)."""
+        await self.secret.load()
+        attempt = self.secret.attempt
+        txset = self.secret.txset(attempt, len(self.signers))
+        if txset is None or self.secret.hashes(attempt) != hashes:
+            raise PayoutFailed(
+                "TransactionSetMissing",
+                f"Secret {self.secret.name} no longer holds the signed set of transactions {', '.join(hashes)}; "
+                "they were never seen by the daemon. Check the escrow's balance before creating another payout",
+            )
+        await self.ctx.faults.check(Point.PAYOUT_BEFORE_SUBMIT, attempt)
+        last = self.signers[-1]
+        names = PayoutNames(escrow.wallet(last), self.uid, attempt)
+        plan = self._plan(escrow, last, names.merged, None, names, attempt)
+
+        async def operation(calls: StepCalls, rpc: WalletRpc, work: str) -> list[str]:
+            try:
+                return await signing.submit(calls, rpc, txset)
+            except signing.Rejected as exc:
+                lookup = await self._lookup(escrow, hashes)
+                if all(lookup.known(h) for h in hashes):
+                    return hashes  # it was there after all (relayed meanwhile)
+                raise PayoutFailed(
+                    exc.reason,
+                    f"the daemon rejected the transactions ({exc.message}); nothing was paid. Check the escrow's "
+                    "balance, then delete this payout and create another",
+                ) from None
+
+        async def record(submitted: list[str]) -> None:
+            if sorted(submitted) != sorted(hashes):
+                log.warning("payout %s/%s: the daemon reports other hashes: %s", self.namespace, self.name, submitted)
+
+        async def body(calls: StepCalls, rpc: WalletRpc, fs: WalletfsClient) -> None:
+            await wallet_step.run(calls, rpc, fs, plan, operation, record)
+
+        await self._leased(escrow, last, f"submit {last}", attempt, body)
+        await self.ctx.faults.check(Point.PAYOUT_AFTER_SUBMIT, attempt)
+        log.info("payout %s/%s: submitted %s", self.namespace, self.name, ", ".join(hashes))
+
+    # --- files and status -----------------------------------------------------------------------
+    async def _clean_up(self, escrow: EscrowView) -> None:
+        """Delete this payout's copies (the final wallets hold every key)."""
+        tag = f"_{payout_tag(self.uid)}_"
+        try:
+            await asyncio.wait_for(
+                delete_files(
+                    escrow.pool,
+                    escrow.uid,
+                    self.priority,
+                    f"{self.name}/clean-up",
+                    lambda n: tag not in n,
+                    what="payout copy",
+                ),
+                timeout=60,
+            )
+        except Exception as exc:  # noqa: BLE001 - copies left behind lose nothing; say so
+            log.warning(
+                "payout %s/%s: copies not deleted (%s); they go with the escrow", self.namespace, self.name, exc
+            )
+
+    async def _save(self, new: EscrowPayoutStatus) -> None:
+        if new == self.status:
+            return
+        try:
+            await self.ctx.kube.patch_status(PAYOUT_PLURAL, self.namespace, self.name, new.to_api(), uid=self.uid)
+        except ApiException as exc:
+            if is_gone(exc):
+                raise PayoutGone(f"payout {self.namespace}/{self.name} (uid {self.uid}) no longer exists") from None
+            raise
+        self.status = new
