@@ -29,7 +29,11 @@ def _docs(path: Path) -> list[dict[str, Any]]:
 
 
 def test_there_are_crds() -> None:
-    assert [p.name for p in CRDS] == ["xmrescrow.dev_escrows.yaml", "xmrescrow.dev_walletpools.yaml"]
+    assert [p.name for p in CRDS] == [
+        "xmrescrow.dev_escrowpayouts.yaml",
+        "xmrescrow.dev_escrows.yaml",
+        "xmrescrow.dev_walletpools.yaml",
+    ]
 
 
 @pytest.mark.parametrize("copies", [CHART / "crds", MANIFESTS / "crds"], ids=["chart", "kustomize"])
