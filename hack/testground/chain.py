@@ -115,13 +115,17 @@ class Chain:
 
     def mined(self, txid: str) -> bool:
         """Whether ``txid`` is in a block (not merely known to the pool)."""
+        return self.block_of(txid) is not None
+
+    def block_of(self, txid: str) -> int | None:
+        """The height of the block holding ``txid``, or None while it is not in one."""
         reply = httpx.post(f"http://{self.address}/get_transactions", json={"txs_hashes": [txid]}, timeout=30).json()
         # A transaction monerod holds for its Dandelion++ stem is reported neither in the pool nor in a
         # block: only a block height says it is mined.
-        return any(
-            tx.get("tx_hash") == txid and not tx.get("in_pool") and int(tx.get("block_height") or 0) > 0
-            for tx in reply.get("txs") or []
-        )
+        for tx in reply.get("txs") or []:
+            if tx.get("tx_hash") == txid and not tx.get("in_pool") and int(tx.get("block_height") or 0) > 0:
+                return int(tx["block_height"])
+        return None
 
 
 def start_chain(api: client.ApiClient, namespace: str, name: str = "monerod", timeout: float = 120) -> Chain:
@@ -166,18 +170,19 @@ class Miner:
         return str(self.call("transfer", destinations=[{"address": address, "amount": amount}])["tx_hash"])
 
     def confirm(self, txid: str, confirmations: int = 1) -> int:
-        """Mine until ``txid`` is in a block, then ``confirmations - 1`` more; returns the new height.
+        """Mine a block at a time until ``txid`` has ``confirmations`` (the chain's height less the height
+        of its block, as wallet2 counts them); returns the new height.
 
-        monerod may hold a transaction for its Dandelion++ relay before it is mined (docs/design.md)."""
-        for _ in range(20):
+        monerod may hold a transaction for its Dandelion++ relay before it is mined (docs/design.md), and
+        the block it lands in is read again after each block."""
+        for _ in range(20 + confirmations):
             height = self.mine(1)
-            if self.chain.mined(txid):
-                break
-        else:
-            raise AssertionError(f"transaction {txid} was not mined in 20 blocks")
-        if confirmations > 1:
-            height = self.mine(confirmations - 1)
-        return height
+            block = self.chain.block_of(txid)
+            if block is not None and height - block >= confirmations:
+                return height
+        raise AssertionError(
+            f"transaction {txid} did not reach {confirmations} confirmations in {20 + confirmations} blocks"
+        )
 
 
 @contextmanager

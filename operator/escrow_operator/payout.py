@@ -157,7 +157,6 @@ class PayoutRun:
             except NewAttempt as exc:
                 self._abandoned = max(self._abandoned, self.secret.attempt)
                 log.warning("payout %s/%s: %s; starting a new attempt", self.namespace, self.name, exc)
-                self.emit("Warning", "SigningRestarted", str(exc)[:1000])
             except PayoutFailed as failure:
                 await self._save(payout_status.failed(self.status, self.generation, failure.reason, failure.message))
                 self.emit("Warning", failure.reason, failure.message[:1000])
@@ -287,6 +286,9 @@ class PayoutRun:
         await self.secret.load()
         attempt = self.secret.attempt
         if attempt <= self._abandoned or self._interrupted(attempt) or self.status.attempt > attempt:
+            if attempt:
+                why = f"signing attempt {attempt} was interrupted or cannot go on; attempt {attempt + 1} exports fresh infos"
+                self.emit("Warning", "SigningRestarted", why)
             attempt = max(attempt, self.status.attempt) + 1
             if attempt > MAX_ATTEMPTS:
                 raise PayoutFailed(

@@ -21,10 +21,12 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from escrow_operator.api import ESCROW_PLURAL, GROUP, VERSION, WALLETPOOL_PLURAL
+from escrow_operator.api import ESCROW_PLURAL, GROUP, PAYOUT_PLURAL, VERSION, WALLETPOOL_PLURAL
 
 API_VERSION = f"{GROUP}/{VERSION}"
-PLURALS = {"Escrow": ESCROW_PLURAL, "WalletPool": WALLETPOOL_PLURAL}
+PLURALS = {"Escrow": ESCROW_PLURAL, "WalletPool": WALLETPOOL_PLURAL, "EscrowPayout": PAYOUT_PLURAL}
+ADDRESS = "4" + "A" * 94
+ONE_TARGET = "give either destinations (amounts to addresses) or sweepTo (everything unlocked to one address)"
 ROLE_RULE = "should match '^[a-z][a-z0-9]{0,15}$'"
 DAEMON_RULE = "spec.daemon in body should match"
 ONE_SOURCE = "storage needs exactly one of claimName (an existing ReadWriteMany claim) or size (a new claim)"
@@ -48,6 +50,12 @@ def pool(**spec: Any) -> dict[str, Any]:
     """A WalletPool with valid storage unless the case overrides (or, with storage=..., drops) it."""
     spec = {"replicas": 0, "storage": {"size": "1Gi"}, **spec}
     return obj("WalletPool", {k: v for k, v in spec.items() if v is not ...})
+
+
+def payout(**spec: Any) -> dict[str, Any]:
+    """An EscrowPayout sweeping to a valid address unless the case overrides (or, with sweepTo=..., drops) it."""
+    spec = {"escrowRef": "deal", "signers": ["buyer", "vendor"], "sweepTo": ADDRESS, **spec}
+    return obj("EscrowPayout", {k: v for k, v in spec.items() if v is not ...})
 
 
 def roles(count: int) -> list[str]:
@@ -79,7 +87,7 @@ def no_leftovers(kube: client.ApiClient, namespace: str, crds: None) -> Iterator
     """
     yield
     objects = client.CustomObjectsApi(kube)
-    for plural in (ESCROW_PLURAL, WALLETPOOL_PLURAL):
+    for plural in (ESCROW_PLURAL, WALLETPOOL_PLURAL, PAYOUT_PLURAL):
         objects.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, plural)
         assert objects.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"] == []
 
@@ -285,6 +293,35 @@ REFUSED: list[Any] = [
         id="resources-bad-quantity",
     ),
     pytest.param(pool(resources={"limits": {"cpu": [1]}}), "spec.resources.limits.cpu", id="resources-quantity-list"),
+    # -- EscrowPayout
+    pytest.param(payout(sweepTo=...), ONE_TARGET, id="payout-no-target"),
+    pytest.param(payout(destinations=[{"address": ADDRESS, "amount": 1}]), ONE_TARGET, id="payout-two-targets"),
+    pytest.param(payout(escrowRef=...), "spec.escrowRef: Required value", id="payout-no-escrow"),
+    pytest.param(payout(signers=[]), "spec.signers in body should have at least 1 items", id="payout-no-signers"),
+    pytest.param(payout(signers=["buyer", "buyer"]), "signers must be unique", id="payout-duplicate-signers"),
+    pytest.param(payout(signers=["Buyer"]), ROLE_RULE, id="payout-signer-uppercase"),
+    pytest.param(payout(sweepTo="4short"), "spec.sweepTo in body should be at least 95 chars long", id="payout-short"),
+    pytest.param(
+        payout(sweepTo=..., destinations=[{"address": ADDRESS, "amount": 0}]),
+        "spec.destinations[0].amount in body should be greater than or equal to 1",
+        id="payout-amount-zero",
+    ),
+    pytest.param(
+        payout(sweepTo=..., destinations=[{"address": ADDRESS, "amount": 10**18 + 1}]),
+        "spec.destinations[0].amount in body should be less than or equal to 1000000000000000000",
+        id="payout-amount-too-large",
+    ),
+    pytest.param(
+        payout(sweepTo=..., destinations=[{"amount": 5}]),
+        "spec.destinations[0].address: Required value",
+        id="payout-destination-no-address",
+    ),
+    pytest.param(payout(priority=5), "spec.priority in body should be less than or equal to 4", id="payout-priority-5"),
+    pytest.param(
+        payout(confirmations=0),
+        "spec.confirmations in body should be greater than or equal to 1",
+        id="payout-confirm-0",
+    ),
 ]
 
 

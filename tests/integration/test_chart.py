@@ -33,10 +33,10 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from escrow_operator.api import ESCROW_PLURAL, GROUP, VERSION, WALLETPOOL_PLURAL
+from escrow_operator.api import ESCROW_PLURAL, GROUP, PAYOUT_PLURAL, VERSION, WALLETPOOL_PLURAL
 from hack.devcluster import DevCluster, bin_dir, binary
 from tests.support.escrows import create_escrow, create_pool, pool_body, wait_escrow, wait_escrow_gone
-from tests.support.kube import custom_objects, wait_for
+from tests.support.kube import custom_objects, wait_for, wait_gone
 from tests.support.operator import OperatorProcess
 from tests.support.processes import free_port, stop
 
@@ -496,6 +496,31 @@ def test_operator_with_the_charts_clusterrole_runs_escrows_to_ready(
                     assert escrow["status"]["phase"] == "Ready" and len(escrow["status"]["address"]) == 95
                 uids = {e["metadata"]["name"]: e["metadata"]["uid"] for e in ready}
                 objects_api = client.CustomObjectsApi(kube)
+                # A payout reads its escrow, writes its status and its owned Secret; this pool has no daemon.
+                payout = {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "EscrowPayout",
+                    "metadata": {"name": "refund"},
+                    "spec": {
+                        "escrowRef": "order-retain",
+                        "signers": ["buyer", "arbiter"],
+                        "sweepTo": ready[0]["status"]["address"],
+                    },
+                }
+                objects_api.create_namespaced_custom_object(GROUP, VERSION, ns, PAYOUT_PLURAL, payout)
+                wait_for(
+                    custom_objects(kube, ns, PAYOUT_PLURAL),
+                    lambda p: any(
+                        c["type"] == "Ready" and c["reason"] == "NoDaemon"
+                        for c in (p.get("status") or {}).get("conditions", [])
+                    ),
+                    field_selector="metadata.name=refund",
+                    what="the payout waiting for a daemon",
+                )
+                objects_api.delete_namespaced_custom_object(GROUP, VERSION, ns, PAYOUT_PLURAL, "refund")
+                wait_gone(
+                    custom_objects(kube, ns, PAYOUT_PLURAL), field_selector="metadata.name=refund", what="payout gone"
+                )
                 for name in uids:
                     objects_api.delete_namespaced_custom_object(GROUP, VERSION, ns, ESCROW_PLURAL, name)
                 for name in uids:

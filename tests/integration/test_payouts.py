@@ -1,0 +1,300 @@
+"""Payouts on a real regtest chain: EscrowPayouts release, refund and sweep an escrow's funds through
+the pool's wallet-rpc pods, each recipient paid exactly once, also when the operator is killed while
+signing or around the submission.
+
+One monerod pod, one miner wallet and one 2-pod pool (with the daemon) for the module; each test runs
+its own operators and escrows.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from escrow_operator.api import ESCROW_PLURAL, GROUP, PAYOUT_PLURAL, VERSION, WALLETPOOL_PLURAL
+from escrow_operator.kube import json_object
+from hack.devcluster import DevCluster
+from hack.testground.chain import Chain, Miner, miner, start_chain
+from hack.testground.escrows import condition, create_escrow, pool_body, pool_directory, wait_escrow
+from hack.testground.kube import custom_objects, wait_for
+from hack.testground.operator import OperatorProcess
+from tests.integration.conftest import start_operator
+from tests.support.walletrpc_proc import Inspector, standalone_wallet_rpc
+
+XMR = 10**12
+POOL = "paypool"
+FAST_BLOCKS = {"ESCROW_BLOCK_POLL_INTERVAL": "0.5"}
+
+
+@pytest.fixture(scope="module")
+def chain(kube: client.ApiClient, module_namespace: str) -> Chain:
+    return start_chain(kube, module_namespace)
+
+
+@pytest.fixture(scope="module")
+def wallet(chain: Chain) -> Iterator[Miner]:
+    with miner(chain) as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def pool(
+    kube: client.ApiClient, module_namespace: str, chain: Chain, cluster: DevCluster, crds: None, tmp_path_factory: Any
+) -> str:
+    """The pool, reconciled by an operator that stops once its pods are ready (each test runs its own)."""
+    op = start_operator(cluster, tmp_path_factory.mktemp("pool-operator") / "operator.log")
+    try:
+        client.CustomObjectsApi(kube).create_namespaced_custom_object(
+            GROUP, VERSION, module_namespace, WALLETPOOL_PLURAL, pool_body(POOL, 2, daemon=chain.address)
+        )
+        wait_for(
+            client.AppsV1Api(kube).list_namespaced_stateful_set,
+            lambda s: (s.status.ready_replicas or 0) == 2,
+            module_namespace,
+            field_selector=f"metadata.name={POOL}",
+            timeout=180,
+            what="2 ready pods of the pool",
+        )
+    finally:
+        op.stop()
+    return POOL
+
+
+@pytest.fixture(scope="module")
+def payees(chain: Chain, tmp_path_factory: Any) -> Iterator[Inspector]:
+    """A wallet-rpc of the test's own holding the recipients' plain wallets."""
+    with standalone_wallet_rpc(tmp_path_factory.mktemp("payees"), daemon=chain.address) as rpc:
+        yield rpc
+
+
+def new_payee(payees: Inspector, name: str) -> str:
+    payees.call("create_wallet", filename=name, password="", language="English")
+    address = str(payees.call("get_address")["address"])
+    payees.call("close_wallet")
+    return address
+
+
+def received(payees: Inspector, name: str) -> int:
+    payees.call("open_wallet", filename=name, password="")
+    try:
+        payees.call("refresh")
+        return int(payees.call("get_balance")["balance"])
+    finally:
+        payees.call("close_wallet")
+
+
+def payout_body(name: str, escrow: str, signers: list[str], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "EscrowPayout",
+        "metadata": {"name": name},
+        "spec": {"escrowRef": escrow, "signers": signers, **spec},
+    }
+
+
+def create_payout(
+    kube: client.ApiClient, namespace: str, name: str, escrow: str, signers: list[str], **spec: Any
+) -> None:
+    client.CustomObjectsApi(kube).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PAYOUT_PLURAL, payout_body(name, escrow, signers, **spec)
+    )
+
+
+def get_payout(kube: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return json_object(
+        client.CustomObjectsApi(kube).get_namespaced_custom_object(GROUP, VERSION, namespace, PAYOUT_PLURAL, name)
+    )
+
+
+def wait_payout(
+    kube: client.ApiClient, namespace: str, name: str, done: Any, what: str, timeout: float = 300
+) -> dict[str, Any]:
+    return json_object(
+        wait_for(
+            custom_objects(kube, namespace, PAYOUT_PLURAL),
+            lambda obj: done(json_object(obj)),
+            field_selector=f"metadata.name={name}",
+            timeout=timeout,
+            what=what,
+        )
+    )
+
+
+def phase(obj: dict[str, Any]) -> str | None:
+    return (obj.get("status") or {}).get("phase")
+
+
+def funded_escrow(
+    kube: client.ApiClient, namespace: str, name: str, wallet: Miner, paid: int, **spec: Any
+) -> dict[str, Any]:
+    """A Ready 2-of-3 escrow paid ``paid`` by the miner, the payment unlocked (10 blocks)."""
+    create_escrow(kube, namespace, name, POOL, **spec)
+    escrow = wait_escrow(kube, namespace, name, timeout=300)
+    wallet.confirm(wallet.pay(escrow["status"]["address"], paid), confirmations=10)
+    return unlocked_at_least(kube, namespace, name, paid)
+
+
+def unlocked_at_least(kube: client.ApiClient, namespace: str, name: str, amount: int) -> dict[str, Any]:
+    return json_object(
+        wait_for(
+            custom_objects(kube, namespace, ESCROW_PLURAL),
+            lambda e: ((e.get("status") or {}).get("funding") or {}).get("unlocked", 0) >= amount,
+            field_selector=f"metadata.name={name}",
+            timeout=120,
+            what=f"{amount} unlocked in escrow {name}",
+        )
+    )
+
+
+def confirm(wallet: Miner, payout: dict[str, Any], confirmations: int) -> None:
+    for tx in payout["status"]["txHashes"]:
+        wallet.confirm(tx, confirmations)
+
+
+def payout_secret(kube: client.ApiClient, namespace: str, payout: dict[str, Any]) -> dict[str, str]:
+    secret = client.CoreV1Api(kube).read_namespaced_secret(f"payout-{payout['metadata']['uid']}", namespace)
+    return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+
+def payout_files(kube: client.ApiClient, namespace: str, payout: dict[str, Any]) -> list[str]:
+    tag = "_pay_" + payout["metadata"]["uid"].replace("-", "")[:12] + "_"
+    return sorted(p.name for p in pool_directory(kube, namespace, POOL).iterdir() if tag in p.name)
+
+
+def reasons(kube: client.ApiClient, namespace: str, name: str) -> list[str]:
+    found = client.CoreV1Api(kube).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    return [e.reason for e in found.items]
+
+
+def test_release_then_refund_pay_each_recipient_exactly_once(
+    kube: client.ApiClient,
+    module_namespace: str,
+    cluster: DevCluster,
+    wallet: Miner,
+    pool: str,
+    payees: Inspector,
+    tmp_path: Path,
+) -> None:
+    """A release of 2 XMR to the vendor (vendor + buyer sign), then a refund of everything left to the
+    buyer (buyer + arbiter, a sweep) created at once and held until the release is confirmed."""
+    ns = module_namespace
+    vendor, buyer = new_payee(payees, "vendor"), new_payee(payees, "buyer")
+    op = start_operator(cluster, tmp_path / "operator.log", **FAST_BLOCKS)
+    try:
+        funded_escrow(kube, ns, "deal", wallet, 5 * XMR, amount=5 * XMR)
+        create_payout(
+            kube,
+            ns,
+            "a-release",
+            "deal",
+            ["vendor", "buyer"],
+            destinations=[{"address": vendor, "amount": 2 * XMR}],
+            confirmations=2,
+        )
+        create_payout(kube, ns, "b-refund", "deal", ["buyer", "arbiter"], sweepTo=buyer, confirmations=1)
+        release = wait_payout(kube, ns, "a-release", lambda p: phase(p) == "Submitted", "the release submitted")
+        refund = get_payout(kube, ns, "b-refund")
+        assert phase(refund) == "Pending" and condition(refund, "Ready")["reason"] == "EarlierPayout", refund["status"]
+        status = release["status"]
+        assert len(status["txHashes"]) == 1 and status["amount"] == 2 * XMR and status["fee"] > 0, status
+        assert (condition(release, "Ready")["status"], condition(release, "Reconciling")["status"]) == ("False", "True")
+        confirm(wallet, release, 2)
+        release = wait_payout(kube, ns, "a-release", lambda p: phase(p) == "Confirmed", "the release confirmed", 120)
+        assert condition(release, "Ready")["status"] == "True" and release["status"]["confirmations"] >= 2
+        assert release["status"]["txHashes"] == status["txHashes"]  # never another transaction
+        wallet.mine(10)  # the release's change unlocks
+        refund = wait_payout(kube, ns, "b-refund", lambda p: phase(p) == "Submitted", "the refund submitted")
+        confirm(wallet, refund, 1)
+        refund = wait_payout(kube, ns, "b-refund", lambda p: phase(p) == "Confirmed", "the refund confirmed", 120)
+        log = op.log
+        secrets = [payout_secret(kube, ns, p) for p in (release, refund)]
+    finally:
+        op.stop()
+    assert received(payees, "vendor") == 2 * XMR
+    fees = release["status"]["fee"] + refund["status"]["fee"]
+    assert received(payees, "buyer") == refund["status"]["amount"] == 3 * XMR - fees
+    for payout in (release, refund):
+        name = payout["metadata"]["name"]
+        assert {"Submitted", "Confirmed"} <= set(reasons(kube, ns, name)), reasons(kube, ns, name)
+        assert payout_files(kube, ns, payout) == []  # the payout's copies are gone; the final wallets stay
+    # No multisig info or transaction set in status, events or the operator's log.
+    values = [v for s in secrets for k, v in s.items() if ".info." in k or ".txset." in k]
+    assert len(values) >= 6
+    haystacks = [str(get_payout(kube, ns, n)["status"]) for n in ("a-release", "b-refund")]
+    haystacks += [f"{e.reason} {e.message}" for e in client.CoreV1Api(kube).list_namespaced_event(ns).items]
+    haystacks.append(log)
+    assert not [v[:16] for v in values for hay in haystacks if v in hay]
+
+
+def run_until_exit(op: OperatorProcess, timeout: float = 300) -> int:
+    assert op.proc is not None
+    try:
+        return op.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        op.stop()
+        raise AssertionError(
+            f"the operator did not reach its fault point within {timeout} s:\n{op.log[-3000:]}"
+        ) from None
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        pytest.param(["rpc.after.sign_multisig", "payout.before_submit"], id="signing-then-before-submit"),
+        pytest.param(["payout.after_submit"], id="after-submit"),
+    ],
+)
+def test_operator_killed_while_signing_or_submitting_pays_once(
+    kube: client.ApiClient,
+    module_namespace: str,
+    cluster: DevCluster,
+    wallet: Miner,
+    pool: str,
+    payees: Inspector,
+    tmp_path: Path,
+    points: list[str],
+) -> None:
+    """SIGKILL at each point in turn, a restart after each: one transaction, the recipient paid once.
+
+    Killed after a signature was made but not recorded, the attempt is abandoned (its nonces may be
+    used) and a new one exports fresh infos; killed once the hashes are recorded, the restarted
+    operator submits that same set, or finds it already submitted."""
+    ns = module_namespace
+    name = f"crash-{len(points)}"
+    payee = new_payee(payees, name)
+    log = tmp_path / "operator.log"
+    op = start_operator(cluster, log, **FAST_BLOCKS)
+    try:
+        funded_escrow(kube, ns, name, wallet, 2 * XMR)
+    finally:
+        op.stop()
+    create_payout(
+        kube, ns, name, name, ["vendor", "arbiter"], destinations=[{"address": payee, "amount": XMR}], confirmations=1
+    )
+    for point in points:
+        op = start_operator(cluster, log, ESCROW_MODE="test", ESCROW_FAULTS=f"crash:{point}", **FAST_BLOCKS)
+        assert run_until_exit(op) == -9, op.log[-3000:]
+        assert f"SIGKILL at {point}" in op.log
+    recorded = get_payout(kube, ns, name)["status"]
+    assert recorded["txHashes"], recorded  # every point above comes after the hashes, or before a new attempt
+    op = start_operator(cluster, log, **FAST_BLOCKS)
+    try:
+        submitted = wait_payout(kube, ns, name, lambda p: phase(p) == "Submitted", "the payout submitted")
+        assert submitted["status"]["txHashes"] == recorded["txHashes"]
+        confirm(wallet, submitted, 1)
+        done = wait_payout(kube, ns, name, lambda p: phase(p) == "Confirmed", "the payout confirmed", 120)
+    finally:
+        op.stop()
+    assert done["status"]["txHashes"] == recorded["txHashes"]
+    if points[0] == "rpc.after.sign_multisig":
+        assert done["status"]["attempt"] == 2  # the interrupted attempt was not resumed
+        assert "SigningRestarted" in reasons(kube, ns, name)
+    else:
+        assert done["status"]["attempt"] == 1
+    assert received(payees, name) == XMR
