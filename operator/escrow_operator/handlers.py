@@ -38,7 +38,7 @@ from .kube import Kube, json_object, load_api_client
 from .payout import PayoutGone, PayoutRun
 from .pool_reconcile import RECHECK_SECONDS, PoolRefused, PoolRetry, reconcile
 from .pools import Pools
-from .settings import FINALIZER, POOL_LABEL, RETRY_ANNOTATION, OperatorSettings
+from .settings import DELETE_FUNDED_ANNOTATION, FINALIZER, POOL_LABEL, RETRY_ANNOTATION, OperatorSettings
 
 log = logging.getLogger(__name__)
 
@@ -228,10 +228,18 @@ async def _refuse_spec(
     emit("Warning", "InvalidSpec", message[:1000])
 
 
-def _deletion_spec(spec: Mapping[str, Any]) -> tuple[str, bool]:
-    """The pool and retention of an Escrow being deleted, even one whose spec no longer validates."""
+def _deletion_spec(body: Mapping[str, Any]) -> tuple[str, bool, bool]:
+    """The pool of an Escrow being deleted (even one whose spec no longer validates), whether its wallets
+    are kept, and whether they are kept although the spec says Delete: an escrow that received funds
+    keeps its wallets unless its ``xmrescrow.dev/delete-funded-wallets`` annotation is "true"."""
+    spec = body.get("spec") or {}
     pool = str(spec.get("poolRef") or "")
-    return pool, spec.get("walletRetention", WalletRetention.RETAIN) != WalletRetention.DELETE
+    if spec.get("walletRetention", WalletRetention.RETAIN) != WalletRetention.DELETE:
+        return pool, True, False
+    funding = (body.get("status") or {}).get("funding") or {}
+    consent = ((body.get("metadata") or {}).get("annotations") or {}).get(DELETE_FUNDED_ANNOTATION) == "true"
+    funded = int(funding.get("received") or 0) > 0 and not consent
+    return pool, funded, funded
 
 
 @kopf.on.event(GROUP, VERSION, ESCROW_PLURAL)
@@ -261,7 +269,15 @@ async def escrow_deleted(
         except TimeoutError:
             raise kopf.TemporaryError("waiting for the escrow's running step to finish", delay=5) from None
     _daemons_done.pop(uid, None)
-    pool_ref, retain = _deletion_spec(body.get("spec") or {})
+    pool_ref, retain, overruled = _deletion_spec(body)
+    if overruled:
+        kopf.event(
+            body,
+            type="Warning",
+            reason="FundedWalletsRetained",
+            message=f"the escrow received funds: its wallets and Secret are retained although walletRetention is "
+            f"Delete; annotate it {DELETE_FUNDED_ANNOTATION}=true before deleting to delete them",
+        )
     secret = EscrowSecret(ctx.kube, ns, name, uid)
     pool = ctx.pools.get(ns, pool_ref)
     keep = (lambda name: not is_work_copy(name)) if retain else (lambda name: False)

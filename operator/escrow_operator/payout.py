@@ -148,7 +148,6 @@ class PayoutRun:
                 escrow = await self._escrow()
                 if self.status.tx_hashes:
                     await self._follow(escrow)
-                    await self._clean_up(escrow)
                     return
                 await self._my_turn()
                 await self._sign(escrow)
@@ -158,11 +157,11 @@ class PayoutRun:
                 self._abandoned = max(self._abandoned, self.secret.attempt)
                 log.warning("payout %s/%s: %s; starting a new attempt", self.namespace, self.name, exc)
             except PayoutFailed as failure:
+                if escrow is not None:  # before the terminal status: a restart then finds nothing to do
+                    await self._clean_up(escrow)
                 await self._save(payout_status.failed(self.status, self.generation, failure.reason, failure.message))
                 self.emit("Warning", failure.reason, failure.message[:1000])
                 log.warning("payout %s/%s failed: %s", self.namespace, self.name, failure.message)
-                if escrow is not None:
-                    await self._clean_up(escrow)
                 return
 
     async def _wait(self, wait: Waiting, escrow: EscrowView | None) -> None:
@@ -477,6 +476,7 @@ class PayoutRun:
             confirmations = tip.height - height if height is not None else 0
             new = payout_status.confirming(self.status, self.generation, height, confirmations, self.spec.confirmations)
             if new.phase == PayoutPhase.CONFIRMED:
+                await self._clean_up(escrow)  # before the terminal status: a restart then finds nothing to do
                 await self._save(new)
                 self.emit("Normal", "Confirmed", new.message or "confirmed")
                 log.info("payout %s/%s: %s", self.namespace, self.name, new.message)

@@ -16,6 +16,9 @@ POOL_LABEL = "xmrescrow.dev/pool"
 ESCROW_LABEL = "xmrescrow.dev/escrow"
 #: Change this annotation (any new value) to run a Failed Escrow again: `kubectl annotate esc NAME xmrescrow.dev/retry=$(date +%s) --overwrite`
 RETRY_ANNOTATION = "xmrescrow.dev/retry"
+#: Set to "true" to let deleting a `walletRetention: Delete` Escrow that received funds delete its wallets too
+#: (without it such wallets are retained): `kubectl annotate esc NAME xmrescrow.dev/delete-funded-wallets=true`
+DELETE_FUNDED_ANNOTATION = "xmrescrow.dev/delete-funded-wallets"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 OPERATOR_NAME = "xmr-escrow-operator"
 RPC_PORT = 18083
