@@ -256,6 +256,11 @@ class PayoutRun:
             await self._build(escrow, names[self.signers[0]], attempt)
         amount, fee = self.secret.built(attempt)
         needed = len(self.signers)
+        if self.status.phase == PayoutPhase.SYNCING:
+            what = "sweep" if amount is None else f"{funding_status.xmr(amount)} XMR"
+            self.emit(
+                "Normal", "Signing", f"built by {self.signers[0]}: {what}, fee {funding_status.xmr(fee or 0)} XMR"
+            )
         for index in range(1, needed):
             done = self.secret.signatures(attempt)
             if done > index:
@@ -270,15 +275,11 @@ class PayoutRun:
         log.info("payout %s/%s: %d transaction(s) signed, hashes recorded", self.namespace, self.name, len(hashes))
 
     def _check_funds(self, escrow: EscrowView) -> None:
+        """Nothing unlocked yet (by the escrow's funding watch): wait before syncing. Whether the funds
+        suffice is decided by the builder's wallet, which alone knows what earlier payouts spent."""
         funding = escrow.status.funding
-        unlocked = funding.unlocked if funding is not None else 0
-        needed = self.spec.requested
-        if unlocked == 0 or (needed is not None and unlocked < needed):
-            want = "some unlocked funds" if needed is None else f"{funding_status.xmr(needed)} XMR plus the fee"
-            raise Waiting(
-                "AwaitingFunds",
-                f"escrow {self.spec.escrow_ref} has {funding_status.xmr(unlocked)} XMR unlocked; the payout needs {want}",
-            )
+        if funding is None or funding.unlocked == 0:
+            raise Waiting("AwaitingFunds", f"escrow {self.spec.escrow_ref} has no unlocked funds yet")
 
     async def _attempt(self, escrow: EscrowView) -> int:
         """The attempt to go on with, starting a new one when the current one cannot be resumed."""
@@ -300,6 +301,7 @@ class PayoutRun:
             started = payout_status.attempt_started(self.status, self.generation, attempt, self.secret.name)
             started.escrow_uid = escrow.uid
             await self._save(started)
+            self.emit("Normal", "Syncing", started.message or "exchanging multisig infos")
         return attempt
 
     def _interrupted(self, attempt: int) -> bool:
@@ -347,11 +349,19 @@ class PayoutRun:
         async def operation(calls: StepCalls, rpc: WalletRpc, work: str) -> UnsignedSet:
             await calls.rpc("refresh", rpc.refresh(escrow.status.restore_height))
             balance = await calls.rpc("get_balance", rpc.get_balance())
+            held, unlocked = funding_status.xmr(balance.balance), funding_status.xmr(balance.unlocked_balance)
+            if needed is not None and balance.balance < needed:
+                raise PayoutFailed(
+                    "InsufficientFunds",
+                    f"escrow {self.spec.escrow_ref} holds {held} XMR ({unlocked} unlocked); this payout asks for "
+                    f"{funding_status.xmr(needed)} XMR plus the fee. Nothing was signed: delete it and create one "
+                    "within the balance",
+                )
             if balance.unlocked_balance == 0 or (needed is not None and balance.unlocked_balance < needed):
+                want = "some" if needed is None else f"{funding_status.xmr(needed)} XMR plus the fee"
                 raise Waiting(
                     "AwaitingFunds",
-                    f"the signers' wallets have {funding_status.xmr(balance.unlocked_balance)} XMR unlocked; "
-                    f"the payout needs {'some' if needed is None else funding_status.xmr(needed) + ' XMR plus the fee'}",
+                    f"escrow {self.spec.escrow_ref} holds {held} XMR, {unlocked} unlocked; the payout needs {want}",
                     next_block=True,
                 )
             await self.secret.mark_begun(attempt, role)

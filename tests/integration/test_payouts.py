@@ -18,6 +18,7 @@ import pytest
 from kubernetes import client
 
 from escrow_operator.api import ESCROW_PLURAL, GROUP, PAYOUT_PLURAL, VERSION, WALLETPOOL_PLURAL
+from escrow_operator.funding_status import xmr
 from escrow_operator.kube import json_object
 from hack.devcluster import DevCluster
 from hack.testground.chain import Chain, Miner, miner, start_chain
@@ -209,8 +210,10 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
     payees: Inspector,
     tmp_path: Path,
 ) -> None:
-    """A release of 2 XMR to the vendor (vendor + buyer sign), then a refund of everything left to the
-    buyer (buyer + arbiter, a sweep) created at once and held until the release is confirmed."""
+    """A release of 2 XMR to the vendor (vendor + buyer sign), a payout of more than is left (refused
+    before signing) and a refund of everything left to the buyer (buyer + arbiter, a sweep), created at
+    once and run one after the other; then the escrow (walletRetention: Delete, but funded) is deleted
+    and its wallets are kept."""
     ns = module_namespace
     vendor, buyer = new_payee(payees, "vendor"), new_payee(payees, "buyer")
     op = start_operator(cluster, tmp_path / "operator.log", **FAST_BLOCKS)
@@ -225,10 +228,15 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
             destinations=[{"address": vendor, "amount": 2 * XMR}],
             confirmations=2,
         )
-        create_payout(kube, ns, "b-refund", "deal", ["buyer", "arbiter"], sweepTo=buyer, confirmations=1)
+        create_payout(
+            kube, ns, "b-greedy", "deal", ["arbiter", "vendor"], destinations=[{"address": vendor, "amount": 4 * XMR}]
+        )
+        create_payout(kube, ns, "c-refund", "deal", ["buyer", "arbiter"], sweepTo=buyer, confirmations=1)
         release = wait_payout(kube, ns, "a-release", lambda p: phase(p) == "Submitted", "the release submitted")
-        refund = get_payout(kube, ns, "b-refund")
-        assert phase(refund) == "Pending" and condition(refund, "Ready")["reason"] == "EarlierPayout", refund["status"]
+        for later in ("b-greedy", "c-refund"):
+            held = get_payout(kube, ns, later)
+            assert phase(held) == "Pending" and condition(held, "Ready")["reason"] == "EarlierPayout", held["status"]
+            assert "a-release" in condition(held, "Ready")["message"]
         status = release["status"]
         assert len(status["txHashes"]) == 1 and status["amount"] == 2 * XMR and status["fee"] > 0, status
         assert (condition(release, "Ready")["status"], condition(release, "Reconciling")["status"]) == ("False", "True")
@@ -236,10 +244,17 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
         release = wait_payout(kube, ns, "a-release", lambda p: phase(p) == "Confirmed", "the release confirmed", 120)
         assert condition(release, "Ready")["status"] == "True" and release["status"]["confirmations"] >= 2
         assert release["status"]["txHashes"] == status["txHashes"]  # never another transaction
+        # 4 XMR asked of the ~2.99 left: Failed before anything is signed, with both figures.
+        greedy = wait_payout(kube, ns, "b-greedy", lambda p: phase(p) == "Failed", "the greedy payout refused")
+        stalled = condition(greedy, "Stalled")
+        assert stalled is not None and stalled["reason"] == "InsufficientFunds", greedy["status"]
+        left = xmr(3 * XMR - release["status"]["fee"])
+        assert f"holds {left} XMR" in stalled["message"] and "asks for 4 XMR" in stalled["message"], stalled
+        assert greedy["status"].get("txHashes", []) == [] and greedy["status"].get("signatures", 0) == 0
         wallet.mine(10)  # the release's change unlocks
-        refund = wait_payout(kube, ns, "b-refund", lambda p: phase(p) == "Submitted", "the refund submitted")
+        refund = wait_payout(kube, ns, "c-refund", lambda p: phase(p) == "Submitted", "the refund submitted")
         confirm(wallet, refund, 1)
-        refund = wait_payout(kube, ns, "b-refund", lambda p: phase(p) == "Confirmed", "the refund confirmed", 120)
+        refund = wait_payout(kube, ns, "c-refund", lambda p: phase(p) == "Confirmed", "the refund confirmed", 120)
         secrets = [payout_secret(kube, ns, p) for p in (release, refund)]
         # walletRetention: Delete, but the escrow received funds: deleting it keeps its wallets.
         client.CustomObjectsApi(kube).delete_namespaced_custom_object(GROUP, VERSION, ns, ESCROW_PLURAL, "deal")
@@ -261,12 +276,12 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
     assert received(payees, "buyer") == refund["status"]["amount"] == 3 * XMR - fees
     for payout in (release, refund):
         name = payout["metadata"]["name"]
-        assert {"Submitted", "Confirmed"} <= set(reasons(kube, ns, name)), reasons(kube, ns, name)
+        assert {"Syncing", "Signing", "Submitted", "Confirmed"} <= set(reasons(kube, ns, name)), reasons(kube, ns, name)
         assert payout_files(kube, ns, payout) == []  # the payout's copies are gone; the final wallets stay
     # No multisig info or transaction set in status, events or the operator's log.
     values = [v for s in secrets for k, v in s.items() if ".info." in k or ".txset." in k]
     assert len(values) >= 6
-    haystacks = [str(get_payout(kube, ns, n)["status"]) for n in ("a-release", "b-refund")]
+    haystacks = [str(get_payout(kube, ns, n)["status"]) for n in ("a-release", "b-greedy", "c-refund")]
     haystacks += [f"{e.reason} {e.message}" for e in client.CoreV1Api(kube).list_namespaced_event(ns).items]
     haystacks.append(log)
     assert not [v[:16] for v in values for hay in haystacks if v in hay]
