@@ -58,6 +58,7 @@ Triple = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 CHECKED_ON_BEHALF: set[Triple] = {
     ("xmrescrow.dev", "escrows/finalizers", "update"),
     ("xmrescrow.dev", "walletpools/finalizers", "update"),
+    ("xmrescrow.dev", "escrowpayouts/finalizers", "update"),
     ("", "services", "create"),
     ("apps", "statefulsets", "create"),
     ("policy", "poddisruptionbudgets", "create"),
@@ -299,7 +300,10 @@ def test_kustomize_base_renders_the_chart_objects_and_applies_cleanly(
         (o["kind"], o["metadata"]["name"]): o
         for o in objects(helm_template(helm, helm_env, "xmr-escrow-operator", "xmr-escrow-system"))
     }
-    crds = {("CustomResourceDefinition", n) for n in ("escrows.xmrescrow.dev", "walletpools.xmrescrow.dev")}
+    crds = {
+        ("CustomResourceDefinition", f"{plural}.xmrescrow.dev")
+        for plural in ("escrows", "escrowpayouts", "walletpools")
+    }
     assert set(base) == set(chart) | crds | {("Namespace", "xmr-escrow-system")}
     for key, obj in chart.items():
         assert base[key] == _without_helm_labels(obj), key
@@ -609,6 +613,7 @@ class ProbeCtx:
     ns: str
     escrow: dict[str, Any]
     pool: dict[str, Any]
+    payout: dict[str, Any]
     role: str = ""
 
     @property
@@ -711,9 +716,11 @@ def _ssa_existing(kind: str) -> Callable[[ProbeCtx], None]:
 
 def _custom(plural: str, verb: str) -> Callable[[ProbeCtx], None]:
     def probe(ctx: ProbeCtx) -> None:
-        obj = ctx.escrow if plural == ESCROW_PLURAL else ctx.pool
+        obj = {ESCROW_PLURAL: ctx.escrow, WALLETPOOL_PLURAL: ctx.pool, PAYOUT_PLURAL: ctx.payout}[plural]
         name = obj["metadata"]["name"]
-        if verb == "list":  # kopf lists cluster-wide
+        if verb == "get":  # a payout reads its escrow
+            ctx.custom.get_namespaced_custom_object(GROUP, VERSION, ctx.ns, plural, name)
+        elif verb == "list":  # kopf lists cluster-wide
             ctx.custom.list_cluster_custom_object(GROUP, VERSION, plural, limit=1)
         elif verb == "watch":
             _watch(ctx.custom.list_cluster_custom_object, GROUP, VERSION, plural)
@@ -728,7 +735,7 @@ def _custom(plural: str, verb: str) -> Callable[[ProbeCtx], None]:
                 _content_type=MERGE,
             )
         elif verb == "status":  # Kube.patch_status
-            body = {"status": {"message": "probe"}} if plural == ESCROW_PLURAL else {"status": {"queuedSteps": 0}}
+            body = {"status": {"queuedSteps": 0}} if plural == WALLETPOOL_PLURAL else {"status": {"message": "probe"}}
             ctx.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, ctx.ns, plural, name, body, _content_type=MERGE
             )
@@ -740,7 +747,7 @@ def _owned_secret(which: str) -> Callable[[ProbeCtx], None]:
     """EscrowSecret.ensure / the pool's Secret: an owner reference with blockOwnerDeletion."""
 
     def probe(ctx: ProbeCtx) -> None:
-        owner = _owner(ctx.escrow if which == "escrow" else ctx.pool)
+        owner = _owner({"escrow": ctx.escrow, "pool": ctx.pool, "payout": ctx.payout}[which])
         ctx.core.create_namespaced_secret(ctx.ns, _secret(_name("owned"), owner))
 
     return probe
@@ -798,6 +805,12 @@ PROBES: dict[Triple, Callable[[ProbeCtx], None]] = {
     ("xmrescrow.dev", "walletpools/status", "patch"): _custom(WALLETPOOL_PLURAL, "status"),
     ("xmrescrow.dev", "escrows/finalizers", "update"): _owned_secret("escrow"),
     ("xmrescrow.dev", "walletpools/finalizers", "update"): _owned_secret("pool"),
+    ("xmrescrow.dev", "escrows", "get"): _custom(ESCROW_PLURAL, "get"),
+    ("xmrescrow.dev", "escrowpayouts", "list"): _custom(PAYOUT_PLURAL, "list"),
+    ("xmrescrow.dev", "escrowpayouts", "watch"): _custom(PAYOUT_PLURAL, "watch"),
+    ("xmrescrow.dev", "escrowpayouts", "patch"): _custom(PAYOUT_PLURAL, "patch"),
+    ("xmrescrow.dev", "escrowpayouts/status", "patch"): _custom(PAYOUT_PLURAL, "status"),
+    ("xmrescrow.dev", "escrowpayouts/finalizers", "update"): _owned_secret("payout"),
     ("", "pods", "list"): lambda ctx: ctx.core.list_pod_for_all_namespaces(
         limit=1, label_selector="xmrescrow.dev/pool"
     ),
@@ -896,6 +909,18 @@ def probe(
                     "spec": {"replicas": 0, "storage": {"size": "1Gi"}},
                 },
             )
+            payout = objects_api.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ns,
+                PAYOUT_PLURAL,
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "EscrowPayout",
+                    "metadata": {"name": "probe"},
+                    "spec": {"escrowRef": "probe", "signers": ["buyer", "vendor"], "sweepTo": "4" + "A" * 94},
+                },
+            )
             core.create_namespaced_secret(ns, _secret("existing-secret"))
             core.create_namespaced_persistent_volume_claim(
                 ns,
@@ -908,11 +933,11 @@ def probe(
                     },
                 },
             )
-            admin_ctx = ProbeCtx(kube, kube, ns, escrow, pool)
+            admin_ctx = ProbeCtx(kube, kube, ns, escrow, pool, payout)
             for kind in ("Service", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"):
                 _ssa_existing(kind)(admin_ctx)
             kubeconfig = audited.kubeconfig(cluster, ns, "probe", tmp_path_factory.mktemp("probe") / "probe.kubeconfig")
-            ctx = ProbeCtx(config.new_client_from_config(str(kubeconfig)), kube, ns, escrow, pool, role)
+            ctx = ProbeCtx(config.new_client_from_config(str(kubeconfig)), kube, ns, escrow, pool, payout, role)
             yield ctx, grants
         finally:
             rbac.delete_cluster_role_binding(role)
