@@ -690,9 +690,14 @@ class ProcessKubelet:
                 raise
 
     # --- pods -------------------------------------------------------------------------------------
+    #: Seconds a pod watch lasts before the kubelet lists every pod again (a real kubelet's periodic
+    #: sync): an event the watch did not deliver (a pod's deletion, say) is acted on within this time.
+    RESYNC_SECONDS = 30
+
     def pod_loop(self) -> None:
-        """List, then watch; on any failure (the apiserver restarting, say) list again. The pods'
-        processes keep running meanwhile: the kubelet never stops a pod because it lost the apiserver."""
+        """List, then watch; on any failure (the apiserver restarting, say), and every
+        :data:`RESYNC_SECONDS`, list again. The pods' processes keep running meanwhile: the kubelet
+        never stops a pod because it lost the apiserver."""
         while True:
             try:
                 pods = self.core.list_pod_for_all_namespaces()
@@ -710,7 +715,8 @@ class ProcessKubelet:
                 for event in w.stream(
                     self.core.list_pod_for_all_namespaces,
                     resource_version=present(pods.metadata, "list metadata").resource_version,
-                    timeout_seconds=300,
+                    timeout_seconds=self.RESYNC_SECONDS,
+                    _request_timeout=(10, self.RESYNC_SECONDS + 30),  # a stalled stream ends too
                 ):
                     pod = event["object"]
                     if event["type"] == "DELETED":
@@ -760,7 +766,10 @@ class ProcessKubelet:
         grace = float(meta(pod).deletion_grace_period_seconds or 0)
         if runner is not None:
             runner.terminate(grace)
-            runner.stopped.wait()
+            if not runner.stopped.wait(grace + 30):
+                log.warning(
+                    "pod %s/%s did not stop within %.0f s of its grace period; deleting it", namespace, name, 30
+                )
         try:
             self.core.delete_namespaced_pod(
                 name,
