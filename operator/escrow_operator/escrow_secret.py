@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
-from .api import GROUP, VERSION
+from .api import ESCROW_KIND, GROUP, owner_reference
 from .kube import MERGE, Kube
 from .secret_store import RecordSecret
 from .settings import ESCROW_LABEL, OPERATOR_NAME
@@ -88,11 +88,4 @@ class EscrowSecret(RecordSecret):
 
 
 def escrow_owner(body: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Escrow",
-        "name": body["metadata"]["name"],
-        "uid": body["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    return owner_reference(body, ESCROW_KIND)

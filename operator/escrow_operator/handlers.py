@@ -216,15 +216,31 @@ async def run_escrow(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> No
         done.set()
 
 
+def invalid_spec_message(exc: ValidationError, kind: str) -> str:
+    """Why a stored spec no longer validates, and what to do."""
+    return f"invalid spec: {'; '.join(e['msg'] for e in exc.errors())}; delete the {kind} and create a valid one"
+
+
 async def _refuse_spec(
     ctx: Context, body: dict[str, Any], exc: ValidationError, emit: Callable[[str, str, str], None]
 ) -> None:
     meta = body["metadata"]
-    message = f"invalid spec: {'; '.join(e['msg'] for e in exc.errors())}; delete the Escrow and create a valid one"
+    message = invalid_spec_message(exc, "Escrow")
     status = escrow_status.failed(
         EscrowStatus.model_validate(body.get("status") or {}), meta.get("generation"), "InvalidSpec", message
     )
-    await ctx.kube.patch_status(ESCROW_PLURAL, meta["namespace"], meta["name"], status.to_api(), uid=meta["uid"])
+    await _write_refusal(ctx, ESCROW_PLURAL, meta, status.to_api(), message, emit)
+
+
+async def _write_refusal(
+    ctx: Context,
+    plural: str,
+    meta: Mapping[str, Any],
+    status: dict[str, Any],
+    message: str,
+    emit: Callable[[str, str, str], None],
+) -> None:
+    await ctx.kube.patch_status(plural, meta["namespace"], meta["name"], status, uid=meta["uid"])
     emit("Warning", "InvalidSpec", message[:1000])
 
 
@@ -349,12 +365,11 @@ async def _refuse_payout(
     ctx: Context, body: dict[str, Any], exc: ValidationError, emit: Callable[[str, str, str], None]
 ) -> None:
     meta = body["metadata"]
-    message = f"invalid spec: {'; '.join(e['msg'] for e in exc.errors())}; delete the payout and create a valid one"
+    message = invalid_spec_message(exc, "payout")
     status = payout_status.failed(
         EscrowPayoutStatus.model_validate(body.get("status") or {}), meta.get("generation"), "InvalidSpec", message
     )
-    await ctx.kube.patch_status(PAYOUT_PLURAL, meta["namespace"], meta["name"], status.to_api(), uid=meta["uid"])
-    emit("Warning", "InvalidSpec", message[:1000])
+    await _write_refusal(ctx, PAYOUT_PLURAL, meta, status.to_api(), message, emit)
 
 
 @kopf.on.delete(GROUP, VERSION, PAYOUT_PLURAL, retries=5, backoff=5)

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from .api import GROUP, PAYOUT_KIND, VERSION
+from .api import GROUP, PAYOUT_KIND, owner_reference
 from .kube import Kube
 from .secret_store import RecordSecret
 from .settings import OPERATOR_NAME
@@ -33,14 +33,7 @@ def payout_secret_name(uid: str) -> str:
 
 
 def payout_owner(body: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": PAYOUT_KIND,
-        "name": body["metadata"]["name"],
-        "uid": body["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    return owner_reference(body, PAYOUT_KIND)
 
 
 class PayoutSecret(RecordSecret):

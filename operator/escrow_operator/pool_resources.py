@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import GROUP, VERSION, WalletPoolSpec
+from .api import WalletPoolSpec, owner_reference
 from .settings import COMPONENT_LABEL, OPERATOR_NAME, POOL_LABEL, RPC_PORT, WALLETFS_PORT
 
 WALLET_DIR = "/wallets"
@@ -49,17 +49,6 @@ def rpc_secret_name(pool: str) -> str:
 
 def claim_name(pool: str, spec: WalletPoolSpec) -> str:
     return spec.storage.claim_name or f"{pool}-wallets"
-
-
-def owner_reference(body: dict[str, Any], kind: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": kind,
-        "name": body["metadata"]["name"],
-        "uid": body["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def _meta(body: dict[str, Any], name: str) -> dict[str, Any]:

@@ -18,8 +18,9 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
+from .api import owner_reference
 from .kube import MERGE, Kube, metadata
-from .pool_resources import RPC_CONFIG_KEY, owner_reference, rpc_secret, rpc_secret_name
+from .pool_resources import RPC_CONFIG_KEY, rpc_secret, rpc_secret_name
 
 #: The keys of a pool Secret the operator reads.
 CREDENTIAL_KEYS = ("username", "password", "walletfs-token")

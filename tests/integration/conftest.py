@@ -8,6 +8,7 @@ from kubernetes import client
 
 from escrow_operator.api import DEFAULT_IMAGE, DEFAULT_OPERATOR_IMAGE
 from hack.devcluster import DevCluster
+from hack.testground.chain import Chain, Miner, miner, start_chain
 from tests.support.operator import OperatorProcess, install_crds
 
 #: The default images, and one the process kubelet cannot run (a pool whose pods never get ready).
@@ -44,3 +45,16 @@ def start_operator(cluster: DevCluster, log: Path, **env: str) -> OperatorProces
     return OperatorProcess(
         Path(cluster.kubeconfig), log, env={"ESCROW_ALLOWED_IMAGES": TEST_ALLOWED_IMAGES, **env}
     ).start()
+
+
+@pytest.fixture(scope="module")
+def chain(kube: client.ApiClient, module_namespace: str) -> Chain:
+    """A regtest monerod pod in the module's namespace (hack/testground/chain.py)."""
+    return start_chain(kube, module_namespace)
+
+
+@pytest.fixture(scope="module")
+def wallet(chain: Chain) -> Iterator[Miner]:
+    """A miner wallet of the module's own on ``chain``, with mature coinbase outputs to pay from."""
+    with miner(chain) as m:
+        yield m

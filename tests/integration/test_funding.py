@@ -24,7 +24,7 @@ from escrow_operator.multisig import PassThrough
 from escrow_operator.naming import WalletNames, wallet_files
 from escrow_operator.walletrpc import Destination, WalletRpc
 from hack.devcluster import DevCluster
-from hack.testground.chain import Chain, Miner, miner, start_chain
+from hack.testground.chain import Chain, Miner
 from hack.testground.escrows import condition, create_escrow, escrow_secret, pool_body, pool_directory, wait_escrow
 from hack.testground.kube import custom_objects, wait_for
 from tests.integration.conftest import start_operator
@@ -32,17 +32,6 @@ from tests.support.operator import OperatorProcess
 from tests.support.walletrpc_proc import standalone_wallet_rpc
 
 XMR = 10**12
-
-
-@pytest.fixture(scope="module")
-def chain(kube: client.ApiClient, module_namespace: str) -> Chain:
-    return start_chain(kube, module_namespace)
-
-
-@pytest.fixture(scope="module")
-def wallet(chain: Chain) -> Iterator[Miner]:
-    with miner(chain) as m:
-        yield m
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from escrow_operator.api import ESCROW_PLURAL, GROUP, PAYOUT_PLURAL, VERSION, WA
 from escrow_operator.funding_status import xmr
 from escrow_operator.kube import json_object
 from hack.devcluster import DevCluster
-from hack.testground.chain import Chain, Miner, miner, start_chain
+from hack.testground.chain import Chain, Miner
 from hack.testground.escrows import (
     condition,
     create_escrow,
@@ -38,17 +38,6 @@ from tests.support.walletrpc_proc import Inspector, standalone_wallet_rpc
 XMR = 10**12
 POOL = "paypool"
 FAST_BLOCKS = {"ESCROW_BLOCK_POLL_INTERVAL": "0.5"}
-
-
-@pytest.fixture(scope="module")
-def chain(kube: client.ApiClient, module_namespace: str) -> Chain:
-    return start_chain(kube, module_namespace)
-
-
-@pytest.fixture(scope="module")
-def wallet(chain: Chain) -> Iterator[Miner]:
-    with miner(chain) as m:
-        yield m
 
 
 @pytest.fixture(scope="module")

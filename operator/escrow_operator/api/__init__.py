@@ -8,6 +8,8 @@ Models use snake_case attributes and camelCase wire names (see :mod:`.conditions
 
 from __future__ import annotations
 
+from typing import Any
+
 from .conditions import (
     DEGRADED,
     READY,
@@ -79,6 +81,19 @@ WALLETPOOL_PLURAL = "walletpools"
 WALLETPOOL_SINGULAR = "walletpool"
 WALLETPOOL_SHORT_NAMES = ("wpool",)
 
+
+def owner_reference(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The controller owner reference to the object ``body`` of ``kind`` (with blockOwnerDeletion)."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": kind,
+        "name": body["metadata"]["name"],
+        "uid": body["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
 #: ``kubectl get xmrescrow`` lists every kind.
 CATEGORY = "xmrescrow"
 
@@ -139,6 +154,7 @@ __all__ = [
     "format_time",
     "get_condition",
     "is_condition_true",
+    "owner_reference",
     "remove_condition",
     "set_condition",
     "utcnow",
