@@ -96,6 +96,17 @@ class OperatorProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_log_count(self, text: str, count: int, since: int = 0, timeout: float = 60) -> str:
+        """Wait until ``text`` occurs ``count`` times in the log after offset ``since``; returns that part.
+
+        kopf logs a handler's outcome after the handler's own effects (an Event, an object) are visible,
+        so a test that saw the effects waits here for the line (polling a file, like :meth:`wait_log`)."""
+        deadline = time.monotonic() + timeout
+        while (log := self.log[since:]).count(text) < count and time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, f"the operator exited:\n{self.log[-3000:]}"
+            time.sleep(0.1)
+        return log
+
     def wait_log(self, pattern: str, timeout: float = 180) -> re.Match[str]:
         """Wait for a line in the operator's log (polling a file: it signals nothing else)."""
         deadline = time.monotonic() + timeout

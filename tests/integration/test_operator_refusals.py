@@ -96,7 +96,7 @@ def test_refused_objects_never_reach_the_operator(
         assert sorted(o["metadata"]["name"] for o in stored) == sorted(controls)
     events = client.CoreV1Api(kube).list_namespaced_event(namespace).items
     about = {(e.involved_object.kind, e.involved_object.name) for e in events}
-    log = operator.log[log_start:]
+    log = operator.wait_log_count(CREATION_LINE, len(controls), since=log_start)
     # The checks below can fail: the operator's work on the controls shows in events and in its log ...
     assert {("Escrow", name) for name in controls} <= about, about
     assert log.count(CREATION_LINE) == len(controls), log[-4000:]
