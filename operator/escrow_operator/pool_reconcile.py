@@ -157,12 +157,14 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Applied:
             raise PoolRefused("PoolSecretInvalid", f"Secret {name}-rpc: {exc}") from None
         except PoolSecretBusy as exc:
             raise PoolRetry(str(exc)) from None
+        pool.secret_written(secret_uid)
         try:
             await apply_workload(ctx, obj, spec, secret_uid)
         except ApiException as exc:
             if exc.status in (400, 403, 422) and "NamespaceTerminating" not in (exc.body or ""):
                 raise PoolRefused("Refused", f"the apiserver refused the pool's workload: {api_refusal(exc)}") from None
             raise
+        pool.workload_applied(secret_uid)
     except PoolRefused as refused:
         previous = pool.applied
         refused.new = (

@@ -9,10 +9,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.exceptions import ApiException
 
 from .api import WALLETPOOL_PLURAL, Condition, WalletPoolStatus
-from .kube import Kube
+from .kube import Kube, metadata
 from .pool_resources import rpc_secret_name, selector_string
 from .pool_secret import PoolCredentials, PoolSecretInvalid
 from .pool_status import Applied, Pods, compute, status_patch
@@ -56,6 +57,8 @@ class PoolRuntime:
         self.daemon: str | None = None  # spec.daemon of the pool object; None: offline (or not known yet)
         self.network = "mainnet"  # spec.network of the pool object
         self._daemon_moved = asyncio.Event()
+        self._replacing: set[str] = set()  # uids of stale pods being deleted
+        self._template_secret_uid: str | None = None  # the Secret the StatefulSet's pod template carries
 
     # --- identity -------------------------------------------------------------------------------
     def adopt(self, uid: str | None) -> None:
@@ -68,6 +71,7 @@ class PoolRuntime:
                 uid,
             )
             self._forget_credentials()
+            self._template_secret_uid = None
             self.applied = None
             self._conditions = []
             self._written = {}
@@ -102,9 +106,10 @@ class PoolRuntime:
     def on_pod(self, event_type: str, pod: Mapping[str, Any]) -> None:
         state = PodState.from_pod(pod)
         if event_type == "DELETED":
-            self.scheduler.remove_pod(state.name)
+            self.scheduler.remove_pod(state.name, state.uid)
         else:
             self.scheduler.update_pod(state)
+            self._replace_stale()
         self._drop_clients(keep={s.ip for s in self.scheduler.pod_states() if s.ip})
         self._membership.set()  # replicas and readyReplicas may have changed
         self._changed()
@@ -154,11 +159,72 @@ class PoolRuntime:
             if exc.status == 404:
                 return None
             raise
+        self.secret_written(metadata(secret).uid)
         try:
             return PoolCredentials.from_secret(secret.data or {})
         except PoolSecretInvalid as exc:
             log.warning("pool %s/%s: %s", self.namespace, self.name, exc)
             return None
+
+    def secret_written(self, uid: str | None) -> None:
+        """The pool's Secret, as last read or written, is the object ``uid``: credentials of another
+        are forgotten, and pods started with another get no step and are replaced."""
+        if uid is None or uid == self.scheduler.secret_uid:
+            return
+        if self.scheduler.secret_uid is not None:
+            self._forget_credentials()
+        self.scheduler.set_secret_uid(uid)
+        self._replace_stale()
+
+    # --- pods started with a replaced Secret ------------------------------------------------------
+    def workload_applied(self, secret_uid: str) -> None:
+        """The pool's StatefulSet was applied with a pod template for the Secret ``secret_uid``."""
+        self._template_secret_uid = secret_uid
+        self.secret_written(secret_uid)
+        self._replace_stale()
+
+    def _replace_stale(self) -> None:
+        """Delete the pods that run with a replaced Secret's credentials (their StatefulSet starts them
+        anew with the current one): nothing can use them, and a rollout may be held up behind them.
+        Only once the StatefulSet's template carries the current Secret, so a new pod is current."""
+        if self._template_secret_uid is None or self._template_secret_uid != self.scheduler.secret_uid:
+            return
+        for state in self.scheduler.stale_pods():
+            if state.uid not in self._replacing:
+                self._replacing.add(state.uid)
+                asyncio.get_running_loop().create_task(self._replace(state))
+
+    async def _replace(self, state: PodState) -> None:
+        try:
+            secret = await self.kube.call(
+                self.kube.core.read_namespaced_secret, rpc_secret_name(self.name), self.namespace
+            )
+            if metadata(secret).uid in (state.secret_uid, None) or metadata(secret).uid != self._template_secret_uid:
+                return  # the pod is current after all, or the template is not: the next reconcile decides
+            log.info(
+                "pool %s/%s: deleting pod %s, started with the credentials of a replaced Secret; "
+                "its StatefulSet starts it again with the current ones",
+                self.namespace,
+                self.name,
+                state.name,
+            )
+            await self.kube.call(
+                self.kube.core.delete_namespaced_pod,
+                state.name,
+                self.namespace,
+                body=V1DeleteOptions(preconditions=V1Preconditions(uid=state.uid)),
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # gone already, or another pod of that name now
+                log.warning(
+                    "pool %s/%s: pod %s, started with a replaced Secret, not deleted: %s",
+                    self.namespace,
+                    self.name,
+                    state.name,
+                    exc.reason,
+                )
+        finally:
+            self._replacing.discard(state.uid)
 
     async def refresh_credentials(self) -> bool:
         """Read the Secret again after a refusal; True (and fresh clients) when the credentials changed."""
@@ -185,7 +251,10 @@ class PoolRuntime:
         return self._version
 
     def rpc(self, pod: PodState, creds: PoolCredentials) -> WalletRpc:
+        """A client of the pod's wallet-rpc, with the pool's current credentials (``creds``, read by a
+        step before it waited for its lease, only while none are known)."""
         assert pod.ip
+        creds = self._credentials or creds
         client = self._rpc.get(pod.ip)
         if client is None:
             host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
@@ -196,7 +265,9 @@ class PoolRuntime:
         return client
 
     def fs(self, pod: PodState, creds: PoolCredentials) -> WalletfsClient:
+        """A client of the pod's walletfs sidecar, credentials as for :meth:`rpc`."""
         assert pod.ip
+        creds = self._credentials or creds
         client = self._fs.get(pod.ip)
         if client is None:
             client = WalletfsClient(

@@ -17,6 +17,11 @@ A pod that is deleted, or whose wallet-rpc process restarts or changes address w
 *lost*: the lease's task is cancelled and the step raises :class:`PodLost`, to be run again on
 another pod from its unchanged input. A pod that merely fails a readiness probe keeps its lease
 (a long RPC can starve a probe) but gets no new step until it is ready again.
+
+Credentials: every pod carries the uid of the pool Secret it was started with (an annotation of
+the pool's pod template). Once the pool's current Secret is known (:meth:`Scheduler.set_secret_uid`),
+a pod started with another Secret gets no step: its wallet-rpc would refuse the current login.
+:meth:`Scheduler.stale_pods` names such pods, so the pool runtime can have them replaced.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from .pool_resources import SECRET_UID_ANNOTATION
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,7 @@ class PodState:
     ready: bool
     terminating: bool
     incarnation: str  # changes when the wallet-rpc process restarts (restart counts, container ids)
+    secret_uid: str | None = None  # the pool Secret the pod was started with (None: not annotated)
 
     @property
     def schedulable(self) -> bool:
@@ -72,6 +80,7 @@ class PodState:
             ready=ready,
             terminating=bool(meta.get("deletionTimestamp")),
             incarnation=f"{status.get('podIP')}/{incarnation}",
+            secret_uid=(meta.get("annotations") or {}).get(SECRET_UID_ANNOTATION),
         )
 
 
@@ -147,6 +156,8 @@ class Scheduler:
         #: (pod name, step label, start, end) of every finished lease, for overlap checks and metrics
         self.history: list[tuple[str, str, float, float]] = []
         self.keep_history = False
+        #: The uid of the pool's current Secret, once known: pods started with another get no step.
+        self.secret_uid: str | None = None
 
     # --- what the pool status shows ----------------------------------------------------------
     # Read by the metrics thread too: each count iterates a snapshot (an atomic copy under the GIL).
@@ -156,7 +167,7 @@ class Scheduler:
 
     @property
     def ready(self) -> int:
-        return sum(1 for s in tuple(self._slots.values()) if s.state.schedulable)
+        return sum(1 for s in tuple(self._slots.values()) if self._usable(s.state))
 
     @property
     def busy(self) -> int:
@@ -178,9 +189,32 @@ class Scheduler:
     def any_ready_pod(self) -> PodState | None:
         """A ready pod for work that needs no exclusive wallet-rpc (file listing and deletion)."""
         for slot in self._slots.values():
-            if slot.state.schedulable:
+            if self._usable(slot.state):
                 return slot.state
         return None
+
+    def _usable(self, state: PodState) -> bool:
+        return state.schedulable and not self._stale(state)
+
+    def _stale(self, state: PodState) -> bool:
+        """Started with a pool Secret other than the current one (a pod without the annotation, of an
+        earlier release, is taken at its word)."""
+        return None not in (self.secret_uid, state.secret_uid) and state.secret_uid != self.secret_uid
+
+    def stale_pods(self) -> list[PodState]:
+        """Pods, not being deleted, that run with the credentials of a replaced pool Secret."""
+        return [s.state for s in self._slots.values() if not s.state.terminating and self._stale(s.state)]
+
+    def set_secret_uid(self, uid: str | None) -> None:
+        """The pool's current Secret (its uid): pods started with another one get no new step, and a
+        step on one is lost (it runs again on a current pod)."""
+        if uid != self.secret_uid:
+            self.secret_uid = uid
+            for slot in self._slots.values():
+                if self._stale(slot.state):
+                    self._lose(slot, "it runs with the credentials of a replaced pool Secret")
+            self._dispatch()
+            self._on_change()
 
     def unreserve(self, wallets: set[str]) -> None:
         """The escrow of these wallets is between rounds or done: later escrows may close them."""
@@ -207,10 +241,14 @@ class Scheduler:
             slot.state = state
         self._dispatch()
 
-    def remove_pod(self, name: str) -> None:
-        slot = self._slots.pop(name, None)
-        if slot is not None:
-            self._lose(slot, "deleted")
+    def remove_pod(self, name: str, uid: str | None = None) -> None:
+        """The pod ``name`` is gone; with ``uid``, only if the scheduler still knows that pod under the
+        name (a deletion reported after a new pod of the same name arrived leaves the new one)."""
+        slot = self._slots.get(name)
+        if slot is None or (uid is not None and slot.state.uid != uid):
+            return
+        del self._slots[name]
+        self._lose(slot, "deleted")
         self._dispatch()
 
     def _lose(self, slot: _Slot, why: str) -> None:
@@ -275,7 +313,7 @@ class Scheduler:
     def _dispatch(self) -> None:
         now = time.monotonic()
         free = [
-            s for s in self._slots.values() if s.lease is None and s.state.schedulable and s.quarantined_until <= now
+            s for s in self._slots.values() if s.lease is None and self._usable(s.state) and s.quarantined_until <= now
         ]
         if self._waiters and free:
             # A step whose wallet a free pod holds open takes that pod, whatever its place in line.

@@ -500,6 +500,12 @@ def test_operator_with_the_charts_clusterrole_runs_escrows_to_ready(
                     assert escrow["status"]["phase"] == "Ready" and len(escrow["status"]["address"]) == 95
                 uids = {e["metadata"]["name"]: e["metadata"]["uid"] for e in ready}
                 objects_api = client.CustomObjectsApi(kube)
+                # The pool Secret written anew: the operator deletes the pods started with the old one.
+                client.CoreV1Api(kube).delete_namespaced_secret("wallets-rpc", ns)
+                objects_api.patch_namespaced_custom_object(
+                    GROUP, VERSION, ns, WALLETPOOL_PLURAL, "wallets", {"metadata": {"annotations": {"touched": "1"}}}
+                )
+                operator.wait_log("deleting pod wallets-[0-9]+, started with the credentials of a replaced Secret")
                 # A payout reads its escrow, writes its status and its owned Secret; this pool has no daemon.
                 payout = {
                     "apiVersion": f"{GROUP}/{VERSION}",
@@ -759,6 +765,30 @@ def _delete_secret(ctx: ProbeCtx) -> None:
     ctx.core.delete_namespaced_secret(name, ctx.ns)
 
 
+def _delete_pod(ctx: ProbeCtx) -> None:
+    """A pod bound to a node no kubelet serves (nothing runs it), deleted at once."""
+    name = _name("stale")
+    restricted = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"nodeName": "nowhere", "containers": [{"name": "c", "image": "none", "securityContext": restricted}]},
+    }
+    client.CoreV1Api(ctx.admin).create_namespaced_pod(ctx.ns, pod)
+    try:
+        ctx.core.delete_namespaced_pod(name, ctx.ns, grace_period_seconds=0)
+    except ApiException:  # refused: the admin removes it (no kubelet would finish a graceful delete)
+        client.CoreV1Api(ctx.admin).delete_namespaced_pod(name, ctx.ns, grace_period_seconds=0)
+        raise
+
+
 def _event(ctx: ProbeCtx) -> None:
     ref = {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -815,6 +845,7 @@ PROBES: dict[Triple, Callable[[ProbeCtx], None]] = {
         limit=1, label_selector="xmrescrow.dev/pool"
     ),
     ("", "pods", "watch"): lambda ctx: _watch(ctx.core.list_pod_for_all_namespaces),
+    ("", "pods", "delete"): _delete_pod,
     ("", "secrets", "get"): lambda ctx: ctx.core.read_namespaced_secret("existing-secret", ctx.ns),
     ("", "secrets", "create"): lambda ctx: ctx.core.create_namespaced_secret(ctx.ns, _secret(_name("escrow"))),
     ("", "secrets", "patch"): lambda ctx: ctx.core.patch_namespaced_secret(

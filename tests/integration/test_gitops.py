@@ -356,6 +356,52 @@ def test_a_namespace_with_pools_and_escrows_finishes_terminating(
 
 
 # --- GitOps churn ---------------------------------------------------------------------------------
+def test_a_pool_secret_written_anew_replaces_the_pods_started_with_the_old_one(
+    kube: client.ApiClient, namespace: str, cluster: DevCluster, crds: None, tmp_path: Path
+) -> None:
+    """The pool Secret is deleted (by hand, or by the garbage collector after a re-created pool adopted
+    it): the next reconcile writes a new one; pods started with the old one get no step and are
+    deleted, so their StatefulSet starts them with the current credentials; no call is refused."""
+    ns, core = namespace, client.CoreV1Api(kube)
+    objects = client.CustomObjectsApi(kube)
+    selector = "xmrescrow.dev/pool=renew"
+    op = start_operator(cluster, tmp_path / "operator.log")
+    try:
+        objects.create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", pool_body("renew", 2))
+        create_escrow(kube, ns, "before", "renew", **DUO)
+        wait_escrow(kube, ns, "before", timeout=300)
+        old_secret = core.read_namespaced_secret("renew-rpc", ns).metadata.uid
+        old_pods = {p.metadata.uid for p in core.list_namespaced_pod(ns, label_selector=selector).items}
+        assert len(old_pods) == 2
+        core.delete_namespaced_secret("renew-rpc", ns)
+        # Any change of the pool reconciles it; an escrow created at once runs through the change.
+        objects.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, "walletpools", "renew", {"metadata": {"annotations": {"example.com/touched": "1"}}}
+        )
+        create_escrow(kube, ns, "after", "renew", **DUO)
+        after = wait_escrow(kube, ns, "after", timeout=300)
+        new_secret = core.read_namespaced_secret("renew-rpc", ns).metadata.uid
+        wait_pool(
+            kube,
+            ns,
+            "renew",
+            lambda p: cond(p, "Ready") == ("True", "PodsReady"),
+            "the pool Ready on new pods",
+            timeout=180,
+        )
+        log = op.log
+    finally:
+        op.stop()
+    assert new_secret != old_secret
+    assert after["status"]["phase"] == "Ready" and len(after["status"]["address"]) == 95
+    pods = core.list_namespaced_pod(ns, label_selector=selector).items
+    assert not {p.metadata.uid for p in pods} & old_pods
+    assert {p.metadata.annotations.get("xmrescrow.dev/rpc-secret-uid") for p in pods} == {new_secret}
+    assert "started with the credentials of a replaced Secret" in log  # the operator deleted them
+    for needle in ("HTTP 401", "refused the pool's credentials", "CredentialsRefused"):
+        assert needle not in log, f"{needle!r} in the operator log"
+
+
 def kubectl_apply(cluster: DevCluster, ns: str, docs: list[dict[str, Any]], manager: str = "argocd-controller") -> None:
     subprocess.run(
         [

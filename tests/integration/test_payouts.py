@@ -276,6 +276,49 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
     assert not [v[:16] for v in values for hay in haystacks if v in hay]
 
 
+def test_a_dispute_split_on_3_of_4_and_a_release_on_2_of_2_pay_each_share(
+    kube: client.ApiClient,
+    module_namespace: str,
+    cluster: DevCluster,
+    wallet: Miner,
+    pool: str,
+    payees: Inspector,
+    tmp_path: Path,
+) -> None:
+    """Other signer sets: a 3-of-4 escrow's dispute, signed by the arbiter, the buyer and a second
+    arbiter, splits the money between vendor and buyer (two destinations of one transaction); a 2-of-2
+    escrow's release, signed by both, sweeps everything to the vendor. Both run at once."""
+    ns = module_namespace
+    vendor, buyer, seller = (new_payee(payees, f"{who}-split") for who in ("vendor", "buyer", "seller"))
+    quad = {"threshold": 3, "participants": ["buyer", "vendor", "arbiter", "backup"]}
+    duo = {"threshold": 2, "participants": ["buyer", "vendor"]}
+    op = start_operator(cluster, tmp_path / "operator.log", **FAST_BLOCKS)
+    try:
+        funded_escrow(kube, ns, "quad", wallet, 3 * XMR, **quad)
+        funded_escrow(kube, ns, "duo", wallet, 2 * XMR, **duo)
+        shares = [{"address": vendor, "amount": XMR}, {"address": buyer, "amount": XMR // 2}]
+        create_payout(kube, ns, "dispute", "quad", ["arbiter", "buyer", "backup"], destinations=shares, confirmations=1)
+        create_payout(kube, ns, "release", "duo", ["vendor", "buyer"], sweepTo=seller, confirmations=1)
+        submitted = {
+            name: wait_payout(kube, ns, name, lambda p: phase(p) == "Submitted", f"{name} submitted")
+            for name in ("dispute", "release")
+        }
+        for payout in submitted.values():
+            confirm(wallet, payout, 1)
+        done = {
+            name: wait_payout(kube, ns, name, lambda p: phase(p) == "Confirmed", f"{name} confirmed", 120)
+            for name in ("dispute", "release")
+        }
+    finally:
+        op.stop()
+    dispute, release = done["dispute"]["status"], done["release"]["status"]
+    assert len(dispute["txHashes"]) == 1 and dispute["amount"] == XMR + XMR // 2 and dispute["signatures"] == 3
+    assert dispute["txHashes"] == submitted["dispute"]["status"]["txHashes"]
+    assert (received(payees, "vendor-split"), received(payees, "buyer-split")) == (XMR, XMR // 2)
+    assert release["signatures"] == 2 and release["amount"] == 2 * XMR - release["fee"]
+    assert received(payees, "seller-split") == release["amount"]
+
+
 def run_until_exit(op: OperatorProcess, timeout: float = 300) -> int:
     assert op.proc is not None
     try:

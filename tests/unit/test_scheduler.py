@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -275,3 +276,56 @@ async def test_a_reserved_wallet_keeps_later_escrows_off_until_unreserved() -> N
     await _hold(s, 5, "late/vendor", "w3")
     await step(1, "early/arbiter")  # an earlier escrow's step closes a later escrow's wallet at once
     assert got[-1] == "early/arbiter:cold"
+
+
+async def test_pods_started_with_a_replaced_secret_get_no_step_and_are_named_stale() -> None:
+    s = Scheduler("p")
+    old = PodState("pod0", "uid-pod0", "127.0.1.0", True, False, "a", secret_uid="secret-old")
+    s.update_pod(old)
+    unannotated = pod("pod1")  # an earlier release's pod: taken at its word
+    s.update_pod(unannotated)
+    assert s.ready == 2 and s.stale_pods() == []  # the current Secret is not known yet
+    s.set_secret_uid("secret-new")
+    assert s.ready == 1 and s.stale_pods() == [old]
+    got: list[str] = []
+
+    async def step() -> None:
+        async with s.lease(0) as lease:
+            got.append(lease.pod.name)
+
+    await asyncio.gather(step(), step())
+    assert got == ["pod1", "pod1"]
+    fresh = PodState("pod0", "uid-pod0b", "127.0.1.9", True, False, "b", secret_uid="secret-new")
+    s.update_pod(fresh)
+    assert s.ready == 2 and s.stale_pods() == []
+    s.update_pod(dataclasses.replace(fresh, terminating=True, secret_uid="secret-old"))
+    assert s.stale_pods() == []  # being deleted already
+
+
+async def test_a_deletion_reported_after_a_new_pod_of_that_name_keeps_the_new_pod() -> None:
+    s = Scheduler("p")
+    s.update_pod(pod("pod0", uid="first"))
+    s.update_pod(pod("pod0", uid="second"))
+    s.remove_pod("pod0", "first")  # the old pod's DELETED event, late
+    assert s.pods == 1 and [p.uid for p in s.pod_states()] == ["second"]
+    s.remove_pod("pod0", "second")
+    assert s.pods == 0
+
+
+async def test_a_step_on_a_pod_whose_secret_was_replaced_is_lost() -> None:
+    s = Scheduler("p")
+    s.set_secret_uid("secret-old")
+    s.update_pod(PodState("pod0", "uid-pod0", "127.0.1.0", True, False, "a", secret_uid="secret-old"))
+    started = asyncio.Event()
+
+    async def step() -> None:
+        async with s.lease(0):
+            started.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(step())
+    await started.wait()
+    s.set_secret_uid("secret-new")
+    with pytest.raises(PodLost):
+        await task
+    assert s.busy == 0 and s.ready == 0

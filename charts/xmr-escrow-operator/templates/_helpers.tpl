@@ -92,10 +92,11 @@ ServiceAccount, and a drop-one-rule check of each verb).
 - apiGroups: ["xmrescrow.dev"]
   resources: ["escrows/finalizers", "escrowpayouts/finalizers", "walletpools/finalizers"]
   verbs: ["update"]
-# kopf watches the pool pods (label xmrescrow.dev/pool) to schedule steps on ready ones.
+# kopf watches the pool pods (label xmrescrow.dev/pool) to schedule steps on ready ones; a pool pod
+# started with the credentials of a replaced pool Secret is deleted, so its StatefulSet starts it anew.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch"]
+  verbs: ["list", "watch", "delete"]
 # escrow-<uid> (passwords, round messages): read, create, record (merge patch with
 # resourceVersion), release (walletRetention: Retain), delete (walletRetention: Delete);
 # payout-<uid> (multisig infos, transaction sets): read, create, record;
