@@ -165,11 +165,7 @@ class PayoutRun:
                 return
 
     async def _wait(self, wait: Waiting, escrow: EscrowView | None) -> None:
-        if self.status.tx_hashes:  # never Pending again: keep the phase, say what holds it up
-            new = self.status.model_copy(deep=True)
-            new.message = wait.message[:1024]
-        else:
-            new = payout_status.pending(self.status, self.generation, wait.reason, wait.message)
+        new = payout_status.waiting(self.status, self.generation, wait.reason, wait.message)
         if new.message != self.status.message:
             log.info("payout %s/%s waits: %s", self.namespace, self.name, wait.message)
             self.emit("Normal", wait.reason, wait.message[:1000])

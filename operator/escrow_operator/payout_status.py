@@ -10,6 +10,11 @@ Confirmed                              True     False        False
 Failed                                 False    False        True
 =====================================  =======  ===========  =======
 
+``Degraded`` is True only while something is actually wrong and the payout waits for it to pass
+(:data:`TROUBLE`: the daemon unreachable, steps failing, pods lost, the pool gone), in any phase
+before the end; an expected wait (funds not unlocked yet, an earlier payout) is not trouble. Every
+step forward sets it back to False.
+
 ``txHashes`` is set once (:func:`hashes_recorded`), before anything is submitted, and never changed:
 every later transition keeps it, and :func:`hashes_recorded` refuses to replace it.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .api import (
+    DEGRADED,
     READY,
     RECONCILING,
     STALLED,
@@ -29,6 +35,15 @@ from .api import (
 )
 
 MESSAGE_LIMIT = 1024
+#: Wait reasons that mean something is wrong (Degraded), not that the payout waits as it should.
+TROUBLE = frozenset({"DaemonUnavailable", "StepError", "PodsUnavailable", "PoolUnavailable"})
+
+
+def _degraded(new: EscrowPayoutStatus, generation: int | None, reason: str | None, now: datetime | None) -> None:
+    if reason is None:
+        set_condition(new.conditions, DEGRADED, False, "AsExpected", "", generation, now)
+    else:
+        set_condition(new.conditions, DEGRADED, True, reason, new.message, generation, now)
 
 
 def _copy(status: EscrowPayoutStatus, generation: int | None) -> EscrowPayoutStatus:
@@ -51,6 +66,7 @@ def _working(
     set_condition(new.conditions, READY, False, reason, new.message, generation, now)
     set_condition(new.conditions, RECONCILING, True, reason, new.message, generation, now)
     set_condition(new.conditions, STALLED, False, "AsExpected", "", generation, now)
+    _degraded(new, generation, None, now)
     return new
 
 
@@ -61,6 +77,20 @@ def pending(
     if status.tx_hashes:
         raise ValueError("a payout whose transactions may have been submitted is never pending again")
     return _working(status, generation, PayoutPhase.PENDING, reason, message, now)
+
+
+def waiting(
+    status: EscrowPayoutStatus, generation: int | None, reason: str, message: str, now: datetime | None = None
+) -> EscrowPayoutStatus:
+    """Held up by ``reason``: Pending until a transaction may have been submitted; after that the phase
+    is kept and the message says what holds it up. Degraded while the reason is :data:`TROUBLE`."""
+    if status.tx_hashes:
+        new = _copy(status, generation)
+        new.message = message[:MESSAGE_LIMIT]
+    else:
+        new = pending(status, generation, reason, message, now)
+    _degraded(new, generation, reason if reason in TROUBLE else None, now)
+    return new
 
 
 def attempt_started(
@@ -135,6 +165,7 @@ def confirming(
         set_condition(new.conditions, READY, True, "Confirmed", new.message, generation, now)
         set_condition(new.conditions, RECONCILING, False, "Confirmed", new.message, generation, now)
         set_condition(new.conditions, STALLED, False, "AsExpected", "", generation, now)
+        _degraded(new, generation, None, now)
         return new
     new = submitted(status, generation, needed, now)
     new.height, new.confirmations = height, confirmations
@@ -155,4 +186,5 @@ def failed(
     set_condition(new.conditions, READY, False, reason, new.message, generation, now)
     set_condition(new.conditions, RECONCILING, False, reason, new.message, generation, now)
     set_condition(new.conditions, STALLED, True, reason, new.message, generation, now)
+    _degraded(new, generation, None, now)
     return new

@@ -116,3 +116,25 @@ def test_payout_copies_are_wallet_names_the_sidecar_takes_and_work_copies() -> N
     assert not is_work_copy(WalletNames("buyer", ESCROW_UID, 3).final_wallet)
     with pytest.raises(ValueError, match="outside"):
         PayoutNames(WalletNames("buyer", ESCROW_UID, 3), PAYOUT_UID, 100)
+
+
+def test_degraded_only_while_something_is_wrong_and_the_phase_kept_once_hashes_exist() -> None:
+    def degraded(status: EscrowPayoutStatus) -> tuple[str, str]:
+        c = get_condition(status.conditions, "Degraded")
+        assert c is not None
+        return c.status.value, c.reason
+
+    funds = payout_status.waiting(EscrowPayoutStatus(), 1, "AwaitingFunds", "no unlocked funds yet", NOW)
+    assert funds.phase == PayoutPhase.PENDING and degraded(funds) == ("False", "AsExpected")
+    away = payout_status.waiting(funds, 1, "DaemonUnavailable", "monerod: connection refused", NOW)
+    assert away.phase == PayoutPhase.PENDING and degraded(away) == ("True", "DaemonUnavailable")
+    assert kstatus(away) == ("False", "True", "False")  # still in progress for kstatus
+    started = payout_status.attempt_started(away, 1, 1, "payout-x", NOW)
+    assert degraded(started) == ("False", "AsExpected")  # a step forward ends it
+    sent = payout_status.submitted(payout_status.hashes_recorded(started, 1, [HASH], NOW), 1, 10, NOW)
+    lost = payout_status.waiting(sent, 1, "DaemonUnavailable", "monerod: timed out", NOW)
+    assert lost.phase == PayoutPhase.SUBMITTED and lost.tx_hashes == [HASH]  # never Pending again
+    assert degraded(lost) == ("True", "DaemonUnavailable") and lost.message == "monerod: timed out"
+    done = payout_status.confirming(lost, 1, 120, 10, 10, NOW)
+    assert done.phase == PayoutPhase.CONFIRMED and degraded(done) == ("False", "AsExpected")
+    assert kstatus(done) == ("True", "False", "False")
