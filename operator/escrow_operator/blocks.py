@@ -29,10 +29,15 @@ class BlockWatch:
         self._moved = asyncio.Event()  # set (and replaced) whenever the tip or the error changes
         self._task: asyncio.Task[None] | None = None
 
-    async def next(self, seen: int | None) -> Info:
-        """The tip once its height is above ``seen`` (``None``: as soon as one is known)."""
+    async def next(self, seen: int | None, *, or_unreachable: bool = False) -> Info:
+        """The tip once its height is above ``seen`` (``None``: as soon as one is known).
+
+        ``or_unreachable``: raise :class:`MonerodUnavailable` instead of waiting while the daemon does
+        not answer (a follower that must say so in its status)."""
         self._start()
         while self.tip is None or (seen is not None and self.tip.height <= seen):
+            if or_unreachable and self.error is not None:
+                raise MonerodUnavailable(self.address, self.error)
             await self._moved.wait()
         return self.tip
 

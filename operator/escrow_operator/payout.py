@@ -472,7 +472,10 @@ class PayoutRun:
         watch = self.ctx.chains.watch(escrow.daemon)
         seen: int | None = None
         while True:
-            tip = await watch.next(seen)
+            try:
+                tip = await watch.next(seen, or_unreachable=True)
+            except MonerodUnavailable as exc:
+                raise Waiting("DaemonUnavailable", f"monerod {escrow.daemon}: {exc.detail}", next_block=True) from None
             lookup = await self._lookup(escrow, hashes)
             if not all(lookup.known(h) for h in hashes):
                 await self._submit(escrow, hashes)

@@ -43,7 +43,7 @@ def _degraded(new: EscrowPayoutStatus, generation: int | None, reason: str | Non
     if reason is None:
         set_condition(new.conditions, DEGRADED, False, "AsExpected", "", generation, now)
     else:
-        set_condition(new.conditions, DEGRADED, True, reason, new.message, generation, now)
+        set_condition(new.conditions, DEGRADED, True, reason, new.message or "", generation, now)
 
 
 def _copy(status: EscrowPayoutStatus, generation: int | None) -> EscrowPayoutStatus:

@@ -9,6 +9,8 @@ its own operators and escrows.
 from __future__ import annotations
 
 import base64
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -317,6 +319,69 @@ def test_a_dispute_split_on_3_of_4_and_a_release_on_2_of_2_pay_each_share(
     assert (received(payees, "vendor-split"), received(payees, "buyer-split")) == (XMR, XMR // 2)
     assert release["signatures"] == 2 and release["amount"] == 2 * XMR - release["fee"]
     assert received(payees, "seller-split") == release["amount"]
+
+
+def monerod_pid(kube: client.ApiClient, cluster: DevCluster, chain: Chain) -> int:
+    """The monerod process of the chain's pod, from the process kubelet's pid file."""
+    uid = client.CoreV1Api(kube).read_namespaced_pod(chain.name, chain.namespace).metadata.uid
+    for line in (cluster.kubelet_root / "pids").read_text().splitlines():
+        pod_uid, container, pid = line.split()
+        if (pod_uid, container) == (uid, "monerod"):
+            return int(pid)
+    raise AssertionError(f"no monerod process of pod {uid} in the kubelet's pid file")
+
+
+def test_a_daemon_outage_after_submission_is_degraded_and_the_payout_then_confirms(
+    kube: client.ApiClient,
+    module_namespace: str,
+    cluster: DevCluster,
+    chain: Chain,
+    wallet: Miner,
+    pool: str,
+    payees: Inspector,
+    tmp_path: Path,
+) -> None:
+    """monerod stops answering (SIGSTOP) while a submitted payout waits for its block: the payout says so
+    (Degraded, DaemonUnavailable) and stays Submitted with its one transaction; monerod answers again
+    (SIGCONT) and the payout confirms, Degraded False, the recipient paid once."""
+    ns = module_namespace
+    payee = new_payee(payees, "outage")
+    op = start_operator(cluster, tmp_path / "operator.log", ESCROW_DAEMON_TIMEOUT="2", **FAST_BLOCKS)
+    try:
+        funded_escrow(kube, ns, "outage", wallet, 2 * XMR)
+        create_payout(
+            kube,
+            ns,
+            "outage",
+            "outage",
+            ["vendor", "arbiter"],
+            destinations=[{"address": payee, "amount": XMR}],
+            confirmations=1,
+        )
+        submitted = wait_payout(kube, ns, "outage", lambda p: phase(p) == "Submitted", "the payout submitted")
+        pid = monerod_pid(kube, cluster, chain)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            degraded = wait_payout(
+                kube,
+                ns,
+                "outage",
+                lambda p: (condition(p, "Degraded") or {}).get("status") == "True",
+                "the payout Degraded",
+                timeout=60,
+            )
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert condition(degraded, "Degraded")["reason"] == "DaemonUnavailable", degraded["status"]
+        assert phase(degraded) == "Submitted" and condition(degraded, "Reconciling")["status"] == "True"
+        assert degraded["status"]["txHashes"] == submitted["status"]["txHashes"]
+        confirm(wallet, submitted, 1)
+        done = wait_payout(kube, ns, "outage", lambda p: phase(p) == "Confirmed", "the payout confirmed", 120)
+    finally:
+        op.stop()
+    assert condition(done, "Degraded")["status"] == "False"
+    assert done["status"]["txHashes"] == submitted["status"]["txHashes"]
+    assert received(payees, "outage") == XMR
 
 
 def run_until_exit(op: OperatorProcess, timeout: float = 300) -> int:
