@@ -81,9 +81,11 @@ def pool_body(name: str, replicas: int, **spec: Any) -> dict[str, Any]:
     }
 
 
-def create_pool(api: client.ApiClient, namespace: str, name: str, replicas: int, wait: bool = True) -> dict[str, Any]:
+def create_pool(
+    api: client.ApiClient, namespace: str, name: str, replicas: int, wait: bool = True, **spec: Any
+) -> dict[str, Any]:
     objects = client.CustomObjectsApi(api)
-    body = pool_body(name, replicas)
+    body = pool_body(name, replicas, **spec)
     created = json_object(objects.create_namespaced_custom_object(GROUP, VERSION, namespace, WALLETPOOL_PLURAL, body))
     if wait:
         wait_for(
