@@ -16,6 +16,7 @@ from typing import Any
 from kubernetes import client
 
 from escrow_operator.api import ESCROW_PLURAL, GROUP, VERSION
+from escrow_operator.kube import json_object
 from hack.testground.chain import Chain, miner, start_chain
 from hack.testground.escrows import create_escrow, create_pool
 
@@ -30,7 +31,9 @@ BLOCKS = 3
 
 
 def _funding_heights(bench: Bench) -> dict[str, int]:
-    listing = client.CustomObjectsApi(bench.api).list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, ESCROW_PLURAL)
+    listing = json_object(
+        client.CustomObjectsApi(bench.api).list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, ESCROW_PLURAL)
+    )
     return {
         e["metadata"]["name"]: int(((e.get("status") or {}).get("funding") or {}).get("height") or 0)
         for e in listing["items"]
