@@ -16,6 +16,20 @@ def pod(
     return PodState(name, uid or f"uid-{name}", f"127.0.1.{name[-1]}", ready, terminating, incarnation)
 
 
+async def _leased_until_lost(s: Scheduler) -> asyncio.Task[None]:
+    """A step that holds its lease until the lease is lost; returned once it holds it."""
+    started = asyncio.Event()
+
+    async def step() -> None:
+        async with s.lease(0):
+            started.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(step())
+    await started.wait()
+    return task
+
+
 async def test_waiters_are_served_in_priority_order_and_no_pod_idles() -> None:
     s = Scheduler("p")
     s.update_pod(pod("pod0"))
@@ -47,15 +61,7 @@ async def test_waiters_are_served_in_priority_order_and_no_pod_idles() -> None:
 async def test_a_pod_lost_mid_step_raises_podlost_and_frees_nothing_twice() -> None:
     s = Scheduler("p")
     s.update_pod(pod("pod0"))
-    started = asyncio.Event()
-
-    async def step() -> None:
-        async with s.lease(0):
-            started.set()
-            await asyncio.Event().wait()
-
-    task = asyncio.create_task(step())
-    await started.wait()
+    task = await _leased_until_lost(s)
     s.remove_pod("pod0")
     with pytest.raises(PodLost):
         await task
@@ -316,15 +322,7 @@ async def test_a_step_on_a_pod_whose_secret_was_replaced_is_lost() -> None:
     s = Scheduler("p")
     s.set_secret_uid("secret-old")
     s.update_pod(PodState("pod0", "uid-pod0", "127.0.1.0", True, False, "a", secret_uid="secret-old"))
-    started = asyncio.Event()
-
-    async def step() -> None:
-        async with s.lease(0):
-            started.set()
-            await asyncio.Event().wait()
-
-    task = asyncio.create_task(step())
-    await started.wait()
+    task = await _leased_until_lost(s)
     s.set_secret_uid("secret-new")
     with pytest.raises(PodLost):
         await task
