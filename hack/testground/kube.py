@@ -125,6 +125,12 @@ def pod_ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
 
 
+def container_pid(pod: Any, container: str) -> int:
+    """The host pid of a container of ``pod`` run by the process kubelet (its ``process://PID`` id)."""
+    status = next(c for c in pod.status.container_statuses if c.name == container)
+    return int(status.container_id.removeprefix("process://"))
+
+
 def _brief(obj: Any) -> str:
     if obj is None:
         return "nothing"

@@ -45,16 +45,17 @@ class LocalWalletRpc:
 
 @contextmanager
 def local_wallet_rpc(
-    wallet_dir: Path | None, *, user: str, ip: str = "127.0.0.1", daemon: str | None = None
+    wallet_dir: Path | None, *, user: str, ip: str = "127.0.0.1", daemon: str | None = None, stagenet: bool = False
 ) -> Iterator[LocalWalletRpc]:
     """monero-wallet-rpc over ``wallet_dir`` (None: a temporary one), offline or connected to monerod
-    ``daemon`` (host:port, trusted), serving on ``ip``; stopped when the block ends."""
+    ``daemon`` (host:port, trusted), serving on ``ip``, on stagenet if asked; stopped when the block ends."""
     binary = shutil.which("monero-wallet-rpc")
     assert binary, "monero-wallet-rpc is not installed (make deps)"
     password = secrets.token_urlsafe(12)
     port = free_port(ip)
     with tempfile.TemporaryDirectory(prefix=f"{user}-") as home:
         network = ["--offline"] if daemon is None else [f"--daemon-address={daemon}", "--trusted-daemon"]
+        network += ["--stagenet"] if stagenet else []
         proc = subprocess.Popen(
             [
                 binary,

@@ -64,7 +64,7 @@ async def delete_files(
                             await fs.delete(entry.name)
                             deleted.append(entry.name)
                             log.info("Deleted %s file: %s", what, entry.name)
-                            await faults.check(Point.CLEANUP_AFTER_DELETE)
+                            await faults.check(Point.CLEANUP_AFTER_DELETE, label=label)
                 except WalletfsUnavailable:
                     lease.mark_failed()
                     raise

@@ -1,13 +1,16 @@
 """Fault injection at named points, for the crash and fault tests. Off unless ESCROW_FAULTS is set,
 and refused when ESCROW_MODE=production (the default): a production operator never injects.
 
-``ESCROW_FAULTS`` is a comma-separated list of ``ACTION:POINT[@STEP][xCOUNT]`` (``@STEP``: a step index,
-docs/design.md, Words):
+``ESCROW_FAULTS`` is a comma-separated list of ``ACTION:POINT[/WORD][@STEP][xCOUNT]`` (``/WORD``: a word of
+the step's label, e.g. ``sign`` or ``merge`` for a payout's steps; ``@STEP``: a step index, docs/design.md,
+Words, or a payout's signing attempt):
 
 * ``crash:step.after_publish@2``  SIGKILL the operator itself the first time any participant's step 2
   reaches ``step.after_publish``;
 * ``fail:rpc.before.exchange_multisig_keys@3x2``  make that call fail (a retryable wallet-rpc error)
   the first two times it is reached in step 3;
+* ``crash:step.after_record/sign``  SIGKILL the operator the first time a payout's sign step has
+  recorded its signature;
 * ``pause:rpc.before.exchange_multisig_keys@2``  hold the step there, its pod leased, until the
   operator receives SIGUSR1 (the log names the point and the pod), so a test can break the pod
   exactly mid-step.
@@ -65,6 +68,7 @@ RPC_NAMES = (
     "export_multisig_info",
     "import_multisig_info",
     "get_balance",
+    "validate_address",
     "transfer",
     "sweep_all",
     "sign_multisig",
@@ -103,7 +107,8 @@ def step_points(step: int, final: int, calls: list[str], affinity: bool = True) 
 
 
 _SPEC = re.compile(
-    r"^(?P<action>crash|fail|pause):(?P<point>[a-z_]+(?:\.[a-z_]+)+)(?:@(?P<round>\d+))?(?:x(?P<count>\d+))?$"
+    r"^(?P<action>crash|fail|pause):(?P<point>[a-z_]+(?:\.[a-z_]+)+)(?:/(?P<within>[a-z]+))?(?:@(?P<round>\d+))?"
+    r"(?:x(?P<count>\d+))?$"
 )
 
 
@@ -120,9 +125,15 @@ class Fault:
     point: str
     round: int | None
     remaining: int
+    within: str | None = None  # a word of the step's label
 
-    def matches(self, point: str, round_: int | None) -> bool:
-        return self.remaining > 0 and self.point == point and (self.round is None or self.round == round_)
+    def matches(self, point: str, round_: int | None, label: str) -> bool:
+        return (
+            self.remaining > 0
+            and self.point == point
+            and (self.round is None or self.round == round_)
+            and (self.within is None or self.within in re.split(r"[\s/]+", label))
+        )
 
 
 class Faults:
@@ -150,21 +161,22 @@ class Faults:
             m = _SPEC.match(item)
             if not m:
                 raise ValueError(
-                    f"bad fault {item!r}: expected ACTION:POINT[@STEP][xCOUNT], e.g. crash:step.after_publish@2"
+                    f"bad fault {item!r}: expected ACTION:POINT[/WORD][@STEP][xCOUNT], e.g. crash:step.after_publish@2"
                 )
             if m["point"] not in known_points():
                 raise ValueError(
                     f"bad fault {item!r}: no point {m['point']!r}; points: {', '.join(sorted(known_points()))}"
                 )
-            faults.append(Fault(m["action"], m["point"], int(m["round"]) if m["round"] else None, int(m["count"] or 1)))
+            round_ = int(m["round"]) if m["round"] else None
+            faults.append(Fault(m["action"], m["point"], round_, int(m["count"] or 1), m["within"]))
         return cls(faults)
 
     def __bool__(self) -> bool:
         return bool(self.faults)
 
-    async def check(self, point: str, round_: int | None = None, pod: str | None = None) -> None:
+    async def check(self, point: str, round_: int | None = None, pod: str | None = None, label: str = "") -> None:
         for fault in self.faults:
-            if fault.matches(point, round_):
+            if fault.matches(point, round_, label):
                 fault.remaining -= 1
                 if fault.action == "pause" and self._resume is not None:
                     log.warning("fault injection: paused at %s (round %s) pod=%s; SIGUSR1 resumes", point, round_, pod)
@@ -172,7 +184,7 @@ class Faults:
                     log.warning("fault injection: resumed at %s (round %s) pod=%s", point, round_, pod)
                     return
                 if fault.action == "crash":
-                    log.warning("fault injection: SIGKILL at %s (round %s)", point, round_)
+                    log.warning("fault injection: SIGKILL at %s (round %s) step=%s", point, round_, label or "-")
                     for handler in logging.getLogger().handlers:
                         handler.flush()
                     os.kill(os.getpid(), signal.SIGKILL)

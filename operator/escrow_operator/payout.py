@@ -245,8 +245,9 @@ class PayoutRun:
         self._check_funds(escrow)
         attempt = await self._attempt(escrow)
         names = {role: PayoutNames(escrow.wallet(role), self.uid, attempt) for role in self.signers}
-        missing = [role for role in self.signers if self.secret.info(attempt, role) is None]
-        await asyncio.gather(*(self._sync(escrow, names[role], attempt) for role in missing))
+        # Every signer: a sync whose info was recorded but whose copy was not published (a crash in
+        # between) exports again and records the new info; one that was published is skipped.
+        await asyncio.gather(*(self._sync(escrow, names[role], attempt) for role in self.signers))
         await asyncio.gather(*(self._merge(escrow, names[role], attempt) for role in self.signers))
         if self.secret.signatures(attempt) == 0:
             await self._build(escrow, names[self.signers[0]], attempt)
@@ -343,6 +344,7 @@ class PayoutRun:
         needed = self.spec.requested
 
         async def operation(calls: StepCalls, rpc: WalletRpc, work: str) -> UnsignedSet:
+            await self._check_addresses(calls, rpc)
             await calls.rpc("refresh", rpc.refresh(escrow.status.restore_height))
             balance = await calls.rpc("get_balance", rpc.get_balance())
             held, unlocked = funding_status.xmr(balance.balance), funding_status.xmr(balance.unlocked_balance)
@@ -375,6 +377,23 @@ class PayoutRun:
         plan = self._plan(escrow, role, names.merged, None, names, attempt)
         await self._step(escrow, role, f"build {role}", plan, operation, record)
         log.info("payout %s/%s: transaction built by %s", self.namespace, self.name, role)
+
+    async def _check_addresses(self, calls: StepCalls, rpc: WalletRpc) -> None:
+        """Every address the payout pays must be one of the escrow wallet's network (asked of the open
+        wallet itself); otherwise the payout fails before anything is built or signed."""
+        addresses = [d.address for d in self.spec.destinations or []] or [self.spec.sweep_to or ""]
+        for address in addresses:
+            if (await calls.rpc("validate_address", rpc.validate_address(address))).valid:
+                continue
+            other = await calls.rpc("validate_address", rpc.validate_address(address, any_net_type=True))
+            what = (
+                f"a {other.nettype} address" if other.valid else "not a Monero address (its checksum or form is wrong)"
+            )
+            raise PayoutFailed(
+                "AddressInvalid",
+                f"{address} is {what}, not one of escrow {self.spec.escrow_ref}'s network. Nothing was signed: "
+                "delete this payout and create one with an address of that network",
+            )
 
     async def _cosign(self, escrow: EscrowView, names: PayoutNames, attempt: int, index: int) -> None:
         role = names.wallet.role
@@ -448,7 +467,7 @@ class PayoutRun:
                 ) as lease:
                     rpc, fs = pool.rpc(lease.pod, creds), pool.fs(lease.pod, creds)
                     try:
-                        return await body(StepCalls(self.ctx, step, lease), rpc, fs)
+                        return await body(StepCalls(self.ctx, step, lease, label), rpc, fs)
                     except (WalletRpcUnavailable, WalletfsUnavailable):
                         lease.mark_failed()
                         raise
@@ -553,6 +572,7 @@ class PayoutRun:
                     self.priority,
                     f"{self.name}/clean-up",
                     lambda n: tag not in n,
+                    self.ctx.faults,
                     what="payout copy",
                 ),
                 timeout=60,

@@ -47,13 +47,13 @@ class StepCalls:
     A call on a lost pod is abandoned at once (the step runs again elsewhere).
     """
 
-    def __init__(self, ctx: Context, step: int, lease: Lease) -> None:
-        self.ctx, self.step, self.lease = ctx, step, lease
+    def __init__(self, ctx: Context, step: int, lease: Lease, label: str = "") -> None:
+        self.ctx, self.step, self.lease, self.label = ctx, step, lease, label
         self.rpc_seconds = 0.0
         self.fs_seconds = 0.0
 
     async def check(self, point: str) -> None:
-        await self.ctx.faults.check(point, self.step, self.lease.pod.name)
+        await self.ctx.faults.check(point, self.step, self.lease.pod.name, self.label)
 
     async def rpc(self, method: str, call: Awaitable[T], point: str | None = None) -> T:
         await self.check(rpc_point("before", point or method))

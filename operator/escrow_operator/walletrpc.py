@@ -165,6 +165,16 @@ class Empty(_Reply):
     """A reply without fields (``create_wallet``, ``open_wallet``, ``close_wallet``, ``store``)."""
 
 
+class AddressCheck(_Reply):
+    """``validate_address``: whether an address is valid (for the open wallet's network unless
+    ``any_net_type``), and the network it belongs to."""
+
+    valid: bool
+    nettype: str = ""
+    integrated: bool = False
+    subaddress: bool = False
+
+
 class Version(_Reply):
     """``get_version``: the wallet RPC version, ``major << 16 | minor``."""
 
@@ -460,6 +470,12 @@ class WalletRpc(OwnsAsyncClient):
         """Incoming transfers of account 0: confirmed (``in``) and in the daemon's pool (``pool``)."""
         params = {"in": True, "pool": True, "account_index": 0}
         return await self._call(Transfers, "get_transfers", params, timeout=timeout)
+
+    async def validate_address(
+        self, address: str, any_net_type: bool = False, *, timeout: float | None = None
+    ) -> AddressCheck:
+        params = {"address": address, "any_net_type": any_net_type}
+        return await self._call(AddressCheck, "validate_address", params, timeout=timeout)
 
     async def get_balance(self, *, timeout: float | None = None) -> Balance:
         return await self._call(Balance, "get_balance", {"account_index": 0}, timeout=timeout)

@@ -29,7 +29,7 @@ from tests.support.escrows import (
     reconcile_pool,
     wait_escrow,
 )
-from tests.support.kube import custom_objects, pod_ready, wait_for
+from tests.support.kube import container_pid, custom_objects, pod_ready, wait_for
 from tests.support.operator import OperatorProcess
 from tests.support.processes import free_port, stop, wait_serving
 from tests.support.walletrpc_proc import standalone_wallet_rpc
@@ -90,11 +90,6 @@ def check_escrow(kube: client.ApiClient, ns: str, escrow: dict, cluster: DevClus
 
 def pod(kube: client.ApiClient, ns: str, name: str) -> client.V1Pod:
     return client.CoreV1Api(kube).read_namespaced_pod(name, ns)
-
-
-def container_pid(p: client.V1Pod, container: str) -> int:
-    status = next(c for c in p.status.container_statuses if c.name == container)
-    return int(status.container_id.removeprefix("process://"))
 
 
 @pytest.mark.parametrize("paused_operator", ["rpc.before.exchange_multisig_keys@2"], indirect=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import signal
-import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import client
 
@@ -25,6 +27,7 @@ from escrow_operator.kube import json_object
 from hack.devcluster import DevCluster
 from hack.testground.chain import Chain, Miner
 from hack.testground.escrows import (
+    assert_no_secrets,
     condition,
     create_escrow,
     pool_body,
@@ -32,13 +35,16 @@ from hack.testground.escrows import (
     wait_escrow,
     wait_escrow_gone,
 )
-from hack.testground.kube import Timeout, custom_objects, wait_for
+from hack.testground.kube import Timeout, container_pid, custom_objects, wait_for
 from hack.testground.operator import OperatorProcess
+from hack.testground.processes import free_port
+from hack.testground.walletrpc import local_wallet_rpc
 from tests.integration.conftest import start_operator
 from tests.support.walletrpc_proc import Inspector, standalone_wallet_rpc
 
 XMR = 10**12
 POOL = "paypool"
+ROLES = ("arbiter", "buyer", "vendor")
 FAST_BLOCKS = {"ESCROW_BLOCK_POLL_INTERVAL": "0.5"}
 
 
@@ -192,6 +198,27 @@ def reasons(kube: client.ApiClient, namespace: str, name: str) -> list[str]:
     return [e.reason for e in found.items]
 
 
+def assert_no_payout_secrets(
+    kube: client.ApiClient,
+    namespace: str,
+    payouts: list[dict[str, Any]],
+    logs: list[str],
+    secrets: list[dict[str, str]] | None = None,
+) -> int:
+    """No multisig info or transaction set of ``payouts`` (read from their Secrets unless given) in any
+    payout's status, the namespace's events or ``logs``; returns how many values were looked for."""
+    found = secrets if secrets is not None else [payout_secret(kube, namespace, p) for p in payouts]
+    values = [v for s in found for k, v in s.items() if ".info." in k or ".txset." in k]
+    listed = client.CustomObjectsApi(kube).list_namespaced_custom_object(GROUP, VERSION, namespace, PAYOUT_PLURAL)
+    haystacks = [str(p.get("status")) for p in json_object(listed)["items"]]
+    haystacks += [f"{e.reason} {e.message}" for e in client.CoreV1Api(kube).list_namespaced_event(namespace).items]
+    haystacks += logs
+    # A middle piece of each value as well: a log line may carry a value cut short.
+    leaked = [v[:16] for v in values for hay in haystacks if v in hay or v[len(v) // 2 :][:48] in hay]
+    assert not leaked, f"multisig infos or transaction sets leaked: {leaked}"
+    return len(values)
+
+
 def test_release_then_refund_pay_each_recipient_exactly_once(
     kube: client.ApiClient,
     module_namespace: str,
@@ -246,7 +273,7 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
         refund = wait_payout(kube, ns, "c-refund", lambda p: phase(p) == "Submitted", "the refund submitted")
         confirm(wallet, refund, 1)
         refund = wait_payout(kube, ns, "c-refund", lambda p: phase(p) == "Confirmed", "the refund confirmed", 120)
-        secrets = [payout_secret(kube, ns, p) for p in (release, refund)]
+        secrets = [payout_secret(kube, ns, p) for p in (release, refund)]  # before the escrow goes
         # walletRetention: Delete, but the escrow received funds: deleting it keeps its wallets.
         client.CustomObjectsApi(kube).delete_namespaced_custom_object(GROUP, VERSION, ns, ESCROW_PLURAL, "deal")
         wait_escrow_gone(kube, ns, "deal", timeout=120)
@@ -269,13 +296,7 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
         name = payout["metadata"]["name"]
         assert {"Syncing", "Signing", "Submitted", "Confirmed"} <= set(reasons(kube, ns, name)), reasons(kube, ns, name)
         assert payout_files(kube, ns, payout) == []  # the payout's copies are gone; the final wallets stay
-    # No multisig info or transaction set in status, events or the operator's log.
-    values = [v for s in secrets for k, v in s.items() if ".info." in k or ".txset." in k]
-    assert len(values) >= 6
-    haystacks = [str(get_payout(kube, ns, n)["status"]) for n in ("a-release", "b-greedy", "c-refund")]
-    haystacks += [f"{e.reason} {e.message}" for e in client.CoreV1Api(kube).list_namespaced_event(ns).items]
-    haystacks.append(log)
-    assert not [v[:16] for v in values for hay in haystacks if v in hay]
+    assert assert_no_payout_secrets(kube, ns, [release, refund], [log], secrets) >= 6
 
 
 def test_a_dispute_split_on_3_of_4_and_a_release_on_2_of_2_pay_each_share(
@@ -384,25 +405,14 @@ def test_a_daemon_outage_after_submission_is_degraded_and_the_payout_then_confir
     assert received(payees, "outage") == XMR
 
 
-def run_until_exit(op: OperatorProcess, timeout: float = 300) -> int:
-    assert op.proc is not None
-    try:
-        return op.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        op.stop()
-        raise AssertionError(
-            f"the operator did not reach its fault point within {timeout} s:\n{op.log[-3000:]}"
-        ) from None
+def stagenet_address() -> str:
+    """A real address of another network (stagenet), from a wallet-rpc of the test's own."""
+    with local_wallet_rpc(None, user="stagenet", stagenet=True) as rpc:
+        rpc.call("create_wallet", filename="other", password="", language="English")
+        return str(rpc.call("get_address")["address"])
 
 
-@pytest.mark.parametrize(
-    "points",
-    [
-        pytest.param(["rpc.after.sign_multisig", "payout.before_submit"], id="signing-then-before-submit"),
-        pytest.param(["payout.after_submit"], id="after-submit"),
-    ],
-)
-def test_operator_killed_while_signing_or_submitting_pays_once(
+def test_payouts_the_operator_refuses_say_why_and_sign_nothing(
     kube: client.ApiClient,
     module_namespace: str,
     cluster: DevCluster,
@@ -410,43 +420,231 @@ def test_operator_killed_while_signing_or_submitting_pays_once(
     pool: str,
     payees: Inspector,
     tmp_path: Path,
-    points: list[str],
 ) -> None:
-    """SIGKILL at each point in turn, a restart after each: one transaction, the recipient paid once.
-
-    Killed after a signature was made but not recorded, the attempt is abandoned (its nonces may be
-    used) and a new one exports fresh infos; killed once the hashes are recorded, the restarted
-    operator submits that same set, or finds it already submitted."""
-    ns = module_namespace
-    name = f"crash-{len(points)}"
+    """What admission cannot judge (it knows neither the escrow nor the network): signers that are not
+    M roles of the escrow, an address of another network or with a broken checksum fail with their
+    reason; a payout of a missing or not-Ready escrow waits, saying so. None of them signs anything."""
+    ns, name = module_namespace, "refusals"
     payee = new_payee(payees, name)
+    broken = payee[:60] + ("3" if payee[60] != "3" else "4") + payee[61:]  # the form holds, the checksum not
+    failing = {
+        "three-signers": (["buyer", "vendor", "arbiter"], payee, "SignerCount", "needs exactly 2 signers"),
+        "unknown-role": (["buyer", "judge"], payee, "SignerUnknown", "judge are not participants"),
+        "stagenet": (["buyer", "vendor"], stagenet_address(), "AddressInvalid", "is a stagenet address"),
+        "checksum": (["buyer", "vendor"], broken, "AddressInvalid", "is not a Monero address"),
+    }
+    op = start_operator(cluster, tmp_path / "operator.log", **FAST_BLOCKS)
+    try:
+        funded_escrow(kube, ns, name, wallet, XMR)
+        create_escrow(kube, ns, "unready", "no-such-pool")
+        for case, (signers, address, _, _) in failing.items():
+            create_payout(kube, ns, case, name, signers, destinations=[{"address": address, "amount": XMR // 2}])
+        create_payout(kube, ns, "no-escrow", "no-such-escrow", ["buyer", "vendor"], sweepTo=payee)
+        create_payout(kube, ns, "not-ready", "unready", ["buyer", "vendor"], sweepTo=payee)
+        for case, (_, _, reason, words) in failing.items():
+            failed = wait_payout(kube, ns, case, lambda p: phase(p) == "Failed", f"payout {case} failed", 180)
+            stalled = condition(failed, "Stalled")
+            assert stalled["reason"] == reason and words in stalled["message"], (case, failed["status"])
+            assert "Nothing was signed" in stalled["message"] or reason.startswith("Signer"), stalled
+        for case, reason in (("no-escrow", "EscrowNotFound"), ("not-ready", "EscrowNotReady")):
+            waiting = wait_payout(
+                kube, ns, case, lambda p, r=reason: (condition(p, "Ready") or {}).get("reason") == r, f"{case} waits"
+            )
+            assert phase(waiting) in (None, "Pending") and (condition(waiting, "Stalled") or {}).get("status") != "True"
+    finally:
+        op.stop()
+    for case in [*failing, "no-escrow", "not-ready"]:
+        payout = get_payout(kube, ns, case)
+        assert not payout["status"].get("txHashes") and not payout["status"].get("signatures"), payout["status"]
+        try:
+            recorded = payout_secret(kube, ns, payout)
+        except client.ApiException as exc:
+            assert exc.status == 404
+            recorded = {}
+        assert not [k for k in recorded if ".txset." in k or ".begun." in k], (case, sorted(recorded))
+        assert payout_files(kube, ns, payout) == []
+    assert received(payees, name) == 0
+    objects = client.CustomObjectsApi(kube)
+    for case in ("no-escrow", "not-ready"):  # they would wait on through the module's other tests
+        objects.delete_namespaced_custom_object(GROUP, VERSION, ns, PAYOUT_PLURAL, case)
+    objects.delete_namespaced_custom_object(GROUP, VERSION, ns, ESCROW_PLURAL, "unready")
+
+
+def test_a_wallet_rpc_killed_mid_signature_and_an_apiserver_restart_pay_once(
+    kube: client.ApiClient,
+    module_namespace: str,
+    cluster: DevCluster,
+    wallet: Miner,
+    pool: str,
+    payees: Inspector,
+    tmp_path: Path,
+) -> None:
+    """The operator holds the payout's signature, its pod leased, just before ``sign_multisig``; the
+    apiserver is restarted, then that pod's wallet-rpc is killed. Let go on, the step signs the same
+    recorded set on a live pod within the same attempt (a signature of the same set reuses nothing it
+    may not); one transaction, the vendor paid once, the operator never restarted."""
+    ns, name = module_namespace, "podkill"
+    vendor = new_payee(payees, name)
     log = tmp_path / "operator.log"
     op = start_operator(cluster, log, **FAST_BLOCKS)
     try:
         funded_escrow(kube, ns, name, wallet, 2 * XMR)
     finally:
         op.stop()
-    create_payout(
-        kube, ns, name, name, ["vendor", "arbiter"], destinations=[{"address": payee, "amount": XMR}], confirmations=1
+    op = start_operator(
+        cluster, log, ESCROW_MODE="test", ESCROW_FAULTS="pause:rpc.before.sign_multisig/sign", **FAST_BLOCKS
     )
-    for point in points:
-        op = start_operator(cluster, log, ESCROW_MODE="test", ESCROW_FAULTS=f"crash:{point}", **FAST_BLOCKS)
-        assert run_until_exit(op) == -9, op.log[-3000:]
-        assert f"SIGKILL at {point}" in op.log
-    recorded = get_payout(kube, ns, name)["status"]
-    assert recorded["txHashes"], recorded  # every point above comes after the hashes, or before a new attempt
-    op = start_operator(cluster, log, **FAST_BLOCKS)
     try:
+        create_payout(
+            kube,
+            ns,
+            name,
+            name,
+            ["buyer", "vendor"],
+            destinations=[{"address": vendor, "amount": XMR}],
+            confirmations=1,
+        )
+        victim = op.wait_log(r"paused at rpc.before.sign_multisig \(round 1\) pod=([\w.-]+)")[1]
+        cluster.restart_apiserver()
+        os.kill(container_pid(client.CoreV1Api(kube).read_namespaced_pod(victim, ns), "wallet-rpc"), signal.SIGKILL)
+        op.wait_log(rf"pod {victim} lost mid-step")
+        assert op.proc is not None
+        os.kill(op.proc.pid, signal.SIGUSR1)
         submitted = wait_payout(kube, ns, name, lambda p: phase(p) == "Submitted", "the payout submitted")
-        assert submitted["status"]["txHashes"] == recorded["txHashes"]
         confirm(wallet, submitted, 1)
         done = wait_payout(kube, ns, name, lambda p: phase(p) == "Confirmed", "the payout confirmed", 120)
+        assert op.proc.poll() is None, "the operator survived the apiserver restart"
     finally:
         op.stop()
-    assert done["status"]["txHashes"] == recorded["txHashes"]
-    if points[0] == "rpc.after.sign_multisig":
-        assert done["status"]["attempt"] == 2  # the interrupted attempt was not resumed
-        assert "SigningRestarted" in reasons(kube, ns, name)
-    else:
-        assert done["status"]["attempt"] == 1
+    assert done["status"]["txHashes"] == submitted["status"]["txHashes"] and len(done["status"]["txHashes"]) == 1
+    assert done["status"]["attempt"] == 1 and "SigningRestarted" not in reasons(kube, ns, name)
     assert received(payees, name) == XMR
+
+
+#: Where the crash matrix kills the operator: each step of a 2-signer payout before and after it
+#: records its result and before and after it publishes its copy (a word names the step: sync, merge,
+#: build, sign), before and after the submission, and in the clean-up before Confirmed.
+CRASH_MATRIX = (
+    "rpc.after.export_multisig_info/sync",  # the info exported, not recorded
+    "step.after_record/sync",
+    "step.before_publish/sync",
+    "step.after_publish/sync",
+    "step.start/merge",
+    "rpc.after.import_multisig_info/merge",
+    "step.before_publish/merge",
+    "step.after_publish/merge",
+    "rpc.after.transfer/build",  # built, not recorded: the nonces may be used, a new attempt
+    "step.after_record/build",
+    "rpc.after.sign_multisig/sign",  # signed, not recorded: a new attempt
+    "step.after_record/sign",
+    "payout.before_submit",  # the hashes in status, nothing submitted
+    "rpc.before.submit_multisig/submit",
+    "payout.after_submit",  # submitted, the status not yet Submitted
+    "cleanup.after_delete",  # confirmed, a copy deleted, the status not yet Confirmed
+)
+
+
+def killed_or_confirmed(
+    kube: client.ApiClient, namespace: str, name: str, op: OperatorProcess, wallet: Miner, timeout: float = 300
+) -> dict[str, Any] | None:
+    """Follow the payout until the operator killed itself (None) or the payout is Confirmed (returned),
+    mining its confirmation once it is Submitted. The operator signals nothing but its exit and the
+    payout's status, so both are polled."""
+    assert op.proc is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if op.proc.poll() is not None:
+            assert op.proc.returncode == -signal.SIGKILL, op.log[-3000:]
+            return None
+        payout = get_payout(kube, namespace, name)
+        if phase(payout) == "Confirmed":
+            return payout
+        if phase(payout) == "Submitted":
+            confirm(wallet, payout, 1)
+        time.sleep(0.2)
+    raise AssertionError(f"payout {name} neither confirmed nor reached a fault point in {timeout} s:\n{op.log[-3000:]}")
+
+
+def fired(armed: list[str], line: re.Match[str]) -> str:
+    """The armed fault a ``SIGKILL at POINT (round N) step=LABEL`` line reports."""
+    point, words = line["point"], re.split(r"[\s/]+", line["label"])
+    for spec in armed:
+        at, _, word = spec.partition("/")
+        if at == point and (not word or word in words):
+            return spec
+    raise AssertionError(f"a kill at {point} in {line['label']!r} matches none of {armed}")
+
+
+def test_operator_killed_at_every_point_of_a_payout_pays_once_and_the_escrow_pays_again(
+    kube: client.ApiClient,
+    module_namespace: str,
+    cluster: DevCluster,
+    wallet: Miner,
+    pool: str,
+    payees: Inspector,
+    tmp_path: Path,
+) -> None:
+    """The crash matrix: a release runs under an operator that SIGKILLs itself at the first armed point
+    it reaches; each restart disarms the point that fired, until one run reaches Confirmed. Every point
+    fires once; the release ends with one transaction and the vendor paid once. A refund sweeping the
+    rest then confirms (the wallets still sign), and nothing secret reached status, events, logs or
+    metrics."""
+    ns = module_namespace
+    name = "matrix"
+    vendor, buyer = new_payee(payees, "matrix-vendor"), new_payee(payees, "matrix-buyer")
+    log = tmp_path / "operator.log"
+    op = start_operator(cluster, log, **FAST_BLOCKS)
+    try:
+        escrow = funded_escrow(kube, ns, name, wallet, 2 * XMR)
+    finally:
+        op.stop()
+    create_payout(
+        kube, ns, name, name, ["vendor", "arbiter"], destinations=[{"address": vendor, "amount": XMR}], confirmations=1
+    )
+    armed, kills = list(CRASH_MATRIX), []
+    release = None
+    for _ in range(len(CRASH_MATRIX) + 1):
+        since = len(op.log)
+        op = start_operator(
+            cluster, log, ESCROW_MODE="test", ESCROW_FAULTS=",".join(f"crash:{p}" for p in armed), **FAST_BLOCKS
+        )
+        try:
+            release = killed_or_confirmed(kube, ns, name, op, wallet)
+        finally:
+            op.stop()
+        if release is not None:
+            break
+        line = re.search(r"SIGKILL at (?P<point>\S+) \(round \w+\) step=(?P<label>.*)", op.log[since:])
+        assert line is not None, op.log[since:][-3000:]
+        armed.remove(fired(armed, line))
+        kills.append(f"{line['point']} in {line['label']}")
+    assert release is not None and armed == [], (armed, kills)
+    assert len(kills) == len(CRASH_MATRIX), kills
+    status = release["status"]
+    assert len(status["txHashes"]) == 1 and status["amount"] == XMR, status
+    # Killed between a build or a signature and its record: that attempt was never resumed.
+    assert status["attempt"] == 3 and reasons(kube, ns, name).count("SigningRestarted") >= 2, status
+    assert received(payees, "matrix-vendor") == XMR
+    # The escrow's wallets sign again: a refund of everything left, once the change unlocks.
+    wallet.mine(10)
+    port = free_port()
+    op = start_operator(cluster, log, ESCROW_METRICS_PORT=str(port), **FAST_BLOCKS)
+    try:
+        create_payout(kube, ns, "matrix-refund", name, ["buyer", "arbiter"], sweepTo=buyer, confirmations=1)
+        refund = wait_payout(kube, ns, "matrix-refund", lambda p: phase(p) == "Submitted", "the refund submitted")
+        confirm(wallet, refund, 1)
+        refund = wait_payout(kube, ns, "matrix-refund", lambda p: phase(p) == "Confirmed", "the refund confirmed")
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    finally:
+        op.stop()
+    assert (
+        received(payees, "matrix-buyer") == refund["status"]["amount"] == XMR - status["fee"] - refund["status"]["fee"]
+    )
+    uid = escrow["metadata"]["uid"]
+    finals = sorted(p.name for p in pool_directory(kube, ns, POOL).iterdir() if uid in p.name and "_final" in p.name)
+    assert finals == sorted(f"{r}_escrow_{uid}_round_3_final{x}" for r in ROLES for x in ("", ".keys")), finals
+    assert payout_files(kube, ns, release) == payout_files(kube, ns, refund) == []  # every attempt's copies
+    sidecars = [p.read_text(errors="replace") for p in cluster.kubelet_root.glob("pods/*/logs/walletfs.log")]
+    logs = [op.log, metrics, *sidecars]
+    assert_no_secrets(kube, ns, uid, logs)
+    assert assert_no_payout_secrets(kube, ns, [release, refund], logs) >= 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from escrow_operator import multisig
-from escrow_operator.faults import Faults, step_points
+from escrow_operator.faults import Faults, InjectedFault, step_points
 
 
 def rpc(*methods: str) -> list[str]:
@@ -69,3 +69,13 @@ def test_an_unknown_point_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"no point 'step.after_publsh'.*step.after_publish"):
         Faults.parse("crash:step.after_publsh@2", "test")
     assert Faults.parse("crash:step.after_publish@2,fail:rpc.before.exchange_multisig_keys@3x2", "test")
+
+
+async def test_a_fault_with_a_word_fires_only_in_steps_whose_label_has_it() -> None:
+    faults = Faults.parse("fail:step.after_record/sign@2", "test")
+    await faults.check("step.after_record", 2, "pod0", "p/sync vendor")
+    await faults.check("step.after_record", 1, "pod0", "p/sign vendor")
+    await faults.check("step.after_record", 2, "pod0", "p/signature")  # a word, not a prefix
+    with pytest.raises(InjectedFault, match=r"step\.after_record"):
+        await faults.check("step.after_record", 2, "pod0", "p/sign vendor")
+    await faults.check("step.after_record", 2, "pod0", "p/sign vendor")  # once (no xCOUNT)
