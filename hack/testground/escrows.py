@@ -81,6 +81,16 @@ def pool_body(name: str, replicas: int, **spec: Any) -> dict[str, Any]:
     }
 
 
+def payout_body(name: str, escrow: str, signers: list[str], **spec: Any) -> dict[str, Any]:
+    """An EscrowPayout manifest (``destinations=[...]`` or ``sweepTo=...`` in ``spec``)."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "EscrowPayout",
+        "metadata": {"name": name},
+        "spec": {"escrowRef": escrow, "signers": signers, **spec},
+    }
+
+
 def create_pool(
     api: client.ApiClient, namespace: str, name: str, replicas: int, wait: bool = True, **spec: Any
 ) -> dict[str, Any]:

@@ -18,14 +18,22 @@ import pytest
 from kubernetes import client
 
 from escrow_operator import signing
-from escrow_operator.api import ESCROW_PLURAL, GROUP, VERSION, WALLETPOOL_PLURAL
+from escrow_operator.api import ESCROW_PLURAL, GROUP, PAYOUT_PLURAL, VERSION, WALLETPOOL_PLURAL
 from escrow_operator.kube import json_object
 from escrow_operator.multisig import PassThrough
 from escrow_operator.naming import WalletNames, wallet_files
 from escrow_operator.walletrpc import Destination, WalletRpc
 from hack.devcluster import DevCluster
 from hack.testground.chain import Chain, Miner
-from hack.testground.escrows import condition, create_escrow, escrow_secret, pool_body, pool_directory, wait_escrow
+from hack.testground.escrows import (
+    condition,
+    create_escrow,
+    escrow_secret,
+    payout_body,
+    pool_body,
+    pool_directory,
+    wait_escrow,
+)
 from hack.testground.kube import custom_objects, wait_for
 from tests.integration.conftest import start_operator
 from tests.support.operator import OperatorProcess
@@ -162,6 +170,24 @@ def test_escrow_made_on_an_offline_pool_says_what_it_cannot_see(
     ready = wait_escrow(kube, module_namespace, "early", timeout=300)
     assert "restoreHeight" not in ready["status"]
     assert "funding" not in ready["status"]
+    # A payout of an escrow on an offline pool waits, saying why (nothing can be signed or submitted).
+    payouts = client.CustomObjectsApi(kube)
+    payouts.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        module_namespace,
+        PAYOUT_PLURAL,
+        payout_body("early-pay", "early", ["buyer", "vendor"], sweepTo=ready["status"]["address"]),
+    )
+    held = wait_for(
+        custom_objects(kube, module_namespace, PAYOUT_PLURAL),
+        lambda p: (condition(json_object(p), "Ready") or {}).get("reason") == "NoDaemon",
+        field_selector="metadata.name=early-pay",
+        what="the payout of an escrow on an offline pool to wait for a daemon",
+    )
+    assert "has no daemon" in condition(json_object(held), "Ready")["message"]
+    assert not (json_object(held).get("status") or {}).get("txHashes")
+    payouts.delete_namespaced_custom_object(GROUP, VERSION, module_namespace, PAYOUT_PLURAL, "early-pay")
     wallet.confirm(wallet.pay(ready["status"]["address"], 1 * XMR))
 
     client.CustomObjectsApi(kube).patch_namespaced_custom_object(

@@ -30,6 +30,7 @@ from hack.testground.escrows import (
     assert_no_secrets,
     condition,
     create_escrow,
+    payout_body,
     pool_body,
     pool_directory,
     wait_escrow,
@@ -92,15 +93,6 @@ def received(payees: Inspector, name: str) -> int:
         return int(payees.call("get_balance")["balance"])
     finally:
         payees.call("close_wallet")
-
-
-def payout_body(name: str, escrow: str, signers: list[str], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "EscrowPayout",
-        "metadata": {"name": name},
-        "spec": {"escrowRef": escrow, "signers": signers, **spec},
-    }
 
 
 def create_payout(
@@ -310,9 +302,10 @@ def test_a_dispute_split_on_3_of_4_and_a_release_on_2_of_2_pay_each_share(
 ) -> None:
     """Other signer sets: a 3-of-4 escrow's dispute, signed by the arbiter, the buyer and a second
     arbiter, splits the money between vendor and buyer (two destinations of one transaction); a 2-of-2
-    escrow's release, signed by both, sweeps everything to the vendor. Both run at once."""
+    escrow's release, signed by both, sweeps everything to the vendor. Both run at once. Then vendor,
+    buyer and arbiter, another set, sweep what the 3-of-4 escrow has left."""
     ns = module_namespace
-    vendor, buyer, seller = (new_payee(payees, f"{who}-split") for who in ("vendor", "buyer", "seller"))
+    vendor, buyer, seller, rest = (new_payee(payees, f"{who}-split") for who in ("vendor", "buyer", "seller", "rest"))
     quad = {"threshold": 3, "participants": ["buyer", "vendor", "arbiter", "backup"]}
     duo = {"threshold": 2, "participants": ["buyer", "vendor"]}
     op = start_operator(cluster, tmp_path / "operator.log", **FAST_BLOCKS)
@@ -332,6 +325,11 @@ def test_a_dispute_split_on_3_of_4_and_a_release_on_2_of_2_pay_each_share(
             name: wait_payout(kube, ns, name, lambda p: phase(p) == "Confirmed", f"{name} confirmed", 120)
             for name in ("dispute", "release")
         }
+        # Another signer set of the 3-of-4 escrow (none of the dispute's backup) sweeps what is left.
+        wallet.mine(10)  # the dispute's change unlocks
+        create_payout(kube, ns, "rest", "quad", ["vendor", "buyer", "arbiter"], sweepTo=rest, confirmations=1)
+        confirm(wallet, wait_payout(kube, ns, "rest", lambda p: phase(p) == "Submitted", "rest submitted"), 1)
+        swept = wait_payout(kube, ns, "rest", lambda p: phase(p) == "Confirmed", "rest confirmed", 120)["status"]
     finally:
         op.stop()
     dispute, release = done["dispute"]["status"], done["release"]["status"]
@@ -340,6 +338,8 @@ def test_a_dispute_split_on_3_of_4_and_a_release_on_2_of_2_pay_each_share(
     assert (received(payees, "vendor-split"), received(payees, "buyer-split")) == (XMR, XMR // 2)
     assert release["signatures"] == 2 and release["amount"] == 2 * XMR - release["fee"]
     assert received(payees, "seller-split") == release["amount"]
+    assert swept["signatures"] == 3 and received(payees, "rest-split") == swept["amount"]
+    assert swept["amount"] == 3 * XMR - dispute["amount"] - dispute["fee"] - swept["fee"]
 
 
 def monerod_pid(kube: client.ApiClient, cluster: DevCluster, chain: Chain) -> int:
@@ -584,14 +584,14 @@ def test_operator_killed_at_every_point_of_a_payout_pays_once_and_the_escrow_pay
     payees: Inspector,
     tmp_path: Path,
 ) -> None:
-    """The crash matrix: a release runs under an operator that SIGKILLs itself at the first armed point
+    """The crash matrix: a dispute split (arbiter and vendor sign; vendor and buyer paid) runs under an operator that SIGKILLs itself at the first armed point
     it reaches; each restart disarms the point that fired, until one run reaches Confirmed. Every point
-    fires once; the release ends with one transaction and the vendor paid once. A refund sweeping the
+    fires once; the payout ends with one transaction and each recipient paid once. A refund sweeping the
     rest then confirms (the wallets still sign), and nothing secret reached status, events, logs or
     metrics."""
     ns = module_namespace
     name = "matrix"
-    vendor, buyer = new_payee(payees, "matrix-vendor"), new_payee(payees, "matrix-buyer")
+    vendor, buyer, refunded = (new_payee(payees, f"matrix-{who}") for who in ("vendor", "buyer", "refund"))
     log = tmp_path / "operator.log"
     op = start_operator(cluster, log, **FAST_BLOCKS)
     try:
@@ -599,7 +599,13 @@ def test_operator_killed_at_every_point_of_a_payout_pays_once_and_the_escrow_pay
     finally:
         op.stop()
     create_payout(
-        kube, ns, name, name, ["vendor", "arbiter"], destinations=[{"address": vendor, "amount": XMR}], confirmations=1
+        kube,
+        ns,
+        name,
+        name,
+        ["arbiter", "vendor"],
+        destinations=[{"address": vendor, "amount": 6 * XMR // 10}, {"address": buyer, "amount": 4 * XMR // 10}],
+        confirmations=1,
     )
     armed, kills = list(CRASH_MATRIX), []
     release = None
@@ -624,13 +630,13 @@ def test_operator_killed_at_every_point_of_a_payout_pays_once_and_the_escrow_pay
     assert len(status["txHashes"]) == 1 and status["amount"] == XMR, status
     # Killed between a build or a signature and its record: that attempt was never resumed.
     assert status["attempt"] == 3 and reasons(kube, ns, name).count("SigningRestarted") >= 2, status
-    assert received(payees, "matrix-vendor") == XMR
+    assert (received(payees, "matrix-vendor"), received(payees, "matrix-buyer")) == (6 * XMR // 10, 4 * XMR // 10)
     # The escrow's wallets sign again: a refund of everything left, once the change unlocks.
     wallet.mine(10)
     port = free_port()
     op = start_operator(cluster, log, ESCROW_METRICS_PORT=str(port), **FAST_BLOCKS)
     try:
-        create_payout(kube, ns, "matrix-refund", name, ["buyer", "arbiter"], sweepTo=buyer, confirmations=1)
+        create_payout(kube, ns, "matrix-refund", name, ["buyer", "arbiter"], sweepTo=refunded, confirmations=1)
         refund = wait_payout(kube, ns, "matrix-refund", lambda p: phase(p) == "Submitted", "the refund submitted")
         confirm(wallet, refund, 1)
         refund = wait_payout(kube, ns, "matrix-refund", lambda p: phase(p) == "Confirmed", "the refund confirmed")
@@ -638,7 +644,7 @@ def test_operator_killed_at_every_point_of_a_payout_pays_once_and_the_escrow_pay
     finally:
         op.stop()
     assert (
-        received(payees, "matrix-buyer") == refund["status"]["amount"] == XMR - status["fee"] - refund["status"]["fee"]
+        received(payees, "matrix-refund") == refund["status"]["amount"] == XMR - status["fee"] - refund["status"]["fee"]
     )
     uid = escrow["metadata"]["uid"]
     finals = sorted(p.name for p in pool_directory(kube, ns, POOL).iterdir() if uid in p.name and "_final" in p.name)
