@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""The main job on the embedded dev cluster: a 6-pod WalletPool, the operator, three escrows at once.
+"""The main job on the embedded dev cluster: a 6-pod WalletPool, the operator, three escrows at once,
+and the life of one escrow's money.
 
-Starts (or reuses) the dev cluster, installs the CRDs, runs the operator as a local process, applies
-a WalletPool and three 2-of-3 Escrows, shows them reaching Ready and lists the final wallet files.
-Safe to run twice. Stop everything with: make down
+Starts (or reuses) the dev cluster, installs the CRDs, runs the operator as a local process, starts a
+regtest monerod pod, applies a WalletPool with that daemon and three 2-of-3 Escrows, shows them
+reaching Ready and lists the final wallet files. Then a miner wallet of the demo's own pays the first
+escrow, which turns Funded, and a release payout (buyer and vendor sign) pays the vendor's wallet;
+the demo prints the transaction hash and what the vendor received. Escrows and payouts are watched
+while the demo waits (as ``kubectl get -w`` shows them). Safe to run twice. Stop everything with:
+make down
 """
 
 from __future__ import annotations
@@ -12,17 +17,25 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kubernetes import client, config  # noqa: E402
+
 from hack.devcluster import DevCluster, DevClusterError, binary  # noqa: E402
 from hack.devcluster.__main__ import DEFAULT_STATE  # noqa: E402
+from hack.testground.chain import RPC_PORT, Chain, miner, start_chain  # noqa: E402
+from hack.testground.walletrpc import local_wallet_rpc  # noqa: E402
 
 NAMESPACE = "escrow-demo"
 POOL = "wallets"
 ESCROWS = ["order-1001", "order-1002", "order-1003"]
+XMR = 10**12
+PRICE = 2 * XMR  # what the buyer of order-1001 pays (spec.amount)
 
 
 def sh(kubectl: list[str], *args: str, check: bool = True, quiet: bool = False) -> str:
@@ -32,6 +45,81 @@ def sh(kubectl: list[str], *args: str, check: bool = True, quiet: bool = False) 
     if not quiet:
         print(done.stdout, end="")
     return done.stdout
+
+
+@contextmanager
+def watching(kubectl: list[str], *kinds: str) -> Iterator[None]:
+    """Print every change of these kinds while the block runs (``kubectl get -w``, one per kind)."""
+    watchers = [subprocess.Popen([*kubectl, "get", kind, "-w", "--no-headers"]) for kind in kinds]
+    try:
+        yield
+    finally:
+        for w in watchers:
+            w.terminate()
+            w.wait()
+
+
+def chain_of(api: client.ApiClient) -> Chain:
+    """The demo's regtest monerod: started, or the one a former run started."""
+    try:
+        pod = client.CoreV1Api(api).read_namespaced_pod("monerod", NAMESPACE)
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+        return start_chain(api, NAMESPACE)
+    assert pod.status is not None and pod.status.pod_ip, "the monerod pod has no address yet"
+    return Chain(NAMESPACE, "monerod", f"{pod.status.pod_ip}:{RPC_PORT}")
+
+
+def pay_and_release(ns: list[str], chain: Chain, wallets: Path) -> None:
+    """Fund order-1001 from a miner, wait for Funded, release to the vendor, show what arrived."""
+    order = ESCROWS[0]
+    with local_wallet_rpc(wallets, user="vendor", daemon=chain.address) as vendor:
+        try:
+            vendor.call("open_wallet", filename="vendor", password="")
+        except Exception:  # noqa: BLE001 - not made yet (the first run)
+            vendor.call("create_wallet", filename="vendor", password="", language="English")
+        vendor_address = str(vendor.call("get_address")["address"])
+        address = sh(ns, "get", "esc", order, "-o", "jsonpath={.status.address}", quiet=True)
+        funded = sh(
+            ns, "get", "esc", order, "-o", 'jsonpath={.status.conditions[?(@.type=="Funded")].status}', quiet=True
+        )
+        with miner(chain, mature=funded != "True") as wallet:
+            if funded != "True":
+                print(f"== the buyer pays {PRICE / XMR} XMR to {order} ({address[:12]}...); mining 10 blocks")
+                wallet.confirm(wallet.pay(address, PRICE), confirmations=10)
+            with watching(ns, "esc"):
+                sh(ns, "wait", "--for=condition=Funded", f"esc/{order}", "--timeout=300s", quiet=True)
+            sh(ns, "get", "esc", order)
+            release = f"""apiVersion: xmrescrow.dev/v1alpha1
+kind: EscrowPayout
+metadata: {{name: {order}-release}}
+spec:
+  escrowRef: {order}
+  signers: [buyer, vendor]
+  destinations: [{{address: {vendor_address}, amount: {PRICE // 2}}}]
+  confirmations: 2
+"""
+            subprocess.run(ns + ["apply", "-f", "-"], input=release, text=True, check=True, capture_output=True)
+            print(f"== a release payout pays the vendor {PRICE / 2 / XMR} XMR (buyer and vendor sign)")
+            with watching(ns, "payout"):
+                sh(
+                    ns,
+                    "wait",
+                    "--for=jsonpath={.status.txHashes}",
+                    f"payout/{order}-release",
+                    "--timeout=600s",
+                    quiet=True,
+                )
+                print("== submitted; mining 2 blocks for its confirmations")
+                wallet.mine(2)
+                sh(ns, "wait", "--for=condition=Ready", f"payout/{order}-release", "--timeout=300s", quiet=True)
+        tx = sh(ns, "get", "payout", f"{order}-release", "-o", "jsonpath={.status.txHashes[0]}", quiet=True)
+        vendor.call("refresh")
+        received = int(vendor.call("get_balance")["balance"])
+        vendor.call("close_wallet")
+    sh(ns, "get", "esc,payout")
+    print(f"== transaction {tx}: the vendor's wallet received {received / XMR} XMR")
 
 
 def main() -> int:
@@ -47,7 +135,14 @@ def main() -> int:
         print(f"== reusing the dev cluster at {cluster.server}")
     kubectl = [str(binary("kubectl")), f"--kubeconfig={cluster.kubeconfig}"]
     sh(kubectl, "apply", "--server-side", "-f", str(ROOT / "crds"))
-    sh(kubectl, "wait", "--for=condition=Established", "crd/escrows.xmrescrow.dev", "crd/walletpools.xmrescrow.dev")
+    sh(
+        kubectl,
+        "wait",
+        "--for=condition=Established",
+        "crd/escrows.xmrescrow.dev",
+        "crd/walletpools.xmrescrow.dev",
+        "crd/escrowpayouts.xmrescrow.dev",
+    )
 
     env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), ESCROW_METRICS_PORT="18080")
     pid = cluster.run_process("operator", [sys.executable, "-m", "escrow_operator", "run"], env=env)
@@ -55,10 +150,12 @@ def main() -> int:
 
     ns = [*kubectl, "-n", NAMESPACE]
     sh(kubectl, "create", "namespace", NAMESPACE, check=False, quiet=True)
+    print("== starting a regtest monerod pod")
+    chain = chain_of(config.new_client_from_config(str(cluster.kubeconfig)))
     pool = f"""apiVersion: xmrescrow.dev/v1alpha1
 kind: WalletPool
 metadata: {{name: {POOL}}}
-spec: {{replicas: 6, storage: {{size: 1Gi}}}}
+spec: {{replicas: 6, storage: {{size: 1Gi}}, daemon: "{chain.address}"}}
 """
     subprocess.run(ns + ["apply", "-f", "-"], input=pool, text=True, check=True, capture_output=True)
     print("== waiting for the 6 wallet-rpc pods")
@@ -71,14 +168,15 @@ spec: {{replicas: 6, storage: {{size: 1Gi}}}}
 apiVersion: xmrescrow.dev/v1alpha1
 kind: Escrow
 metadata: {{name: {name}}}
-spec: {{poolRef: {POOL}, threshold: 2, participants: [buyer, vendor, arbiter]}}
+spec: {{poolRef: {POOL}, threshold: 2, participants: [buyer, vendor, arbiter], amount: {PRICE}}}
 """
         for name in ESCROWS
     )
     started = time.monotonic()
     subprocess.run(ns + ["apply", "-f", "-"], input=escrows, text=True, check=True, capture_output=True)
     print(f"== applied {len(ESCROWS)} escrows at once; waiting for Ready")
-    sh(ns, "wait", "--for=condition=Ready", *[f"esc/{n}" for n in ESCROWS], "--timeout=600s", quiet=True)
+    with watching(ns, "esc"):
+        sh(ns, "wait", "--for=condition=Ready", *[f"esc/{n}" for n in ESCROWS], "--timeout=600s", quiet=True)
     print(f"== all Ready in {time.monotonic() - started:.1f} s")
     sh(ns, "get", "esc")
     claim = sh(ns, "get", "pvc", f"{POOL}-wallets", "-o", "jsonpath={.spec.volumeName}", quiet=True)
@@ -86,6 +184,9 @@ spec: {{poolRef: {POOL}, threshold: 2, participants: [buyer, vendor, arbiter]}}
     print(f"== final wallet files in the shared volume ({path})")
     for file in sorted(Path(path).iterdir()):
         print(f"   {file.name}  {file.stat().st_size} bytes")
+    wallets = cluster.state_dir / "demo-wallets"
+    wallets.mkdir(exist_ok=True)
+    pay_and_release(ns, chain, wallets)
     print(
         "\nThe dev cluster keeps running: export KUBECONFIG=" + str(cluster.kubeconfig) + "   stop it with: make down"
     )
