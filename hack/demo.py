@@ -75,9 +75,9 @@ def pay_and_release(ns: list[str], chain: Chain, wallets: Path) -> None:
     """Fund order-1001 from a miner, wait for Funded, release to the vendor, show what arrived."""
     order = ESCROWS[0]
     with local_wallet_rpc(wallets, user="vendor", daemon=chain.address) as vendor:
-        try:
+        if (wallets / "vendor.keys").exists():  # made by a former run
             vendor.call("open_wallet", filename="vendor", password="")
-        except Exception:  # noqa: BLE001 - not made yet (the first run)
+        else:
             vendor.call("create_wallet", filename="vendor", password="", language="English")
         vendor_address = str(vendor.call("get_address")["address"])
         address = sh(ns, "get", "esc", order, "-o", "jsonpath={.status.address}", quiet=True)
@@ -106,15 +106,15 @@ spec:
                 sh(
                     ns,
                     "wait",
-                    "--for=jsonpath={.status.txHashes}",
+                    "--for=jsonpath={.status.phase}=Submitted",
                     f"payout/{order}-release",
                     "--timeout=600s",
                     quiet=True,
                 )
-                print("== submitted; mining 2 blocks for its confirmations")
-                wallet.mine(2)
+                tx = sh(ns, "get", "payout", f"{order}-release", "-o", "jsonpath={.status.txHashes[0]}", quiet=True)
+                print("== submitted; mining until it has 2 confirmations")
+                wallet.confirm(tx, confirmations=2)
                 sh(ns, "wait", "--for=condition=Ready", f"payout/{order}-release", "--timeout=300s", quiet=True)
-        tx = sh(ns, "get", "payout", f"{order}-release", "-o", "jsonpath={.status.txHashes[0]}", quiet=True)
         vendor.call("refresh")
         received = int(vendor.call("get_balance")["balance"])
         vendor.call("close_wallet")
