@@ -69,11 +69,14 @@ class FundingWatch:
         self.priority = (meta.get("creationTimestamp") or "", self.uid)
         self.secret = EscrowSecret(ctx.kube, self.namespace, self.name, self.uid)
         self.pool: PoolRuntime = ctx.pools.get(self.namespace, self.spec.pool_ref)
+        #: The height the watch wallet itself reported after the last scan (None: not read).
+        self.scanned: int | None = None
 
     async def run(self) -> None:
         """Follow the chain until cancelled; raises :class:`FundingGone` when the Escrow is gone."""
         await self.secret.load()
         seen = self.status.funding.height if self.status.funding is not None else None
+        retried: int | None = None  # the tip a lagging wallet was read again for
         while True:
             daemon = self.pool.daemon
             if daemon is None:
@@ -83,8 +86,21 @@ class FundingWatch:
             tip = await _first(watch.next(seen), self.pool.daemon_changed())
             if tip is None:
                 continue  # the pool's daemon changed: follow the new one
+            self.scanned = None
             await self.scan(tip.height)
-            seen = tip.height
+            if self.scanned is not None and self.scanned < tip.height and retried != tip.height:
+                # The wallet read fewer blocks than the tip that woke it (its refresh did not see the
+                # newest block yet): read it again at once, once, instead of waiting for another block.
+                retried, seen = tip.height, self.scanned
+                log.info(
+                    "escrow %s/%s: the wallet read to %d of %d; reading it again",
+                    self.namespace,
+                    self.name,
+                    self.scanned,
+                    tip.height,
+                )
+            else:
+                seen = tip.height
 
     async def scan(self, height: int) -> None:
         """Read the watch wallet after block ``height`` and publish what changed."""
@@ -157,6 +173,7 @@ class FundingWatch:
         scanned = await calls.rpc("get_height", rpc.get_height())
         await calls.rpc("store", rpc.store())
         lease.keep(watch, reserved=False)
+        self.scanned = scanned
         return Scan(height=max(scanned, height), transfers=transfers.incoming, unlocked=balance.unlocked_balance)
 
     async def _unreadable(self, height: int, detail: str) -> None:

@@ -107,7 +107,6 @@ class PoolRuntime:
         state = PodState.from_pod(pod)
         if event_type == "DELETED":
             self.scheduler.remove_pod(state.name, state.uid)
-            self._replacing.discard(state.uid)
         else:
             self.scheduler.update_pod(state)
             self._replace_stale()
@@ -181,6 +180,7 @@ class PoolRuntime:
     def workload_applied(self, secret_uid: str) -> None:
         """The pool's StatefulSet was applied with a pod template for the Secret ``secret_uid``."""
         self._template_secret_uid = secret_uid
+        self.secret_written(secret_uid)
         self._replace_stale()
 
     def _replace_stale(self) -> None:
@@ -189,29 +189,18 @@ class PoolRuntime:
         Only once the StatefulSet's template carries the current Secret, so a new pod is current."""
         if self._template_secret_uid is None or self._template_secret_uid != self.scheduler.secret_uid:
             return
-        stale = [state for state in self.scheduler.stale_pods() if state.uid not in self._replacing]
-        if stale:
-            self._replacing.update(state.uid for state in stale)
-            asyncio.get_running_loop().create_task(self._replace(stale))
+        for state in self.scheduler.stale_pods():
+            if state.uid not in self._replacing:
+                self._replacing.add(state.uid)
+                asyncio.get_running_loop().create_task(self._replace(state))
 
-    async def _replace(self, stale: list[PodState]) -> None:
-        """Delete ``stale`` (uid preconditions) once the Secret, read once, confirms they are stale. A
-        deleted pod's uid stays in ``_replacing`` until its DELETED event, so it is deleted once."""
+    async def _replace(self, state: PodState) -> None:
         try:
             secret = await self.kube.call(
                 self.kube.core.read_namespaced_secret, rpc_secret_name(self.name), self.namespace
             )
-        except ApiException as exc:
-            log.warning(
-                "pool %s/%s: pool Secret not read, stale pods kept for now: %s", self.namespace, self.name, exc.reason
-            )
-            self._replacing.difference_update(state.uid for state in stale)
-            return
-        current = metadata(secret).uid
-        for state in stale:
-            if current in (state.secret_uid, None) or current != self._template_secret_uid:
-                self._replacing.discard(state.uid)
-                continue  # the pod is current after all, or the template is not: the next reconcile decides
+            if metadata(secret).uid in (state.secret_uid, None) or metadata(secret).uid != self._template_secret_uid:
+                return  # the pod is current after all, or the template is not: the next reconcile decides
             log.info(
                 "pool %s/%s: deleting pod %s, started with the credentials of a replaced Secret; "
                 "its StatefulSet starts it again with the current ones",
@@ -219,17 +208,14 @@ class PoolRuntime:
                 self.name,
                 state.name,
             )
-            try:
-                await self.kube.call(
-                    self.kube.core.delete_namespaced_pod,
-                    state.name,
-                    self.namespace,
-                    body=V1DeleteOptions(preconditions=V1Preconditions(uid=state.uid)),
-                )
-            except ApiException as exc:
-                self._replacing.discard(state.uid)
-                if exc.status in (404, 409):  # gone already, or another pod of that name now
-                    continue
+            await self.kube.call(
+                self.kube.core.delete_namespaced_pod,
+                state.name,
+                self.namespace,
+                body=V1DeleteOptions(preconditions=V1Preconditions(uid=state.uid)),
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # gone already, or another pod of that name now
                 log.warning(
                     "pool %s/%s: pod %s, started with a replaced Secret, not deleted: %s",
                     self.namespace,
@@ -237,6 +223,8 @@ class PoolRuntime:
                     state.name,
                     exc.reason,
                 )
+        finally:
+            self._replacing.discard(state.uid)
 
     async def refresh_credentials(self) -> bool:
         """Read the Secret again after a refusal; True (and fresh clients) when the credentials changed."""

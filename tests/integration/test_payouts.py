@@ -523,7 +523,7 @@ def test_a_wallet_rpc_killed_mid_signature_and_an_apiserver_restart_pay_once(
 
 #: Where the crash matrix kills the operator: each step of a 2-signer payout before and after it
 #: records its result and before and after it publishes its copy (a word names the step: sync, merge,
-#: build, sign), before and after the submission, and in the clean-up before Confirmed.
+#: build, sign), before and after the submission.
 CRASH_MATRIX = (
     "rpc.after.export_multisig_info/sync",  # the info exported, not recorded
     "step.after_record/sync",
@@ -540,7 +540,6 @@ CRASH_MATRIX = (
     "payout.before_submit",  # the hashes in status, nothing submitted
     "rpc.before.submit_multisig/submit",
     "payout.after_submit",  # submitted, the status not yet Submitted
-    "cleanup.after_delete",  # confirmed, a copy deleted, the status not yet Confirmed
 )
 
 
