@@ -40,7 +40,7 @@ from .kube import api_refusal, is_gone, is_transient
 from .multisig import MultisigMismatch, check_multisig
 from .naming import WalletNames, final_step
 from .pools import PoolRuntime
-from .scheduler import PodLost
+from .scheduler import PodLost, Priority
 from .settings import RETRY_ANNOTATION
 from .wallet_step import StepCalls
 from .walletfs.client import WalletfsAuthError, WalletfsError, WalletfsUnavailable
@@ -99,7 +99,7 @@ class EscrowExchange:
         self.shape = multisig.Shape(self.threshold, self.total)
         self.names = {role: WalletNames(role, self.uid, self.final) for role in self.roles}
         # First come, first served across escrows: the earliest-created escrow's steps go first.
-        self.priority = (meta.get("creationTimestamp") or "", self.uid)
+        self.priority = Priority.of(meta)
         self.secret = EscrowSecret(ctx.kube, self.namespace, self.name, self.uid)
         self.pool: PoolRuntime = ctx.pools.get(self.namespace, self.spec.pool_ref)
         self._done: dict[str, int] = {p.role: p.round for p in self.status.participants}

@@ -6,10 +6,14 @@ nothing while no block arrives (:mod:`escrow_operator.blocks` says when one does
 
 1. lease a pool pod for the escrow's *watch wallet* (``{role}_escrow_{uid}_watch``, a copy of the
    first participant's final wallet; the final wallets are never opened in place). A pod that still
-   holds it open from the last block is taken back warm; otherwise it is opened, copied from the
-   final wallet first if missing (or damaged: a copy is only a cache of the scan);
+   holds it open from the last block is taken back warm; otherwise the copy is made afresh from the
+   final wallet and opened;
 2. ``refresh`` from the escrow's recorded chain height (``status.restoreHeight``), read the incoming
-   transfers and the balance, ``store``, and leave it open (unreserved: any step may take the pod);
+   transfers, the balance and the wallet's height, and leave it open (unreserved: any step may take
+   the pod). The copy is never stored: wallet-rpc 0.18.0.0 trims a stored wallet's block-hash chain
+   to just below its oldest transfer, and a process that refreshes such a wallet can stop advancing
+   (``out_of_hashchain_bounds_error`` on every refresh, measured on regtest after two payments), so
+   the copy is only ever scanned from the final wallet's state, in memory;
 3. :func:`escrow_operator.funding_status.observe` turns that into ``status.funding``, the ``Funded``
    condition and Events; the status is written only when it changed.
 
@@ -36,7 +40,7 @@ from .funding_status import Scan
 from .kube import is_gone
 from .naming import WalletNames, final_step
 from .pools import PoolRuntime
-from .scheduler import Lease, PodLost
+from .scheduler import Lease, PodLost, Priority
 from .wallet_step import StepCalls
 from .walletfs.client import WalletfsAuthError, WalletfsClient, WalletfsError, WalletfsUnavailable
 from .walletrpc import WalletRpc, WalletRpcAuthError, WalletRpcError, WalletRpcUnavailable
@@ -66,11 +70,9 @@ class FundingWatch:
         self.status = EscrowStatus.model_validate(body.get("status") or {})
         self.role = self.spec.participants[0]
         self.names = WalletNames(self.role, self.uid, final_step(len(self.spec.participants), self.spec.threshold))
-        self.priority = (meta.get("creationTimestamp") or "", self.uid)
+        self.priority = Priority.of(meta, background=True)  # behind every step of any escrow
         self.secret = EscrowSecret(ctx.kube, self.namespace, self.name, self.uid)
         self.pool: PoolRuntime = ctx.pools.get(self.namespace, self.spec.pool_ref)
-        #: The height the watch wallet itself reported after the last scan (None: not read).
-        self.scanned: int | None = None
 
     async def run(self) -> None:
         """Follow the chain until cancelled; raises :class:`FundingGone` when the Escrow is gone."""
@@ -86,29 +88,29 @@ class FundingWatch:
             tip = await _first(watch.next(seen), self.pool.daemon_changed())
             if tip is None:
                 continue  # the pool's daemon changed: follow the new one
-            self.scanned = None
-            await self.scan(tip.height)
-            if self.scanned is not None and self.scanned < tip.height and retried != tip.height:
+            scanned = await self.scan(tip.height)
+            if scanned is not None and scanned < tip.height and retried != tip.height:
                 # The wallet read fewer blocks than the tip that woke it (its refresh did not see the
                 # newest block yet): read it again at once, once, instead of waiting for another block.
-                retried, seen = tip.height, self.scanned
+                retried, seen = tip.height, scanned
                 log.info(
                     "escrow %s/%s: the wallet read to %d of %d; reading it again",
                     self.namespace,
                     self.name,
-                    self.scanned,
+                    scanned,
                     tip.height,
                 )
             else:
                 seen = tip.height
 
-    async def scan(self, height: int) -> None:
-        """Read the watch wallet after block ``height`` and publish what changed."""
+    async def scan(self, height: int) -> int | None:
+        """Read the watch wallet after block ``height`` and publish what changed; return the height the
+        wallet itself read to (None when it could not be read)."""
         if self.status.restore_height is None and self.status.started_at is not None:
             start = funding_status.offline_scan_start(self.pool.network, self.status.started_at)
             if height < start:  # refresh would never return: say why instead of holding a pod
                 await self._unreadable(height, f"they start at about block {start:,}, above this chain's height")
-                return
+                return None
         losses = 0
         while True:
             creds = await self.pool.credentials()
@@ -123,7 +125,9 @@ class FundingWatch:
                 ) as lease:
                     rpc, fs = self.pool.rpc(lease.pod, creds), self.pool.fs(lease.pod, creds)
                     try:
-                        found = await self._read(StepCalls(self.ctx, self.names.final, lease), rpc, fs, lease, height)
+                        found, scanned = await self._read(
+                            StepCalls(self.ctx, self.names.final, lease), rpc, fs, lease, height
+                        )
                     except (WalletRpcUnavailable, WalletfsUnavailable):
                         lease.mark_failed()
                         raise
@@ -135,10 +139,10 @@ class FundingWatch:
                 losses += 1
             except (WalletRpcError, WalletfsError) as exc:
                 await self._unreadable(height, str(exc))
-                return
+                return None
             if losses >= MAX_POD_LOSSES:
                 await self._unreadable(height, f"{losses} pods were lost or unreachable in a row")
-                return
+                return None
         new, events = funding_status.observe(self.status, self.spec, self.generation, found)
         funded = get_condition(new.conditions, funding_status.FUNDED)
         log.info(
@@ -154,27 +158,26 @@ class FundingWatch:
         await self._save(new)
         for event in events:
             self.emit(event.type, event.reason, event.message)
+        return scanned
 
-    async def _read(self, calls: StepCalls, rpc: WalletRpc, fs: WalletfsClient, lease: Lease, height: int) -> Scan:
+    async def _read(
+        self, calls: StepCalls, rpc: WalletRpc, fs: WalletfsClient, lease: Lease, height: int
+    ) -> tuple[Scan, int]:
         watch, password = self.names.watch, self.secret.password(self.role)
         if lease.warm is None:
+            # A stored copy (wallet-rpc saves the open wallet when it stops) is never reused: make it
+            # afresh from the final wallet, whose hash chain no store has trimmed since it was published.
             await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")
-            if not (await calls.fs(fs.stat(watch))).exists:
-                await calls.fs(fs.copy(self.names.final_wallet, watch))
-            try:
-                await calls.rpc("open_wallet", rpc.open_wallet(watch, password))
-            except WalletRpcError:  # a damaged cache (killed while storing): copy the final wallet again
-                await calls.fs(fs.delete(watch))
-                await calls.fs(fs.copy(self.names.final_wallet, watch))
-                await calls.rpc("open_wallet", rpc.open_wallet(watch, password))
+            await calls.fs(fs.delete(watch))
+            await calls.fs(fs.copy(self.names.final_wallet, watch))
+            await calls.rpc("open_wallet", rpc.open_wallet(watch, password))
         await calls.rpc("refresh", rpc.refresh(self.status.restore_height))
         transfers = await calls.rpc("get_transfers", rpc.get_transfers_in())
         balance = await calls.rpc("get_balance", rpc.get_balance())
         scanned = await calls.rpc("get_height", rpc.get_height())
-        await calls.rpc("store", rpc.store())
         lease.keep(watch, reserved=False)
-        self.scanned = scanned
-        return Scan(height=max(scanned, height), transfers=transfers.incoming, unlocked=balance.unlocked_balance)
+        found = Scan(height=max(scanned, height), transfers=transfers.incoming, unlocked=balance.unlocked_balance)
+        return found, scanned
 
     async def _unreadable(self, height: int, detail: str) -> None:
         if self.status.restore_height is None:

@@ -38,6 +38,7 @@ from .kube import Kube, json_object, load_api_client
 from .payout import PayoutGone, PayoutRun
 from .pool_reconcile import RECHECK_SECONDS, PoolRefused, PoolRetry, reconcile
 from .pools import Pools
+from .scheduler import Priority
 from .settings import DELETE_FUNDED_ANNOTATION, FINALIZER, POOL_LABEL, RETRY_ANNOTATION, OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,7 @@ async def escrow_deleted(
     secret = EscrowSecret(ctx.kube, ns, name, uid)
     pool = ctx.pools.get(ns, pool_ref)
     keep = (lambda name: not is_work_copy(name)) if retain else (lambda name: False)
-    priority = ((body.get("metadata") or {}).get("creationTimestamp") or "", uid)
+    priority = Priority.of(body.get("metadata") or {})
     try:
         if pool.scheduler.ready == 0:
             if retain:  # only work copies would go: not worth holding up the deletion

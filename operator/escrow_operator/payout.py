@@ -57,7 +57,7 @@ from .monerod import MonerodUnavailable, TxLookup
 from .naming import PayoutNames, WalletNames, final_step, payout_tag
 from .payout_secret import PayoutSecret, payout_owner
 from .pools import PoolRuntime
-from .scheduler import PodLost
+from .scheduler import PodLost, Priority
 from .wallet_step import StepCalls
 from .walletfs.client import WalletfsAuthError, WalletfsClient, WalletfsError, WalletfsUnavailable
 from .walletrpc import (
@@ -128,7 +128,7 @@ class PayoutRun:
         self.uid: str = meta["uid"]
         self.generation: int | None = meta.get("generation")
         self.created: str = meta.get("creationTimestamp") or ""
-        self.priority = (self.created, self.uid)
+        self.priority = Priority.of(meta)
         self.spec = EscrowPayoutSpec.model_validate(body["spec"])
         self.status = EscrowPayoutStatus.model_validate(body.get("status") or {})
         self.secret = PayoutSecret(ctx.kube, self.namespace, self.name, self.uid)
@@ -579,7 +579,10 @@ class PayoutRun:
             )
         except Exception as exc:  # noqa: BLE001 - copies left behind lose nothing; say so
             log.warning(
-                "payout %s/%s: copies not deleted (%s); they go with the escrow", self.namespace, self.name, exc
+                "payout %s/%s: copies not deleted (%s); they go with the escrow",
+                self.namespace,
+                self.name,
+                str(exc) or type(exc).__name__,
             )
 
     async def _save(self, new: EscrowPayoutStatus) -> None:

@@ -1,8 +1,8 @@
 """One scheduler per WalletPool: hands each step exclusive use of one ready wallet-rpc pod.
 
 A wallet-rpc process holds one wallet, so a step (one participant, one round) leases a whole pod
-for its duration. Waiting steps are served in priority order (earliest-created escrow first, then
-first-come), and a pod freed or becoming ready goes to the first waiter at once: nothing here
+for its duration. Waiting steps are served in priority order (:class:`Priority`: steps before
+funding scans, then the earliest-created object first, then first-come), and a pod freed or becoming ready goes to the first waiter at once: nothing here
 waits on time. Membership follows the pod watch, so scaling the pool changes throughput at once.
 
 Wallet affinity: a step may leave its participant's wallet open on its pod (:meth:`Lease.keep`).
@@ -35,7 +35,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .pool_resources import SECRET_UID_ANNOTATION
 
@@ -43,6 +43,24 @@ log = logging.getLogger(__name__)
 
 #: How long a pod that failed a call is passed over unless the watch reports it ready anew.
 QUARANTINE_SECONDS = 10.0
+
+
+class Priority(NamedTuple):
+    """The order waiters are served in, lowest first.
+
+    Background work (the funding watch's scans, one per escrow per block) waits behind every step of
+    a key exchange, a payout or a clean-up, whichever escrow it belongs to: a busy chain must never
+    starve the work that moves money or files. Within a class, the earliest-created object goes first.
+    """
+
+    background: bool
+    created: str
+    uid: str
+
+    @classmethod
+    def of(cls, meta: Mapping[str, Any], *, background: bool = False) -> Priority:
+        """The priority of the object with metadata ``meta``."""
+        return cls(background, meta.get("creationTimestamp") or "", meta.get("uid") or "")
 
 
 class PodLost(Exception):

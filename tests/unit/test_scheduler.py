@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from escrow_operator.scheduler import PodLost, PodState, Scheduler
+from escrow_operator.scheduler import PodLost, PodState, Priority, Scheduler
 
 
 def pod(
@@ -56,6 +56,33 @@ async def test_waiters_are_served_in_priority_order_and_no_pod_idles() -> None:
         e.set()
     await asyncio.gather(*tasks)
     assert order[-1].startswith("b@") and s.busy == 0 and s.queued == 0
+
+
+async def test_a_funding_scan_of_the_oldest_escrow_waits_behind_a_later_escrows_step() -> None:
+    s = Scheduler("p")
+    s.update_pod(pod("pod0"))
+    oldest = {"creationTimestamp": "2026-01-01T00:00:00Z", "uid": "a"}
+    newest = {"creationTimestamp": "2026-06-01T00:00:00Z", "uid": "b"}
+    assert Priority.of(newest) < Priority.of(oldest, background=True) < Priority.of(newest, background=True)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def step(key: str, priority: Priority) -> None:
+        async with s.lease(priority):
+            order.append(key)
+            await release.wait()
+
+    first = asyncio.create_task(step("busy", Priority.of(oldest)))
+    await asyncio.sleep(0)
+    waiting = [
+        asyncio.create_task(step("scan", Priority.of(oldest, background=True))),
+        asyncio.create_task(step("payout", Priority.of(newest))),
+    ]
+    await asyncio.sleep(0)
+    assert order == ["busy"] and s.queued == 2
+    release.set()
+    await asyncio.gather(first, *waiting)
+    assert order == ["busy", "payout", "scan"]
 
 
 async def test_a_pod_lost_mid_step_raises_podlost_and_frees_nothing_twice() -> None:
