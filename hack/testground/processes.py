@@ -13,11 +13,20 @@ import httpx
 NOT_YET: tuple[type[Exception], ...] = (OSError, httpx.TransportError)
 
 
+#: Ports this process handed out: the kernel may give a port just closed to the next bind, so two
+#: calls in a row (a metrics port and a liveness port for one process) could otherwise collide.
+_given: set[tuple[str, int]] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on at ``host`` right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port nothing listens on at ``host`` right now, never one this process handed out before."""
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if (host, port) not in _given:
+            _given.add((host, port))
+            return port
 
 
 def wait_serving(
