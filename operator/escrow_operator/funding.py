@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
 from . import funding_status
-from .api import ESCROW_PLURAL, EscrowSpec, EscrowStatus, get_condition
+from .api import ESCROW_PLURAL, EscrowSpec, EscrowStatus, FundingPayout, get_condition
 from .context import Context
 from .escrow_secret import EscrowSecret
 from .funding_status import Scan
@@ -59,9 +59,17 @@ class FundingGone(Exception):
 
 
 class FundingWatch:
-    def __init__(self, ctx: Context, body: dict[str, Any], emit: EmitEvent) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        body: dict[str, Any],
+        emit: EmitEvent,
+        payouts: Callable[[], Iterable[FundingPayout]] = list,
+    ) -> None:
         meta = body["metadata"]
         self.ctx, self.emit = ctx, emit
+        #: The escrow's submitted payouts known now (the operator's payout index).
+        self.payouts = payouts
         self.namespace: str = meta["namespace"]
         self.name: str = meta["name"]
         self.uid: str = meta["uid"]
@@ -143,7 +151,7 @@ class FundingWatch:
             if losses >= MAX_POD_LOSSES:
                 await self._unreadable(height, f"{losses} pods were lost or unreachable in a row")
                 return None
-        new, events = funding_status.observe(self.status, self.spec, self.generation, found)
+        new, events = funding_status.observe(self.status, self.spec, self.generation, found, self.payouts())
         funded = get_condition(new.conditions, funding_status.FUNDED)
         log.info(
             "escrow %s/%s funding at height %d (tip %d): %d transfers, %d received, %s",

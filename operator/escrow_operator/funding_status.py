@@ -16,16 +16,33 @@ more than the amount, enough confirmations           True     OverPaid
 ==================================================  =======  ================
 
 Only transfers with at least ``spec.confirmations`` confirmations count toward the amount.
+
+The escrow's own payouts (:func:`submitted_payout`, once Submitted) are accounted for: the watch
+wallet, a copy of a final wallet that never imports the signers' multisig infos, cannot tell its
+outputs are spent and sees a payout's change as a new incoming transfer. So the change of a payout is
+not counted as received, and what the payouts took (amount, fee and change: every output they
+spent) is taken off the unlocked figure. Payouts are remembered in ``status.funding.payouts``, so the
+figures stay right after a payout object is deleted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
-from .api import ATOMIC_PER_XMR, EscrowSpec, EscrowStatus, FundingStatus, get_condition, set_condition
+from .api import (
+    ATOMIC_PER_XMR,
+    EscrowSpec,
+    EscrowStatus,
+    FundingPayout,
+    FundingStatus,
+    PayoutPhase,
+    get_condition,
+    set_condition,
+)
+from .api.escrow import MAX_FUNDING_PAYOUTS
 
 FUNDED = "Funded"
 
@@ -39,6 +56,8 @@ def xmr(atomic: int) -> str:
 class Transfer(Protocol):
     """An incoming transfer as wallet-rpc's ``get_transfers`` describes it (height 0: in the pool)."""
 
+    @property
+    def txid(self) -> str: ...
     @property
     def amount(self) -> int: ...
     @property
@@ -81,26 +100,61 @@ def offline_scan_start(network: str, made_at: datetime) -> int:
     return max(0, block + int(seconds) // _BLOCK_SECONDS - _MONTH_BLOCKS)
 
 
-def funding(scan: Scan) -> FundingStatus:
-    newest = max(scan.transfers, key=lambda t: (t.height == 0, t.height), default=None)
-    received = sum(t.amount for t in scan.transfers)
+def submitted_payout(status: Mapping[str, Any]) -> FundingPayout | None:
+    """What a payout (its status, as stored) took from its escrow, once Submitted or Confirmed; else None."""
+    hashes, amount, fee = status.get("txHashes") or [], status.get("amount"), status.get("fee")
+    if status.get("phase") not in (PayoutPhase.SUBMITTED, PayoutPhase.CONFIRMED) or not hashes:
+        return None
+    if amount is None or fee is None:
+        return None
+    return FundingPayout(tx_hashes=sorted(hashes), spent=int(amount) + int(fee))
+
+
+def remembered(before: Sequence[FundingPayout], seen: Iterable[FundingPayout]) -> list[FundingPayout]:
+    """The payouts recorded before, and those ``seen`` now that are new (by their hashes), oldest first."""
+    merged = list(before)
+    known = {frozenset(p.tx_hashes) for p in merged}
+    for payout in sorted(seen, key=lambda p: p.tx_hashes):
+        if frozenset(payout.tx_hashes) not in known:
+            known.add(frozenset(payout.tx_hashes))
+            merged.append(payout)
+    return merged[:MAX_FUNDING_PAYOUTS]
+
+
+def received_from_others(scan: Scan, payouts: Sequence[FundingPayout]) -> list[Transfer]:
+    """The incoming transfers that are not an own payout's change."""
+    own = {h for p in payouts for h in p.tx_hashes}
+    return [t for t in scan.transfers if t.txid not in own]
+
+
+def funding(scan: Scan, payouts: Sequence[FundingPayout] = ()) -> FundingStatus:
+    others = received_from_others(scan, payouts)
+    newest = max(others, key=lambda t: (t.height == 0, t.height), default=None)
+    received = sum(t.amount for t in others)
+    change = sum(t.amount for t in scan.transfers) - received
+    paid_out = sum(p.spent for p in payouts)
     return FundingStatus(
         received=received,
         received_xmr=xmr(received),
-        unlocked=scan.unlocked,
-        transfers=len(scan.transfers),
+        # The watch wallet still counts every output a payout spent as unspent: their total is what the
+        # payout paid (amount and fee) plus its change.
+        unlocked=max(0, scan.unlocked - paid_out - change),
+        transfers=len(others),
         confirmations=None if newest is None else newest.confirmations,
         height=scan.height,
+        paid_out=paid_out,
+        payouts=list(payouts),
     )
 
 
-def funded(spec: EscrowSpec, scan: Scan) -> tuple[bool, str, str]:
-    """The Funded condition (status, reason, message) for ``spec.amount``, which must be set."""
+def funded(spec: EscrowSpec, transfers: Sequence[Transfer]) -> tuple[bool, str, str]:
+    """The Funded condition (status, reason, message) for ``spec.amount``, which must be set, from the
+    transfers received from others."""
     amount = spec.amount
     if amount is None:
         raise ValueError("funded() needs spec.amount")
-    received = sum(t.amount for t in scan.transfers)
-    confirmed = sum(t.amount for t in scan.transfers if t.confirmations >= spec.confirmations)
+    received = sum(t.amount for t in transfers)
+    confirmed = sum(t.amount for t in transfers if t.confirmations >= spec.confirmations)
     want = f"{xmr(amount)} XMR"
     if received == 0:
         return False, "AwaitingPayment", f"waiting for a payment of {want}"
@@ -118,12 +172,19 @@ def funded(spec: EscrowSpec, scan: Scan) -> tuple[bool, str, str]:
 
 
 def observe(
-    status: EscrowStatus, spec: EscrowSpec, generation: int | None, scan: Scan, now: datetime | None = None
+    status: EscrowStatus,
+    spec: EscrowSpec,
+    generation: int | None,
+    scan: Scan,
+    payouts: Iterable[FundingPayout] = (),
+    now: datetime | None = None,
 ) -> tuple[EscrowStatus, list[Event]]:
-    """The status after ``scan``, and the Events it calls for (funds arrived, Funded turned True)."""
+    """The status after ``scan`` with the escrow's submitted ``payouts`` (those known now; those recorded
+    before are kept), and the Events it calls for (funds arrived, Funded turned True)."""
     new = status.model_copy(deep=True)
     before = status.funding
-    new.funding = funding(scan)
+    known = remembered(before.payouts if before is not None else [], payouts)
+    new.funding = funding(scan, known)
     events: list[Event] = []
     arrived = new.funding.transfers - (before.transfers if before is not None else 0)
     if arrived > 0:
@@ -138,7 +199,7 @@ def observe(
         )
     if spec.amount is not None:
         was = get_condition(new.conditions, FUNDED)
-        ok, reason, message = funded(spec, scan)
+        ok, reason, message = funded(spec, received_from_others(scan, known))
         set_condition(new.conditions, FUNDED, ok, reason, message, generation, now)
         if ok and (was is None or was.status != "True"):
             events.append(Event("Normal" if reason == FUNDED else "Warning", reason, message))

@@ -25,6 +25,7 @@ from .api import (
     EscrowPayoutStatus,
     EscrowPhase,
     EscrowStatus,
+    FundingPayout,
     WalletRetention,
 )
 from .blocks import Chains
@@ -34,6 +35,7 @@ from .escrow_secret import EscrowSecret
 from .exchange import EscrowExchange, EscrowGone
 from .faults import Faults
 from .funding import FundingGone, FundingWatch
+from .funding_status import submitted_payout
 from .kube import Kube, json_object, load_api_client
 from .payout import PayoutGone, PayoutRun
 from .pool_reconcile import RECHECK_SECONDS, PoolRefused, PoolRetry, reconcile
@@ -174,8 +176,23 @@ def _retry_requested(body: Mapping[str, Any], last_retry: str | None) -> str | N
 DAEMON_CANCELLATION_TIMEOUT = 5.0
 
 
+@kopf.index(GROUP, VERSION, PAYOUT_PLURAL)
+def submitted_payouts(
+    namespace: str | None, status: kopf.Status, **_: Any
+) -> dict[tuple[str, str], FundingPayout] | None:
+    """Each escrow's submitted payouts, by (namespace, escrow uid), for its funding figures.
+
+    kopf fills every index from its listing before any handler or daemon runs, so a funding watch
+    started at the operator's start already knows every payout."""
+    payout = submitted_payout(status)
+    escrow_uid = status.get("escrowUid")
+    if payout is None or not escrow_uid or not namespace:
+        return None
+    return {(namespace, str(escrow_uid)): payout}
+
+
 @kopf.daemon(GROUP, VERSION, ESCROW_PLURAL, cancellation_timeout=DAEMON_CANCELLATION_TIMEOUT)
-async def run_escrow(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
+async def run_escrow(body: kopf.Body, uid: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """One key exchange per Escrow, from wherever it stands, then its funding watch (pools with a daemon).
 
     A Failed escrow waits (no polling) until its ``xmrescrow.dev/retry`` annotation changes. Deleting
@@ -187,6 +204,11 @@ async def run_escrow(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> No
 
     def annotations() -> Mapping[str, str]:
         return dict((body.get("metadata") or {}).get("annotations") or {})
+
+    index: kopf.Index[tuple[str, str], FundingPayout] = kwargs["submitted_payouts"]  # kopf passes indexes by name
+
+    def payouts() -> list[FundingPayout]:
+        return list(index.get((body["metadata"]["namespace"], uid), []))
 
     done = _daemons_done.setdefault(uid, asyncio.Event())
     done.clear()
@@ -208,7 +230,7 @@ async def run_escrow(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> No
                 return
             status = (await exchange.run()).to_api()
             if status.get("phase") == EscrowPhase.READY:
-                await FundingWatch(context(memo), {**snapshot, "status": status}, emit).run()
+                await FundingWatch(context(memo), {**snapshot, "status": status}, emit, payouts).run()
                 return
     except (EscrowGone, FundingGone):
         return

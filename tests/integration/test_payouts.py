@@ -265,6 +265,21 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
         refund = wait_payout(kube, ns, "c-refund", lambda p: phase(p) == "Submitted", "the refund submitted")
         confirm(wallet, refund, 1)
         refund = wait_payout(kube, ns, "c-refund", lambda p: phase(p) == "Confirmed", "the refund confirmed", 120)
+        # The escrow's figures leave its own payouts out: the release's change is no payment, and what
+        # both spent is not unlocked (the watch wallet alone counts both). The sweep kept no change, so
+        # the two paid out the 5 XMR exactly, fees included.
+        paid_out = json_object(
+            wait_for(
+                custom_objects(kube, ns, ESCROW_PLURAL),
+                lambda e: ((e.get("status") or {}).get("funding") or {}).get("paidOut") == 5 * XMR,
+                field_selector="metadata.name=deal",
+                timeout=120,
+                what="both payouts in the escrow's funding figures",
+            )
+        )["status"]["funding"]
+        assert (paid_out["received"], paid_out["transfers"], paid_out["unlocked"]) == (5 * XMR, 1, 0), paid_out
+        recorded = sorted(h for p in paid_out["payouts"] for h in p["txHashes"])
+        assert recorded == sorted(release["status"]["txHashes"] + refund["status"]["txHashes"]), paid_out
         secrets = [payout_secret(kube, ns, p) for p in (release, refund)]  # before the escrow goes
         # walletRetention: Delete, but the escrow received funds: deleting it keeps its wallets.
         client.CustomObjectsApi(kube).delete_namespaced_custom_object(GROUP, VERSION, ns, ESCROW_PLURAL, "deal")

@@ -7,8 +7,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from escrow_operator.api import EscrowSpec, EscrowStatus, get_condition
-from escrow_operator.funding_status import Scan, funded, observe, offline_scan_start, unreadable, xmr
+from escrow_operator.api import EscrowSpec, EscrowStatus, FundingPayout, get_condition
+from escrow_operator.funding_status import (
+    Scan,
+    funded,
+    observe,
+    offline_scan_start,
+    submitted_payout,
+    unreadable,
+    xmr,
+)
 
 XMR = 10**12
 
@@ -18,6 +26,7 @@ class T:
     amount: int
     height: int
     confirmations: int
+    txid: str = "a" * 64
 
 
 def spec(**fields: object) -> EscrowSpec:
@@ -52,14 +61,14 @@ def test_xmr_is_exact(atomic: int, text: str) -> None:
     ],
 )
 def test_funded_condition(transfers: list[T], expected: tuple[bool, str]) -> None:
-    ok, reason, _ = funded(spec(amount=3 * XMR), Scan(120, transfers, 0))
+    ok, reason, _ = funded(spec(amount=3 * XMR), transfers)
     assert (ok, reason) == expected
 
 
 def test_messages_give_exact_figures() -> None:
-    _, _, message = funded(spec(amount=3 * XMR), Scan(120, [T(XMR, 100, 20)], 0))
+    _, _, message = funded(spec(amount=3 * XMR), [T(XMR, 100, 20)])
     assert message == "received 1 of 3 XMR (2 XMR short)"
-    _, _, message = funded(spec(amount=XMR), Scan(120, [T(2 * XMR + 1, 100, 20)], 0))
+    _, _, message = funded(spec(amount=XMR), [T(2 * XMR + 1, 100, 20)])
     assert message == "received 2.000000000001 XMR, 1.000000000001 XMR more than 1 XMR"
 
 
@@ -104,3 +113,53 @@ def test_offline_scan_start_is_wallet2s_clock_estimate() -> None:
     assert 3_700_000 < start < 3_850_000
     assert offline_scan_start("stagenet", datetime(2026, 12, 1, tzinfo=UTC)) < start
     assert offline_scan_start("mainnet", datetime(2016, 3, 1, tzinfo=UTC)) < 1_009_827
+
+
+PAYOUT = "b" * 64
+
+
+def test_an_own_payouts_change_is_not_received_and_what_it_spent_is_not_unlocked() -> None:
+    """Received 3 XMR, paid 1 XMR out with a 0.002 XMR fee: the watch wallet sees the 1.998 XMR change
+    as a third transfer and still counts the 3 XMR of outputs the payout spent as unspent."""
+    s = spec(amount=3 * XMR, confirmations=2)
+    paid = [T(XMR, 100, 20, "c" * 64), T(2 * XMR, 101, 19, "d" * 64)]
+    before, _ = observe(EscrowStatus(), s, 1, Scan(120, paid, 3 * XMR))
+    fee = 2 * XMR // 1000
+    payout = submitted_payout({"phase": "Submitted", "txHashes": [PAYOUT], "amount": XMR, "fee": fee})
+    assert payout == FundingPayout(tx_hashes=[PAYOUT], spent=XMR + fee)
+    change = T(3 * XMR - XMR - fee, 0, 0, PAYOUT)  # in the pool
+    # Watch wallet: 3 XMR unlocked (the spent outputs), the change locked.
+    after, events = observe(before, s, 1, Scan(121, [*paid, change], 3 * XMR), [payout])
+    f = after.funding
+    assert f is not None
+    assert (f.received, f.transfers, f.confirmations, f.paid_out) == (3 * XMR, 2, 19, XMR + fee)
+    assert f.unlocked == 0  # everything spendable was spent; the change is not unlocked yet
+    assert events == []  # the change is no payment
+    funded_ = get_condition(after.conditions, "Funded")
+    assert funded_ is not None and funded_.reason == "Funded"
+    # Ten blocks later the change is unlocked; the payout object is gone, its record is not.
+    unlocked_change = T(change.amount, 121, 10, PAYOUT)
+    later, _ = observe(after, s, 1, Scan(131, [*paid, unlocked_change], 3 * XMR + change.amount))
+    assert later.funding is not None
+    assert (later.funding.received, later.funding.unlocked) == (3 * XMR, change.amount)
+    assert later.funding.payouts == [payout]
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"phase": "Signing", "txHashes": [PAYOUT], "amount": 1, "fee": 1},  # recorded, not yet submitted
+        {"phase": "Failed", "txHashes": [PAYOUT], "amount": 1, "fee": 1},  # rejected: nothing was spent
+        {"phase": "Submitted", "txHashes": [], "amount": 1, "fee": 1},
+        {"phase": "Confirmed", "txHashes": [PAYOUT]},
+    ],
+)
+def test_only_a_submitted_payout_with_its_figures_counts_as_spent(status: dict[str, object]) -> None:
+    assert submitted_payout(status) is None
+
+
+def test_a_payout_seen_again_is_remembered_once() -> None:
+    payout = FundingPayout(tx_hashes=[PAYOUT], spent=5)
+    first, _ = observe(EscrowStatus(), spec(), 1, Scan(100, [], 10), [payout])
+    again, _ = observe(first, spec(), 1, Scan(101, [], 10), [payout])
+    assert again.funding is not None and again.funding.payouts == [payout] and again.funding.paid_out == 5

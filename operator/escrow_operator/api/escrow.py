@@ -214,17 +214,43 @@ class ParticipantStatus(ApiModel):
     )
 
 
+TX_HASH_PATTERN = r"^[0-9a-f]{64}$"
+TxHash = Annotated[str, StringConstraints(pattern=TX_HASH_PATTERN, min_length=64, max_length=64)]
+#: Own payouts an escrow's funding figures remember (far more than any escrow makes).
+MAX_FUNDING_PAYOUTS = 64
+
+
+class FundingPayout(ApiModel):
+    """One of the escrow's own payouts, once submitted, as the funding figures account for it."""
+
+    tx_hashes: list[TxHash] = Field(min_length=1, max_length=16, description="Its transactions' hashes.")
+    spent: int = Field(ge=0, description="What it paid out of the escrow: amount and fee, atomic units.")
+
+
 class FundingStatus(ApiModel):
     """What the escrow's address received, as its wallets see it after the newest block. Atomic units."""
 
-    received: int = Field(default=0, ge=0, description="Total received: confirmed and in the daemon's pool.")
+    received: int = Field(
+        default=0,
+        ge=0,
+        description="Total received from others, confirmed and in the daemon's pool (own payouts' change left out).",
+    )
     received_xmr: str = Field(default="0", max_length=32, description="received in XMR (for printer columns).")
-    unlocked: int = Field(default=0, ge=0, description="The part of the balance that can be spent now.")
-    transfers: int = Field(default=0, ge=0, description="Incoming transfers seen.")
+    unlocked: int = Field(
+        default=0, ge=0, description="The part of the balance that can be spent now (own payouts' spends left out)."
+    )
+    transfers: int = Field(default=0, ge=0, description="Incoming transfers seen (own payouts' change left out).")
     confirmations: int | None = Field(
         default=None, ge=0, description="Confirmations of the newest incoming transfer (0: in the pool)."
     )
     height: int = Field(default=0, ge=0, description="The chain height these figures were read at.")
+    paid_out: int = Field(default=0, ge=0, description="Paid out by the escrow's own submitted payouts, fees included.")
+    payouts: list[FundingPayout] = Field(
+        default=[],
+        max_length=MAX_FUNDING_PAYOUTS,
+        description="The escrow's own submitted payouts: their change is not counted as received, and what they "
+        "spent is not counted as unlocked.",
+    )
     message: str | None = Field(
         default=None, max_length=1024, description="Why the figures could not be read at the last block, if so."
     )

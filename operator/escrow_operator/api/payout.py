@@ -10,9 +10,9 @@ once as built (docs/design.md, Signing).
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .conditions import ApiModel, Condition, Timestamp, cel, conditions_field, validations
 from .escrow import (
@@ -22,6 +22,7 @@ from .escrow import (
     MAX_CONFIRMATIONS,
     MAX_PARTICIPANTS,
     Role,
+    TxHash,
 )
 
 #: A DNS-1123 subdomain (an Escrow's name).
@@ -30,8 +31,6 @@ MAX_DESTINATIONS = 16
 #: wallet-rpc's transfer priorities: 0 default, 1 unimportant .. 4 priority.
 MAX_PRIORITY = 4
 ADDRESS_MAX_LENGTH = 128
-TX_HASH_PATTERN = r"^[0-9a-f]{64}$"
-TxHash = Annotated[str, StringConstraints(pattern=TX_HASH_PATTERN, min_length=64, max_length=64)]
 
 ONE_TARGET = cel(
     "has(self.destinations) != has(self.sweepTo)",
