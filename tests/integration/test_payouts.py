@@ -254,6 +254,17 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
         release = wait_payout(kube, ns, "a-release", lambda p: phase(p) == "Confirmed", "the release confirmed", 120)
         assert condition(release, "Ready")["status"] == "True" and release["status"]["confirmations"] >= 2
         assert release["status"]["txHashes"] == status["txHashes"]  # never another transaction
+        # The release spent every unlocked output and its change is locked for 10 blocks: once the
+        # escrow's figures show it (at the next block read), the next payout waits for unlocked funds;
+        # read before that, it goes on to its builder, which refuses it as below.
+        wait_payout(
+            kube,
+            ns,
+            "b-greedy",
+            lambda p: phase(p) == "Failed" or (condition(p, "Ready") or {}).get("reason") == "AwaitingFunds",
+            "the greedy payout waiting for the change to unlock, or refused",
+        )
+        wallet.mine(10)  # the release's change unlocks
         # 4 XMR asked of the ~2.99 left: Failed before anything is signed, with both figures.
         greedy = wait_payout(kube, ns, "b-greedy", lambda p: phase(p) == "Failed", "the greedy payout refused")
         stalled = condition(greedy, "Stalled")
@@ -261,7 +272,6 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
         left = xmr(3 * XMR - release["status"]["fee"])
         assert f"holds {left} XMR" in stalled["message"] and "asks for 4 XMR" in stalled["message"], stalled
         assert greedy["status"].get("txHashes", []) == [] and greedy["status"].get("signatures", 0) == 0
-        wallet.mine(10)  # the release's change unlocks
         refund = wait_payout(kube, ns, "c-refund", lambda p: phase(p) == "Submitted", "the refund submitted")
         confirm(wallet, refund, 1)
         refund = wait_payout(kube, ns, "c-refund", lambda p: phase(p) == "Confirmed", "the refund confirmed", 120)
