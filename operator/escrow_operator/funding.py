@@ -86,7 +86,6 @@ class FundingWatch:
         """Follow the chain until cancelled; raises :class:`FundingGone` when the Escrow is gone."""
         await self.secret.load()
         seen = self.status.funding.height if self.status.funding is not None else None
-        retried: int | None = None  # the tip a lagging wallet was read again for
         while True:
             daemon = self.pool.daemon
             if daemon is None:
@@ -96,29 +95,16 @@ class FundingWatch:
             tip = await _first(watch.next(seen), self.pool.daemon_changed())
             if tip is None:
                 continue  # the pool's daemon changed: follow the new one
-            scanned = await self.scan(tip.height)
-            if scanned is not None and scanned < tip.height and retried != tip.height:
-                # The wallet read fewer blocks than the tip that woke it (its refresh did not see the
-                # newest block yet): read it again at once, once, instead of waiting for another block.
-                retried, seen = tip.height, scanned
-                log.info(
-                    "escrow %s/%s: the wallet read to %d of %d; reading it again",
-                    self.namespace,
-                    self.name,
-                    scanned,
-                    tip.height,
-                )
-            else:
-                seen = tip.height
+            await self.scan(tip.height)
+            seen = tip.height
 
-    async def scan(self, height: int) -> int | None:
-        """Read the watch wallet after block ``height`` and publish what changed; return the height the
-        wallet itself read to (None when it could not be read)."""
+    async def scan(self, height: int) -> None:
+        """Read the watch wallet after block ``height`` and publish what changed."""
         if self.status.restore_height is None and self.status.started_at is not None:
             start = funding_status.offline_scan_start(self.pool.network, self.status.started_at)
             if height < start:  # refresh would never return: say why instead of holding a pod
                 await self._unreadable(height, f"they start at about block {start:,}, above this chain's height")
-                return None
+                return
         losses = 0
         while True:
             creds = await self.pool.credentials()
@@ -133,9 +119,7 @@ class FundingWatch:
                 ) as lease:
                     rpc, fs = self.pool.rpc(lease.pod, creds), self.pool.fs(lease.pod, creds)
                     try:
-                        found, scanned = await self._read(
-                            StepCalls(self.ctx, self.names.final, lease), rpc, fs, lease, height
-                        )
+                        found = await self._read(StepCalls(self.ctx, self.names.final, lease), rpc, fs, lease, height)
                     except (WalletRpcUnavailable, WalletfsUnavailable):
                         lease.mark_failed()
                         raise
@@ -147,10 +131,10 @@ class FundingWatch:
                 losses += 1
             except (WalletRpcError, WalletfsError) as exc:
                 await self._unreadable(height, str(exc))
-                return None
+                return
             if losses >= MAX_POD_LOSSES:
                 await self._unreadable(height, f"{losses} pods were lost or unreachable in a row")
-                return None
+                return
         new, events = funding_status.observe(self.status, self.spec, self.generation, found, self.payouts())
         funded = get_condition(new.conditions, funding_status.FUNDED)
         log.info(
@@ -166,11 +150,8 @@ class FundingWatch:
         await self._save(new)
         for event in events:
             self.emit(event.type, event.reason, event.message)
-        return scanned
 
-    async def _read(
-        self, calls: StepCalls, rpc: WalletRpc, fs: WalletfsClient, lease: Lease, height: int
-    ) -> tuple[Scan, int]:
+    async def _read(self, calls: StepCalls, rpc: WalletRpc, fs: WalletfsClient, lease: Lease, height: int) -> Scan:
         watch, password = self.names.watch, self.secret.password(self.role)
         if lease.warm is None:
             # A stored copy (wallet-rpc saves the open wallet when it stops) is never reused: make it
@@ -184,8 +165,7 @@ class FundingWatch:
         balance = await calls.rpc("get_balance", rpc.get_balance())
         scanned = await calls.rpc("get_height", rpc.get_height())
         lease.keep(watch, reserved=False)
-        found = Scan(height=max(scanned, height), transfers=transfers.incoming, unlocked=balance.unlocked_balance)
-        return found, scanned
+        return Scan(height=max(scanned, height), transfers=transfers.incoming, unlocked=balance.unlocked_balance)
 
     async def _unreadable(self, height: int, detail: str) -> None:
         if self.status.restore_height is None:
