@@ -40,6 +40,7 @@ from .kube import api_refusal, is_gone, is_transient
 from .multisig import MultisigMismatch, check_multisig
 from .naming import WalletNames, final_step
 from .pools import PoolRuntime
+from .recovery_secret import RecoverySecret
 from .scheduler import PodLost, Priority
 from .settings import RETRY_ANNOTATION
 from .wallet_step import StepCalls
@@ -101,6 +102,7 @@ class EscrowExchange:
         # First come, first served across escrows: the earliest-created escrow's steps go first.
         self.priority = Priority.of(meta)
         self.secret = EscrowSecret(ctx.kube, self.namespace, self.name, self.uid)
+        self.recovery = RecoverySecret(ctx.kube, ctx.settings.operator_namespace, self.uid)
         self.pool: PoolRuntime = ctx.pools.get(self.namespace, self.spec.pool_ref)
         self._done: dict[str, int] = {p.role: p.round for p in self.status.participants}
         self._addresses: dict[str, str] = {}  # read from wallet-rpc in this run
@@ -151,6 +153,7 @@ class EscrowExchange:
             await self._save()
         await self._wait_for_pool()
         await self.secret.ensure(self.roles, escrow_owner(self.body))
+        await self._keep_recovery_copy()  # before the first wallet: a wallet never exists without it
         self.status.secret_name = self.secret.name
         if self._round() == 0 and self.status.restore_height is None and self.pool.daemon is not None:
             await self._record_chain_height(self.pool.daemon)
@@ -503,6 +506,16 @@ class EscrowExchange:
                     f"{role}'s final wallet {names.final_wallet} cannot be read: {exc}",
                 ) from exc
 
+    async def _keep_recovery_copy(self) -> None:
+        """Copy the passwords (from the loaded Secret) to the operator's namespace (recovery_secret)."""
+        await self.recovery.ensure(
+            escrow=(self.namespace, self.name),
+            pool=self.spec.pool_ref,
+            network=self.pool.network,
+            passwords={role: self.secret.password(role) for role in self.roles},
+            wallets={role: self.names[role].final_wallet for role in self.roles},
+        )
+
     async def _check_ready(self) -> None:
         """A Ready escrow resumed: its Secret must agree with status.address; if not, the wallets decide."""
         try:
@@ -514,6 +527,7 @@ class EscrowExchange:
                 "escrow %s/%s is Ready but its Secret %s is missing", self.namespace, self.name, self.secret.name
             )
             return
+        await self._keep_recovery_copy()  # escrows made before recovery copies existed get one
         recorded = {role: self.secret.address(role) for role in self.roles}
         if all(value == self.status.address for value in recorded.values()):
             return

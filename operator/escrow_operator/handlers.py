@@ -40,6 +40,7 @@ from .kube import Kube, json_object, load_api_client
 from .payout import PayoutGone, PayoutRun
 from .pool_reconcile import RECHECK_SECONDS, PoolRefused, PoolRetry, reconcile
 from .pools import Pools
+from .recovery_secret import RecoverySecret
 from .scheduler import Priority
 from .settings import DELETE_FUNDED_ANNOTATION, FINALIZER, POOL_LABEL, RETRY_ANNOTATION, OperatorSettings
 
@@ -337,13 +338,19 @@ async def escrow_deleted(
             reason="FilesNotDeleted",
             message=f"no ready pod in pool {pool_ref}; delete the {what} of escrow {uid} by hand",
         )
+    recovery = RecoverySecret(ctx.kube, ctx.settings.operator_namespace, uid)
     if retain:
         await secret.release()
         kopf.event(
-            body, type="Normal", reason="WalletsRetained", message=f"wallet files and Secret {secret.name} are kept"
+            body,
+            type="Normal",
+            reason="WalletsRetained",
+            message=f"wallet files and Secret {secret.name} are kept; the passwords are also in "
+            f"{recovery.namespace}/{recovery.name}",
         )
     else:
         await secret.delete()
+        await recovery.delete()
         kopf.event(
             body,
             type="Normal",

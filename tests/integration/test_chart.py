@@ -453,6 +453,16 @@ def _retained(kube: client.ApiClient, namespace: str, uid: str) -> bool:
     return (secret.metadata.labels or {}).get(f"{GROUP}/retained") == "true" and not secret.metadata.owner_references
 
 
+def _recovery_copy(kube: client.ApiClient, namespace: str, uid: str) -> bool:
+    try:
+        client.CoreV1Api(kube).read_namespaced_secret(f"escrow-{uid}-recovery", namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 def test_operator_with_the_charts_clusterrole_runs_escrows_to_ready(
     helm: Path,
     helm_env: dict[str, str],
@@ -536,6 +546,8 @@ def test_operator_with_the_charts_clusterrole_runs_escrows_to_ready(
                 for name in uids:
                     wait_escrow_gone(kube, ns, name, timeout=120)
                 assert _retained(kube, ns, uids["order-retain"])  # Retain: released, kept
+                assert _recovery_copy(kube, op_ns, uids["order-retain"])  # and its passwords outside ns
+                assert not _recovery_copy(kube, op_ns, uids["order-delete"])
                 with pytest.raises(ApiException) as gone:  # Delete: files and Secret deleted
                     client.CoreV1Api(kube).read_namespaced_secret(f"escrow-{uids['order-delete']}", ns)
                 assert gone.value.status == 404
@@ -595,6 +607,7 @@ def test_operator_with_the_charts_role_serves_its_namespace(
                 )
                 wait_escrow_gone(kube, ns, "order-ns", timeout=60)
                 assert _retained(kube, ns, escrow["metadata"]["uid"])
+                assert _recovery_copy(kube, op_ns, escrow["metadata"]["uid"])
             finally:
                 operator.stop()
             assert not rbac_denials(operator.log), "\n".join(rbac_denials(operator.log))[-4000:]
@@ -603,12 +616,15 @@ def test_operator_with_the_charts_role_serves_its_namespace(
 
         evidence = rbac_evidence(audited, op_ns, sa, manifest, f"watchNamespace Role + discovery ClusterRole {sa}:")
         assert {("", "namespaces", "list"), ("", "namespaces", "watch")} <= evidence.requested
-        # Every namespaced request stays in the watched namespace.
-        assert {
-            e["objectRef"].get("namespace")
+        # Every namespaced request stays in the watched namespace, but the recovery copies of the
+        # passwords, which are Secrets in the operator's own namespace.
+        namespaced = [
+            e["objectRef"]
             for e in evidence.events
             if e["objectRef"]["resource"] not in ("namespaces", "customresourcedefinitions")
-        } == {ns}
+        ]
+        assert {r.get("namespace") for r in namespaced} == {ns, op_ns}
+        assert {r["resource"] for r in namespaced if r.get("namespace") == op_ns} == {"secrets"}
 
 
 # --- each verb of each rule is needed ----------------------------------------------------------

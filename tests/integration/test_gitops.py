@@ -14,6 +14,7 @@ Each test starts its own operator, so no test depends on another's faults or ord
 
 from __future__ import annotations
 
+import base64
 import secrets
 import subprocess
 import threading
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError, SSLError
@@ -37,6 +39,7 @@ from tests.support.escrows import (
 )
 from tests.support.gitops import verdicts
 from tests.support.kube import custom_objects, wait_for, wait_gone
+from tests.support.walletrpc_proc import standalone_wallet_rpc
 
 from .conftest import start_operator
 
@@ -353,6 +356,65 @@ def test_a_namespace_with_pools_and_escrows_finishes_terminating(
         )
     finally:
         op.stop()
+
+
+def test_a_retained_wallet_opens_after_its_namespace_is_deleted(
+    kube: client.ApiClient, cluster: DevCluster, crds: None, tmp_path: Path
+) -> None:
+    """Deleting a namespace deletes its Secrets at once: the passwords of a Retain escrow are also in
+    the operator's namespace (escrow-<uid>-recovery), and open its wallet files on the released volume
+    (docs/operations.md, Recovering a retained wallet). A Delete escrow's copy goes with its files."""
+    core = client.CoreV1Api(kube)
+    ns, op_ns = f"t-shop-{secrets.token_hex(3)}", f"t-op-{secrets.token_hex(3)}"
+    for name in (ns, op_ns):
+        core.create_namespace({"metadata": {"name": name}})
+    op = start_operator(cluster, tmp_path / "operator.log", POD_NAMESPACE=op_ns)
+    try:
+        client.CustomObjectsApi(kube).create_namespaced_custom_object(
+            GROUP, VERSION, ns, "walletpools", pool_body("p", 2)
+        )
+        create_escrow(kube, ns, "kept", "p", **DUO)
+        create_escrow(kube, ns, "dropped", "p", walletRetention="Delete", **DUO)
+        kept, dropped = (wait_escrow(kube, ns, name, timeout=300) for name in ("kept", "dropped"))
+        uid, address = kept["metadata"]["uid"], kept["status"]["address"]
+        for escrow in (kept, dropped):
+            euid = escrow["metadata"]["uid"]
+            copy = core.read_namespaced_secret(f"escrow-{euid}-recovery", op_ns)
+            assert copy.metadata.owner_references is None
+            passwords = core.read_namespaced_secret(f"escrow-{euid}", ns).data
+            assert copy.data == {f"password.{r}": passwords[f"password.{r}"] for r in DUO["participants"]} | {
+                f"wallet.{r}": base64.b64encode(f"{r}_escrow_{euid}_round_2_final".encode()).decode()
+                for r in DUO["participants"]
+            }
+        claim = core.read_namespaced_persistent_volume_claim("p-wallets", ns)
+        core.delete_namespace(ns)
+        wait_gone(
+            core.list_namespace, field_selector=f"metadata.name={ns}", timeout=180, what=f"namespace {ns} deleted"
+        )
+        log = op.log
+    finally:
+        op.stop()
+    try:
+        with pytest.raises(client.ApiException) as gone:
+            core.read_namespaced_secret(f"escrow-{dropped['metadata']['uid']}-recovery", op_ns)
+        assert gone.value.status == 404
+        copy = core.read_namespaced_secret(f"escrow-{uid}-recovery", op_ns)
+        assert copy.metadata.annotations["xmrescrow.dev/escrow"] == f"{ns}/kept"
+        assert copy.metadata.annotations["xmrescrow.dev/pool"] == f"{ns}/p"
+        data = {k: base64.b64decode(v).decode() for k, v in copy.data.items()}
+        # The claim went with the namespace; its volume (reclaim policy Retain) keeps the files.
+        volume = core.read_persistent_volume(claim.spec.volume_name)
+        assert volume.status.phase == "Released"
+        assert (volume.spec.claim_ref.namespace, volume.spec.claim_ref.name) == (ns, "p-wallets")
+        with standalone_wallet_rpc(Path(volume.spec.host_path.path)) as rpc:
+            for role in DUO["participants"]:
+                state = rpc.inspect(data[f"wallet.{role}"], data[f"password.{role}"])
+                assert state["multisig"] and state["ready"] and state["address"] == address, state
+    finally:
+        core.delete_namespace(op_ns)
+    for value in data.values():
+        if len(value) == 43:  # a password (token_urlsafe(32)), never in the operator's log
+            assert value not in log
 
 
 # --- GitOps churn ---------------------------------------------------------------------------------

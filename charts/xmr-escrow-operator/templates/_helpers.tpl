@@ -100,7 +100,8 @@ ServiceAccount, and a drop-one-rule check of each verb).
 # escrow-<uid> (passwords, round messages): read, create, record (merge patch with
 # resourceVersion), release (walletRetention: Retain), delete (walletRetention: Delete);
 # payout-<uid> (multisig infos, transaction sets): read, create, record;
-# <pool>-rpc (RPC login, walletfs token): read, create.
+# <pool>-rpc (RPC login, walletfs token): read, create;
+# escrow-<uid>-recovery in the operator's namespace (recoveryRules): create, read, replace, delete.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch", "delete"]
@@ -126,6 +127,13 @@ ServiceAccount, and a drop-one-rule check of each verb).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end }}
+
+{{- define "xmr-escrow-operator.recoveryRules" -}}
+# escrow-<uid>-recovery: the wallet passwords of every escrow, kept in the operator's namespace.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- end }}
 
 {{- define "xmr-escrow-operator.crdRules" -}}
