@@ -2,7 +2,8 @@
 
 :func:`start_chain` runs ``monerod --regtest --offline --fixed-difficulty 1`` as a pod of the given
 namespace (its own data directory, an emptyDir; a Service in front), waits for it to answer and returns
-a :class:`Chain`. Pools point at it with ``spec.daemon = chain.address``: the pod's address, since the
+a :class:`Chain`. Pools point at it with ``spec.daemon = chain.address`` (and ``spec.daemonZmq =
+chain.zmq`` for blocks pushed over ZMQ): the pod's address, since the
 process kubelet runs no cluster DNS (in a cluster the Service name ``monerod.NS.svc:18081`` is the
 address to give).
 
@@ -28,6 +29,7 @@ from .kube import pod_ready, wait_for
 from .walletrpc import LocalWalletRpc, local_wallet_rpc
 
 RPC_PORT = 18081
+ZMQ_PUB_PORT = 18084
 #: Blocks before a coinbase output can be spent.
 COINBASE_UNLOCK = 60
 #: Blocks a fresh chain needs before a transfer finds enough unlocked outputs for its ring (16 members).
@@ -52,6 +54,7 @@ def monerod_manifests(name: str = "monerod", image: str = DEFAULT_IMAGE) -> list
         "--p2p-bind-port=18080",
         "--zmq-rpc-bind-ip=$(POD_IP)",
         "--zmq-rpc-bind-port=18082",
+        f"--zmq-pub=tcp://$(POD_IP):{ZMQ_PUB_PORT}",  # new blocks pushed (a pool's spec.daemonZmq)
         "--log-file=/data/monerod.log",
         "--max-log-files=1",
     ]
@@ -67,7 +70,10 @@ def monerod_manifests(name: str = "monerod", image: str = DEFAULT_IMAGE) -> list
                     "command": ["monerod"],
                     "args": args,
                     "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-                    "ports": [{"name": "rpc", "containerPort": RPC_PORT}],
+                    "ports": [
+                        {"name": "rpc", "containerPort": RPC_PORT},
+                        {"name": "zmq-pub", "containerPort": ZMQ_PUB_PORT},
+                    ],
                     "readinessProbe": {"httpGet": {"path": "/get_height", "port": RPC_PORT}, "periodSeconds": 1},
                     "volumeMounts": [{"name": "data", "mountPath": "/data"}],
                 }
@@ -79,7 +85,13 @@ def monerod_manifests(name: str = "monerod", image: str = DEFAULT_IMAGE) -> list
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "labels": labels},
-        "spec": {"selector": labels, "ports": [{"name": "rpc", "port": RPC_PORT, "targetPort": RPC_PORT}]},
+        "spec": {
+            "selector": labels,
+            "ports": [
+                {"name": "rpc", "port": RPC_PORT, "targetPort": RPC_PORT},
+                {"name": "zmq-pub", "port": ZMQ_PUB_PORT, "targetPort": ZMQ_PUB_PORT},
+            ],
+        },
     }
     return [pod, service]
 
@@ -91,6 +103,11 @@ class Chain:
     namespace: str
     name: str
     address: str  # host:port, what a pool's spec.daemon names
+
+    @property
+    def zmq(self) -> str:
+        """monerod's ZMQ publisher host:port, what a pool's spec.daemonZmq names."""
+        return f"{self.address.rsplit(':', 1)[0]}:{ZMQ_PUB_PORT}"
 
     @property
     def url(self) -> str:

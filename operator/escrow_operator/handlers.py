@@ -83,13 +83,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics.register_pools(pools)
     faults = Faults.parse(ours.faults, ours.mode)
     faults.install_resume_signal()
-    memo.ctx = Context(kube, pools, ours, Chains(ours), faults)
-    await _know_existing_pools(kube, pools, ours.namespace)
+    chains = Chains(ours)
+    memo.ctx = Context(kube, pools, ours, chains, faults)
+    await _know_existing_pools(kube, pools, chains, ours.namespace)
     if ours.metrics_port:
         metrics.serve(ours.metrics_port)
 
 
-async def _know_existing_pools(kube: Kube, pools: Pools, namespace: str | None) -> None:
+async def _know_existing_pools(kube: Kube, pools: Pools, chains: Chains, namespace: str | None) -> None:
     """Mark the pools that exist before any Escrow resumes, so an in-flight escrow does not report
     PoolNotFound while the pool watch catches up after a restart."""
     if namespace:
@@ -105,6 +106,7 @@ async def _know_existing_pools(kube: Kube, pools: Pools, namespace: str | None) 
             spec = item.get("spec") or {}
             daemon = spec.get("daemon")
             pool.set_daemon(daemon if daemon and daemon != OFFLINE else None, spec.get("network") or "mainnet")
+            chains.configure((pool.namespace, pool.name), pool.daemon, spec.get("daemonZmq"))
             pool.exists.set()
 
 
@@ -146,7 +148,11 @@ async def reconcile_pool(body: kopf.Body, namespace: str | None, name: str, memo
 
 @kopf.on.delete(GROUP, VERSION, WALLETPOOL_PLURAL, optional=True)
 async def pool_deleted(namespace: str | None, name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
-    context(memo).pools.get(namespaced(namespace), name).deleted(uid)
+    ctx = context(memo)
+    pool = ctx.pools.get(namespaced(namespace), name)
+    if pool.uid in (None, uid):  # not a pool of the same name created since
+        ctx.chains.configure((pool.namespace, name), None, None)
+    pool.deleted(uid)
 
 
 # --- pods of pools ---------------------------------------------------------------------------------

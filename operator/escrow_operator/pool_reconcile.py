@@ -148,6 +148,7 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Applied:
             raise PoolRefused("InvalidSpec", f"invalid spec: {'; '.join(e['msg'] for e in exc.errors())}") from None
         replicas = spec.replicas
         pool.set_daemon(None if spec.offline else spec.daemon, spec.network.value)
+        ctx.chains.configure((namespace, name), pool.daemon, spec.daemon_zmq)
         check_images(ctx, spec)
         await check_claim(ctx, namespace, name, spec)
         obj = {"metadata": dict(meta)}

@@ -44,6 +44,12 @@ class OperatorSettings(BaseModel):
     block_poll_interval: float = Field(
         5.0, gt=0, le=300, description="seconds between monerod get_info calls that look for a new block"
     )
+    zmq_poll_interval: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="seconds between get_info calls for a daemon whose blocks are pushed over ZMQ (spec.daemonZmq)",
+    )
     daemon_timeout: float = Field(30.0, gt=0, description="seconds one monerod RPC call may take")
     api_threads: int = Field(16, ge=1, le=256, description="threads for blocking Kubernetes API calls")
     allowed_images: str = Field(

@@ -262,6 +262,14 @@ REFUSED: list[Any] = [
     pytest.param(pool(daemon="--daemon-address=x:1"), DAEMON_RULE, id="daemon-flag-injection"),
     pytest.param(pool(daemon="[zz::1]:18081"), DAEMON_RULE, id="daemon-bad-ipv6"),
     pytest.param(pool(daemon="Offline"), DAEMON_RULE, id="daemon-Offline"),
+    pytest.param(
+        pool(daemonZmq="node:18084"), "daemonZmq is the publisher of the pool's daemon", id="zmq-on-offline-pool"
+    ),
+    pytest.param(
+        pool(daemon="node:18081", daemonZmq="tcp://node:18084"),
+        "spec.daemonZmq in body should match",
+        id="zmq-url-not-host-port",
+    ),
     # -- WalletPool: storage
     pytest.param(pool(storage={"claimName": "wallets", "size": "1Gi"}), ONE_SOURCE, id="storage-claim-and-size"),
     pytest.param(pool(storage={}), ONE_SOURCE, id="storage-neither"),
@@ -400,6 +408,7 @@ def test_malformed_body_is_refused(
         pytest.param(
             pool(daemon="node-1.example.org:18081", storage={"claimName": "wallets"}), id="pool-claim-and-daemon"
         ),
+        pytest.param(pool(daemon="node:18081", daemonZmq="node:18084"), id="pool-daemon-and-zmq"),
     ],
 )
 def test_boundary_values_are_accepted(

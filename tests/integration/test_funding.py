@@ -47,7 +47,9 @@ def funding_operator(
     cluster: DevCluster, crds: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("funding-operator") / "operator.log"
-    proc = start_operator(cluster, log, ESCROW_BLOCK_POLL_INTERVAL="0.5")
+    # The module's pool names monerod's ZMQ publisher; its poll (600 s) never comes within a test, so
+    # every figure here follows a block monerod pushed. A pool naming the daemon only polls (0.5 s).
+    proc = start_operator(cluster, log, ESCROW_BLOCK_POLL_INTERVAL="0.5", ESCROW_ZMQ_POLL_INTERVAL="600")
     try:
         yield proc
     finally:
@@ -62,7 +64,7 @@ def _create_pool(kube: client.ApiClient, namespace: str, name: str, replicas: in
 
 @pytest.fixture(scope="module")
 def pool(kube: client.ApiClient, module_namespace: str, chain: Chain, funding_operator: OperatorProcess) -> str:
-    _create_pool(kube, module_namespace, "chainpool", 2, daemon=chain.address)
+    _create_pool(kube, module_namespace, "chainpool", 2, daemon=chain.address, daemonZmq=chain.zmq)
     return "chainpool"
 
 
@@ -101,7 +103,12 @@ def wait_event(kube: client.ApiClient, namespace: str, name: str, reason: str) -
 
 
 def test_escrow_reports_payments_and_turns_funded(
-    kube: client.ApiClient, module_namespace: str, chain: Chain, wallet: Miner, pool: str
+    kube: client.ApiClient,
+    module_namespace: str,
+    chain: Chain,
+    wallet: Miner,
+    pool: str,
+    funding_operator: OperatorProcess,
 ) -> None:
     before = chain.height()
     create_escrow(kube, module_namespace, "paid", pool, amount=3 * XMR, confirmations=2)
@@ -134,6 +141,7 @@ def test_escrow_reports_payments_and_turns_funded(
     reasons = [reason for reason, _ in events(kube, module_namespace, "paid")]
     assert reasons.count("FundsReceived") == 2, reasons
     assert "UnderPaid" in reasons, reasons
+    assert f"following blocks published on {chain.zmq}" in funding_operator.log
 
 
 def test_overpayment_is_reported_and_an_escrow_without_amount_has_no_funded_condition(

@@ -32,6 +32,8 @@ _PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2]
 _HOST = r"([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
 #: ``offline`` or a monerod RPC address ``host:port`` (an IPv6 host in brackets).
 DAEMON_PATTERN = rf"^({OFFLINE}|{_HOST}:{_PORT})$"
+#: monerod's ZMQ publisher ``host:port`` (``monerod --zmq-pub tcp://IP:PORT``).
+HOST_PORT_PATTERN = rf"^{_HOST}:{_PORT}$"
 
 STORAGE_ONE_SOURCE = cel(
     "has(self.claimName) != has(self.size)",
@@ -44,6 +46,10 @@ STORAGE_CLASS_NEEDS_SIZE = cel(
 STORAGE_IMMUTABLE = cel(
     "self == oldSelf",
     "storage is immutable: the wallet files live on it; create a new WalletPool to use other storage",
+)
+ZMQ_NEEDS_DAEMON = cel(
+    "!has(self.daemonZmq) || self.daemon != 'offline'",
+    "daemonZmq is the publisher of the pool's daemon: set daemon (host:port) too, or drop daemonZmq",
 )
 NETWORK_IMMUTABLE = cel(
     "self == oldSelf",
@@ -126,6 +132,8 @@ class ResourceRequirements(ApiModel):
 class WalletPoolSpec(ApiModel):
     """The desired pool of wallet-rpc pods."""
 
+    model_config = ConfigDict(json_schema_extra=validations(ZMQ_NEEDS_DAEMON))
+
     replicas: int = Field(
         default=DEFAULT_REPLICAS,
         ge=0,
@@ -150,11 +158,24 @@ class WalletPoolSpec(ApiModel):
         pattern=DAEMON_PATTERN,
         description="monerod RPC address host:port, or offline (no daemon: enough for the key exchange).",
     )
+    daemon_zmq: str | None = Field(
+        default=None,
+        max_length=262,
+        pattern=HOST_PORT_PATTERN,
+        description="monerod's ZMQ publisher host:port (monerod --zmq-pub tcp://0.0.0.0:18084): new blocks "
+        "are pushed to the operator as monerod adds them; without it the operator polls get_info.",
+    )
     storage: PoolStorage = Field(description="The shared wallet volume. Immutable.")
     resources: ResourceRequirements | None = Field(
         default=None,
         description="Compute resources of the wallet-rpc container (a core/v1 ResourceRequirements).",
     )
+
+    @model_validator(mode="after")
+    def _zmq_needs_daemon(self) -> WalletPoolSpec:
+        if self.daemon_zmq is not None and self.offline:
+            raise ValueError(ZMQ_NEEDS_DAEMON["message"])
+        return self
 
     @property
     def offline(self) -> bool:
