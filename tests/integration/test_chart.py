@@ -250,12 +250,16 @@ def test_chart_with_every_value_set_applies_cleanly(
             ("ClusterRoleBinding", "escrow-operator-all-discovery"),
             ("Deployment", "escrow-operator-all"),
             ("Role", "escrow-operator-all"),
+            ("Role", "escrow-operator-all-recovery"),
             ("RoleBinding", "escrow-operator-all"),
+            ("RoleBinding", "escrow-operator-all-recovery"),
             ("Service", "escrow-operator-all-metrics"),
             ("ServiceAccount", "escrow-operator-sa"),
             ("WalletPool", "escrow-wallets"),
         ]
         assert objs[("Role", "escrow-operator-all")]["metadata"]["namespace"] == watched
+        # The recovery copies of the passwords live in the operator's own namespace.
+        assert objs[("Role", "escrow-operator-all-recovery")]["metadata"]["namespace"] == namespace
         assert objs[("WalletPool", "escrow-wallets")]["metadata"]["namespace"] == watched
         pod = objs[("Deployment", "escrow-operator-all")]["spec"]["template"]
         # nameOverride renames objects, never the label the pool NetworkPolicy admits.
@@ -264,7 +268,7 @@ def test_chart_with_every_value_set_applies_cleanly(
         assert env["ESCROW_NAMESPACE"] == watched and env["ESCROW_METRICS_PORT"] == "9090"
         assert_no_wildcards(manifest)
         out = dry_run(cluster, manifest)
-        assert out.count("serverside-applied (server dry run)") == 8, out
+        assert out.count("serverside-applied (server dry run)") == 10, out
 
 
 def test_kustomize_base_is_a_fresh_render_of_the_chart(helm: Path, helm_env: dict[str, str], tmp_path: Path) -> None:
