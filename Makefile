@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LINT_STAMP := $(VENV)/.installed-lint
 
-.PHONY: demo test unit lint deps python-deps system-deps controlplane tools bench down crds
+.PHONY: demo test unit lint deps python-deps system-deps controlplane tools bench down crds images
 
 ## demo: the main job on the embedded dev cluster (control plane + wallet-rpc pool + operator + escrows)
 demo: deps controlplane
@@ -60,6 +60,10 @@ bench: deps controlplane
 crds: python-deps tools
 	$(PY) -m escrow_operator.api.crdgen
 	hack/render-manifests.sh
+
+## images: the operator (distroless and debian) and wallet-rpc images with podman, bases made locally when unpullable
+images:
+	hack/images.sh
 
 ## down: stop a dev cluster left running by `make demo`
 down: python-deps

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# make images: build xmr-escrow/operator (the default distroless target, and the debian target as
+# xmr-escrow/operator:VERSION-debian) and xmr-escrow/wallet-rpc with podman, from Debian's packages.
+#
+# Works on a machine with no Docker engine and no reachable container registry:
+# - base images that cannot be pulled are made locally: debian:bookworm-slim with mmdebstrap
+#   (minbase, merged /usr, no docs, man pages or locales), and a stand-in for
+#   gcr.io/distroless/python3-debian12:nonroot from the Debian packages that image is made of
+#   (extracted, never configured: no shell, no package manager; the nonroot user 65532; the CA bundle);
+# - podman runs with runc and default ulimits within the hard limits, through a containers.conf of
+#   its own (CONTAINERS_CONF), never the host's /etc/containers;
+# - when the host trusts extra CA certificates (/usr/local/share/ca-certificates, a TLS-inspecting
+#   proxy), they are mounted into the build only, where ca-certificates adds them for pip; no layer of
+#   a final image holds them.
+# Each step is skipped when its result exists, so running it twice builds nothing new.
+# Images carry OCI labels with the version and the git commit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STATE=${XDG_CACHE_HOME:-$HOME/.cache}/xmr-escrow-operator/images
+VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/pyproject.toml" | head -1)
+COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
+DEBIAN=docker.io/library/debian:bookworm-slim
+DISTROLESS=gcr.io/distroless/python3-debian12:nonroot
+EXTRA_CA=/usr/local/share/ca-certificates
+mkdir -p "$STATE"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# --- podman, and how it runs here --------------------------------------------------------------
+if ! command -v podman >/dev/null || ! command -v mmdebstrap >/dev/null || ! command -v runc >/dev/null; then
+    log "installing podman, runc and mmdebstrap (Debian packages)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc mmdebstrap uidmap >/dev/null
+fi
+# podman's defaults (nofile 1048576, nproc at the host's maximum) are refused here ("setrlimit:
+# operation not permitted"); 4096 of each is within every limit seen and plenty for both images.
+cat >"$STATE/containers.conf" <<EOF
+[containers]
+default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+EOF
+export CONTAINERS_CONF=$STATE/containers.conf
+
+have() { podman image exists "$1"; }
+pull() { timeout 60 podman pull -q "$1" >/dev/null 2>&1; }
+
+# --- base images -------------------------------------------------------------------------------
+if ! have "$DEBIAN" && ! pull "$DEBIAN"; then
+    log "making $DEBIAN with mmdebstrap"
+    mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+        --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        bookworm "$STATE/debian.tar" http://deb.debian.org/debian
+    podman import -q --change 'CMD ["bash"]' "$STATE/debian.tar" "$DEBIAN" >/dev/null
+    rm -f "$STATE/debian.tar"
+fi
+
+if ! have "$DISTROLESS" && ! pull "$DISTROLESS"; then
+    log "making a stand-in for $DISTROLESS from Debian's packages"
+    tree=$STATE/distroless
+    rm -rf "$tree"
+    # What distroless/python3-debian12 is made of: glibc, Python 3.11 and the libraries its standard
+    # library loads (apt resolves them: ssl, zlib, ffi, expat, bz2, lzma, sqlite, ...), libstdc++ for
+    # binary wheels, netbase; the CA bundle from Debian's ca-certificates, extracted on its own (as a
+    # dependency it would bring debconf and perl).
+    mmdebstrap --quiet --variant=extract \
+        --include=libc6,libgcc-s1,libstdc++6,python3.11-minimal,libpython3.11-stdlib,netbase \
+        bookworm "$tree" http://deb.debian.org/debian
+    (cd "$STATE" && rm -f ca-certificates_*.deb && apt-get download -q ca-certificates >/dev/null)
+    dpkg-deb -x "$STATE"/ca-certificates_*.deb "$tree"
+    rm -f "$STATE"/ca-certificates_*.deb
+    # Not configured by dpkg (no maintainer scripts ran): what they would have made, by hand.
+    install -d "$tree/etc/ssl/certs"
+    find "$tree/usr/share/ca-certificates/mozilla" -name '*.crt' -exec cat {} + >"$tree/etc/ssl/certs/ca-certificates.crt"
+    printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$tree/etc/passwd"
+    printf 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n' >"$tree/etc/group"
+    install -d -m 0700 -o 65532 -g 65532 "$tree/home/nonroot"
+    install -d -m 1777 "$tree/tmp"
+    rm -rf "$tree/var/lib/apt" "$tree/var/cache/apt" "$tree/var/lib/dpkg" "$tree/usr/share/doc" "$tree/usr/share/man" \
+        "$tree/bin/sh" "$tree/usr/bin/sh" "$tree/bin/bash" "$tree/usr/bin/bash" "$tree/bin/dash" "$tree/usr/bin/dash"
+    tar -C "$tree" -cf "$STATE/distroless.tar" .
+    podman import -q --change 'USER 65532:65532' --change 'WORKDIR /home/nonroot' \
+        --change 'ENTRYPOINT ["/usr/bin/python3.11"]' "$STATE/distroless.tar" "$DISTROLESS" >/dev/null
+    rm -rf "$tree" "$STATE/distroless.tar"
+fi
+
+# --- the images ----------------------------------------------------------------------------------
+labels=(
+    --label "org.opencontainers.image.version=$VERSION"
+    --label "org.opencontainers.image.revision=$COMMIT"
+    --label "org.opencontainers.image.source=xmr-escrow-operator"
+)
+ca=()
+if compgen -G "$EXTRA_CA/*.crt" >/dev/null; then
+    ca=(--volume "$EXTRA_CA:$EXTRA_CA:ro")
+fi
+build() {
+    local tag=$1
+    shift
+    log "building $tag"
+    podman build --quiet --pull=never --network=host "${labels[@]}" --tag "$tag" "$@" "$ROOT" >/dev/null
+}
+build "xmr-escrow/operator:$VERSION" -f "$ROOT/images/operator.Dockerfile" "${ca[@]}"
+build "xmr-escrow/operator:$VERSION-debian" -f "$ROOT/images/operator.Dockerfile" --target debian "${ca[@]}"
+build "xmr-escrow/wallet-rpc:0.18.0.0" -f "$ROOT/images/wallet-rpc.Dockerfile"
+
+podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^localhost/xmr-escrow/' >&2
+
+# --- smoke: each image runs as its non-root user on a read-only root filesystem ----------------------
+run() { podman run --rm --read-only --network=none "$@"; }
+run "xmr-escrow/wallet-rpc:0.18.0.0" --version | grep -q 'v0\.18\.0\.0'
+for tag in "$VERSION" "$VERSION-debian"; do
+    run --user 10001:10001 "xmr-escrow/operator:$tag" crds | grep -q 'kind: CustomResourceDefinition'
+    run "xmr-escrow/operator:$tag" walletfs --help >/dev/null
+done
+if run --entrypoint /bin/sh "xmr-escrow/operator:$VERSION" -c true 2>/dev/null; then
+    echo "xmr-escrow/operator:$VERSION has a shell" >&2
+    exit 1
+fi
+log "smoke: both images run read-only as UID 10001; the distroless operator has no shell"
