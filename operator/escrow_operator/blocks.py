@@ -163,8 +163,9 @@ class Chains:
         pools disagree), so a pool that names only the daemon does not turn pushes off for the others."""
         previous = self._named.get(pool, (None, None))[0]
         self._named[pool] = (address, zmq)
-        for daemon in {previous, address} - {None}:
-            assert daemon is not None
+        for daemon in {previous, address}:
+            if daemon is None:
+                continue
             given = sorted((p, z) for p, (a, z) in self._named.items() if a == daemon and z is not None)
             self.watch(daemon).use_zmq(given[0][1] if given else None)
 

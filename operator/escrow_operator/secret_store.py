@@ -44,9 +44,15 @@ class RecordSecret:
         self._version = metadata(found).resource_version
 
     async def create_or_load(
-        self, *, labels: dict[str, str], annotations: dict[str, str], owner: dict[str, Any], data: dict[str, str]
+        self,
+        *,
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        owner: dict[str, Any] | None,
+        data: dict[str, str],
     ) -> bool:
-        """Load the Secret, creating it with ``data`` first if it does not exist; True if this call created it."""
+        """Load the Secret, creating it with ``data`` first if it does not exist (owned by ``owner``, or by
+        nothing); True if this call created it."""
         try:
             found = await self.kube.call(self.kube.core.read_namespaced_secret, self.name, self.namespace)
         except ApiException as exc:
@@ -64,7 +70,7 @@ class RecordSecret:
                     "namespace": self.namespace,
                     "labels": labels,
                     "annotations": annotations,
-                    "ownerReferences": [owner],
+                    "ownerReferences": [owner] if owner is not None else [],
                 },
                 "data": {k: _b64(v) for k, v in data.items()},
             }
