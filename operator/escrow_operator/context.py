@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .blocks import Chains
+from .chainwatch import ChainWatches
 from .faults import NONE as NO_FAULTS
 from .faults import Faults
 from .kube import Kube
@@ -18,4 +19,5 @@ class Context:
     pools: Pools
     settings: OperatorSettings
     chains: Chains
+    watches: ChainWatches
     faults: Faults = NO_FAULTS

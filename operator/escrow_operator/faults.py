@@ -49,6 +49,8 @@ class Point(StrEnum):
     CLEANUP_BEFORE_READY = "cleanup.before_ready"
     PAYOUT_BEFORE_SUBMIT = "payout.before_submit"  # the transaction hashes in status, nothing submitted
     PAYOUT_AFTER_SUBMIT = "payout.after_submit"  # submitted, the status not yet Submitted
+    WATCH_AFTER_LEDGERS = "watch.after_ledgers"  # a block's findings saved, the chain cursor not yet moved
+    WATCH_BEFORE_CURSOR = "watch.before_cursor"  # blocks scanned, the chain cursor about to be written
 
 
 #: wallet-rpc calls are named by method; ``drop_stale`` is the close_wallet(autosave=false) of whatever
@@ -64,6 +66,8 @@ RPC_NAMES = (
     "exchange_multisig_keys",
     "is_multisig",
     "get_address",
+    "query_key",
+    "incoming_transfers",
     "refresh",
     "export_multisig_info",
     "import_multisig_info",

@@ -1,26 +1,22 @@
-"""The funding watch of one Ready Escrow: after each new block, what its address received.
+"""The funding watch of one Ready Escrow: what its address received, after each new block.
 
-It runs in the Escrow's daemon once the key exchange is Ready, for as long as the Escrow exists, on
-a pool with a daemon (``spec.daemon``); on an offline pool it waits for the pool to get one. It does
-nothing while no block arrives (:mod:`escrow_operator.blocks` says when one does). For each new tip:
+It runs once the key exchange is Ready, for as long as the Escrow exists:
 
-1. lease a pool pod for the escrow's *watch wallet* (``{role}_escrow_{uid}_watch``, a copy of the
-   first participant's final wallet; the final wallets are never opened in place). A pod that still
-   holds it open from the last block is taken back warm; otherwise the copy is made afresh from the
-   final wallet and opened;
-2. ``refresh`` from the escrow's recorded chain height (``status.restoreHeight``), read the incoming
-   transfers, the balance and the wallet's height, and leave it open (unreserved: any step may take
-   the pod). The copy is never stored: wallet-rpc 0.18.0.0 trims a stored wallet's block-hash chain
-   to just below its oldest transfer, and a process that refreshes such a wallet can stop advancing
-   (``out_of_hashchain_bounds_error`` on every refresh, measured on regtest after two payments), so
-   the copy is only ever scanned from the final wallet's state, in memory;
-3. :func:`escrow_operator.funding_status.observe` turns that into ``status.funding``, the ``Funded``
-   condition and Events; the status is written only when it changed.
+1. the escrow's private view key and public spend key are recorded in its Secret (``watch.viewkey``,
+   ``watch.spendkey``): read once from a copy of a final wallet (``query_key``, the address), checked
+   against each other (:class:`escrow_operator.viewkeys.WatchKeys`) and never logged. Nothing else of the
+   wallets is needed to watch it, and no wallet-rpc call is made for it after that;
+2. on a pool with a daemon (``spec.daemon``; an offline pool waits for one), the escrow joins the
+   :class:`escrow_operator.chainwatch.ChainWatch` of that daemon, which scans each block once for every
+   escrow, from the height the escrow's wallets were made (``status.restoreHeight``), and saves what it
+   finds in the escrow's Secret (``watch.ledger``);
+3. each time the chain watch's figures for it change, :func:`escrow_operator.funding_status.observe`
+   turns them into ``status.funding``, the ``Funded`` condition and Events; the status is written only
+   when it changed.
 
 Wallets made on an offline pool have no recorded height: wallet2 put their scan start at a clock
-estimate of the mainnet height when they were made. On mainnet that is safe (no payment can predate
-the address); on a chain below that height (regtest, a private testnet) they cannot see it, and
-``status.funding.message`` says so (docs/operations.md, Funding).
+estimate of the network's height when they were made, and the watch starts there too; on a chain below
+that estimate (regtest, a private testnet) it starts at the genesis block.
 """
 
 from __future__ import annotations
@@ -34,23 +30,26 @@ from kubernetes.client.exceptions import ApiException
 
 from . import funding_status
 from .api import ESCROW_PLURAL, EscrowSpec, EscrowStatus, FundingPayout, get_condition
+from .chainwatch import Watched
 from .context import Context
 from .escrow_secret import EscrowSecret
 from .funding_status import Scan
 from .kube import is_gone
 from .naming import WalletNames, final_step
 from .pools import PoolRuntime
-from .scheduler import Lease, PodLost, Priority
+from .scheduler import PodLost, Priority
+from .viewkeys import BadKeys, WatchKeys
 from .wallet_step import StepCalls
-from .walletfs.client import WalletfsAuthError, WalletfsClient, WalletfsError, WalletfsUnavailable
-from .walletrpc import WalletRpc, WalletRpcAuthError, WalletRpcError, WalletRpcUnavailable
+from .walletfs.client import WalletfsAuthError, WalletfsError, WalletfsUnavailable
+from .walletrpc import WalletRpcAuthError, WalletRpcError, WalletRpcUnavailable
+from .watch_ledger import Ledger
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EmitEvent = Callable[[str, str, str], None]  # (type, reason, message)
 
-#: Pods lost in a row before a scan is given up until the next block.
+#: Pods lost in a row before reading the keys is given up for a while.
 MAX_POD_LOSSES = 10
 
 
@@ -82,29 +81,52 @@ class FundingWatch:
         self.secret = EscrowSecret(ctx.kube, self.namespace, self.name, self.uid)
         self.pool: PoolRuntime = ctx.pools.get(self.namespace, self.spec.pool_ref)
 
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.uid}"
+
     async def run(self) -> None:
         """Follow the chain until cancelled; raises :class:`FundingGone` when the Escrow is gone."""
         await self.secret.load()
-        seen = self.status.funding.height if self.status.funding is not None else None
+        keys = self.secret.watch_keys()
+        while keys is None:
+            keys = await self._record_keys()
         while True:
             daemon = self.pool.daemon
             if daemon is None:
                 await self.pool.daemon_changed()
                 continue
-            watch = self.ctx.chains.watch(daemon)
-            tip = await _first(watch.next(seen), self.pool.daemon_changed())
-            if tip is None:
-                continue  # the pool's daemon changed: follow the new one
-            await self.scan(tip.height)
-            seen = tip.height
+            text, joined = self.secret.ledger(daemon)
+            ledger = Ledger.from_json(text)
+            ledger.learn(self.secret.key_images())
 
-    async def scan(self, height: int) -> None:
-        """Read the watch wallet after block ``height`` and publish what changed."""
-        if self.status.restore_height is None and self.status.started_at is not None:
-            start = funding_status.offline_scan_start(self.pool.network, self.status.started_at)
-            if height < start:  # refresh would never return: say why instead of holding a pod
-                await self._unreadable(height, f"they start at about block {start:,}, above this chain's height")
-                return
+            async def save(ledger_json: str, joined: bool, daemon: str = daemon) -> None:
+                await self.secret.save_ledger(daemon, ledger_json, joined)
+
+            start = await self._start(daemon)
+            entry = Watched(self.key, keys, start, ledger, joined, save)
+            chain = self.ctx.watches.get(daemon)
+            chain.watch(entry)
+            try:
+                while await _first(entry.changed.wait(), self.pool.daemon_changed()):
+                    entry.changed.clear()
+                    if entry.scan is not None:
+                        await self.publish(entry.scan)
+            finally:
+                chain.unwatch(entry.key)
+
+    async def _start(self, daemon: str) -> int:
+        """The first block that can pay the escrow: the height recorded before its wallets were made."""
+        if self.status.restore_height is not None:
+            return self.status.restore_height
+        if self.status.started_at is None:
+            return 0
+        estimate = funding_status.offline_scan_start(self.pool.network, self.status.started_at)
+        tip = await self.ctx.chains.watch(daemon).next(None)
+        return estimate if estimate <= tip.height else 0
+
+    async def _record_keys(self) -> WatchKeys | None:
+        """Read the view key and address from a copy of the first participant's final wallet, once."""
         losses = 0
         while True:
             creds = await self.pool.credentials()
@@ -115,11 +137,19 @@ class FundingWatch:
                 continue
             try:
                 async with self.pool.scheduler.lease(
-                    self.priority, label=f"{self.name}/funding", wallet=f"{self.uid}/watch"
+                    self.priority, label=f"{self.name}/watch-keys", wallet=f"{self.uid}/watch"
                 ) as lease:
                     rpc, fs = self.pool.rpc(lease.pod, creds), self.pool.fs(lease.pod, creds)
+                    calls, watch = StepCalls(self.ctx, self.names.final, lease), self.names.watch
                     try:
-                        found = await self._read(StepCalls(self.ctx, self.names.final, lease), rpc, fs, lease, height)
+                        await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")
+                        await calls.fs(fs.delete(watch))
+                        await calls.fs(fs.copy(self.names.final_wallet, watch))
+                        await calls.rpc("open_wallet", rpc.open_wallet(watch, self.secret.password(self.role)))
+                        view = await calls.rpc("query_key", rpc.query_key("view_key"))
+                        address = await calls.rpc("get_address", rpc.get_address())
+                        await calls.rpc("close_wallet", rpc.close_wallet(autosave=False))
+                        await calls.fs(fs.delete(watch))
                     except (WalletRpcUnavailable, WalletfsUnavailable):
                         lease.mark_failed()
                         raise
@@ -130,19 +160,38 @@ class FundingWatch:
             except (PodLost, WalletRpcUnavailable, WalletfsUnavailable):
                 losses += 1
             except (WalletRpcError, WalletfsError) as exc:
-                await self._unreadable(height, str(exc))
-                return
+                await self._unreadable(f"its view key could not be read: {exc}")
+                await self.pool.daemon_changed()  # try again later, not in a loop
+                return None
             if losses >= MAX_POD_LOSSES:
-                await self._unreadable(height, f"{losses} pods were lost or unreachable in a row")
-                return
+                await self._unreadable(f"its view key could not be read: {losses} pods were lost in a row")
+                losses = 0
+        if self.status.address is not None and address != self.status.address:
+            log.warning(
+                "escrow %s/%s: status.address is not its wallet's address; watching the wallet's",
+                self.namespace,
+                self.name,
+            )
+        try:
+            keys = await self.secret.record_watch_keys(view, address)
+        except BadKeys as exc:
+            await self._unreadable(f"its wallet's keys do not fit together ({exc})")
+            await self.pool.daemon_changed()
+            return None
+        log.info("escrow %s/%s: view key recorded for the chain watch", self.namespace, self.name)
+        return keys
+
+    async def publish(self, found: Scan) -> None:
+        """``status.funding`` and the Funded condition from the chain watch's figures."""
         new, events = funding_status.observe(self.status, self.spec, self.generation, found, self.payouts())
+        if new == self.status:
+            return
         funded = get_condition(new.conditions, funding_status.FUNDED)
         log.info(
-            "escrow %s/%s funding at height %d (tip %d): %d transfers, %d received, %s",
+            "escrow %s/%s funding at height %d: %d transfers, %d received, %s",
             self.namespace,
             self.name,
             found.height,
-            height,
             len(found.transfers),
             sum(t.amount for t in found.transfers),
             "no amount" if funded is None else f"Funded={funded.status} ({funded.reason})",
@@ -151,30 +200,8 @@ class FundingWatch:
         for event in events:
             self.emit(event.type, event.reason, event.message)
 
-    async def _read(self, calls: StepCalls, rpc: WalletRpc, fs: WalletfsClient, lease: Lease, height: int) -> Scan:
-        watch, password = self.names.watch, self.secret.password(self.role)
-        if lease.warm is None:
-            # A stored copy (wallet-rpc saves the open wallet when it stops) is never reused: make it
-            # afresh from the final wallet, whose hash chain no store has trimmed since it was published.
-            await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")
-            await calls.fs(fs.delete(watch))
-            await calls.fs(fs.copy(self.names.final_wallet, watch))
-            await calls.rpc("open_wallet", rpc.open_wallet(watch, password))
-        await calls.rpc("refresh", rpc.refresh(self.status.restore_height))
-        transfers = await calls.rpc("get_transfers", rpc.get_transfers_in())
-        balance = await calls.rpc("get_balance", rpc.get_balance())
-        scanned = await calls.rpc("get_height", rpc.get_height())
-        lease.keep(watch, reserved=False)
-        return Scan(height=max(scanned, height), transfers=transfers.incoming, unlocked=balance.unlocked_balance)
-
-    async def _unreadable(self, height: int, detail: str) -> None:
-        if self.status.restore_height is None:
-            message = (
-                f"the wallets were made on an offline pool, so their scan starts at wallet2's clock estimate of the "
-                f"{self.pool.network} height; this chain (height {height}) cannot be scanned: {detail}"
-            )
-        else:
-            message = f"the escrow's wallet could not be read at height {height}: {detail}"
+    async def _unreadable(self, detail: str) -> None:
+        message = f"the escrow cannot be watched: {detail}"
         new = funding_status.unreadable(self.status, message)
         if self.status.funding is None or not self.status.funding.message:
             self.emit("Warning", "FundingUnreadable", message[:1000])

@@ -73,6 +73,9 @@ class Scan:
     height: int
     transfers: Sequence[Transfer]
     unlocked: int
+    #: The unlocked figure already leaves out what the escrow's payouts spent (the chain watch knows
+    #: their key images); a watch wallet that never imports multisig infos does not.
+    spends_known: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,9 +139,9 @@ def funding(scan: Scan, payouts: Sequence[FundingPayout] = ()) -> FundingStatus:
     return FundingStatus(
         received=received,
         received_xmr=xmr(received),
-        # The watch wallet still counts every output a payout spent as unspent: their total is what the
+        # A watch wallet still counts every output a payout spent as unspent: their total is what the
         # payout paid (amount and fee) plus its change.
-        unlocked=max(0, scan.unlocked - paid_out - change),
+        unlocked=scan.unlocked if scan.spends_known else max(0, scan.unlocked - paid_out - change),
         transfers=len(others),
         confirmations=None if newest is None else newest.confirmations,
         height=scan.height,

@@ -29,6 +29,7 @@ from .api import (
     WalletRetention,
 )
 from .blocks import Chains
+from .chainwatch import ChainWatches
 from .context import Context
 from .escrow_files import PoolUnusable, delete_files, is_work_copy
 from .escrow_secret import EscrowSecret
@@ -84,7 +85,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     faults = Faults.parse(ours.faults, ours.mode)
     faults.install_resume_signal()
     chains = Chains(ours)
-    memo.ctx = Context(kube, pools, ours, chains, faults)
+    watches = ChainWatches(chains, kube, ours.operator_namespace, ours, faults)
+    memo.ctx = Context(kube, pools, ours, chains, watches, faults)
     await _know_existing_pools(kube, pools, chains, ours.namespace)
     if ours.metrics_port:
         metrics.serve(ours.metrics_port)
@@ -115,6 +117,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     ctx = getattr(memo, "ctx", None)
     if isinstance(ctx, Context):
         await ctx.pools.close()
+        await ctx.watches.close()
         await ctx.chains.close()
         ctx.kube.close()
 

@@ -9,6 +9,7 @@ wallet-rpc, never here.
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import httpx
@@ -70,6 +71,45 @@ class TxLookup(BaseModel):
     def known(self, tx_hash: str) -> bool:
         """In the daemon's pool or in a block."""
         return any(tx.tx_hash == tx_hash for tx in self.txs)
+
+
+class BlockHeader(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    height: int = Field(ge=0)
+    hash: str
+    prev_hash: str = ""
+
+
+class Block(BaseModel):
+    """``get_block``: the header, the miner transaction (decoded) and the other transactions' hashes."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    block_header: BlockHeader
+    miner_tx_hash: str
+    json_: str = Field(alias="json")
+    tx_hashes: list[str] = []
+
+    @property
+    def miner_tx(self) -> dict[str, Any]:
+        miner: dict[str, Any] = json.loads(self.json_)["miner_tx"]
+        return miner
+
+
+class DecodedTx(BaseModel):
+    """One transaction of ``get_transactions`` with ``decode_as_json`` (pruned: no signatures)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    tx_hash: str
+    as_json: str
+    in_pool: bool = False
+    block_height: int = Field(default=0, ge=0)
+
+
+#: Transactions asked of ``get_transactions`` at once (a restricted RPC answers at most 100).
+TX_BATCH = 100
 
 
 class Monerod(OwnsAsyncClient):
@@ -134,3 +174,52 @@ class Monerod(OwnsAsyncClient):
             return TxLookup.model_validate(reply)
         except (ValueError, ValidationError):
             raise MonerodUnavailable(url, "unexpected get_transactions reply") from None
+
+    async def _other(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A call of one of monerod's non-JSON-RPC endpoints (``/get_transactions`` and the like)."""
+        url = f"{self.base}/{path}"
+        try:
+            response = await self._http.post(url, json=body)
+        except httpx.HTTPError as exc:
+            raise MonerodUnavailable(url, f"{type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            raise MonerodUnavailable(url, f"HTTP {response.status_code}")
+        try:
+            reply = response.json()
+        except ValueError:
+            raise MonerodUnavailable(url, "reply is not JSON") from None
+        if not isinstance(reply, dict) or reply.get("status") != "OK":
+            raise MonerodUnavailable(url, f"{path} failed: {str(reply)[:200]}")
+        return reply
+
+    async def get_block(self, height: int) -> Block:
+        result = await self.call("get_block", {"height": height})
+        try:
+            return Block.model_validate(result)
+        except ValidationError:
+            raise MonerodUnavailable(self.url, f"unexpected get_block reply at height {height}") from None
+
+    async def block_hash(self, height: int) -> str:
+        result = await self.call("get_block_header_by_height", {"height": height})
+        try:
+            return BlockHeader.model_validate(result.get("block_header")).hash
+        except ValidationError:
+            raise MonerodUnavailable(self.url, f"unexpected block header at height {height}") from None
+
+    async def decoded_transactions(self, hashes: list[str]) -> list[DecodedTx]:
+        """The transactions ``hashes`` decoded (pruned), in batches; those the daemon does not know are left out."""
+        found: list[DecodedTx] = []
+        for start in range(0, len(hashes), TX_BATCH):
+            reply = await self._other(
+                "get_transactions",
+                {"txs_hashes": hashes[start : start + TX_BATCH], "decode_as_json": True, "prune": True},
+            )
+            try:
+                found += [DecodedTx.model_validate(tx) for tx in reply.get("txs") or []]
+            except ValidationError:
+                raise MonerodUnavailable(self.base, "unexpected get_transactions reply") from None
+        return found
+
+    async def pool_hashes(self) -> list[str]:
+        reply = await self._other("get_transaction_pool_hashes", {})
+        return [str(h) for h in reply.get("tx_hashes") or []]

@@ -362,6 +362,7 @@ class PayoutRun:
                     f"escrow {self.spec.escrow_ref} holds {held} XMR, {unlocked} unlocked; the payout needs {want}",
                     next_block=True,
                 )
+            await self._record_key_images(escrow, calls, rpc)
             await self.secret.mark_begun(attempt, role)
             destinations = (
                 None
@@ -377,6 +378,14 @@ class PayoutRun:
         plan = self._plan(escrow, role, names.merged, None, names, attempt)
         await self._step(escrow, role, f"build {role}", plan, operation, record)
         log.info("payout %s/%s: transaction built by %s", self.namespace, self.name, role)
+
+    async def _record_key_images(self, escrow: EscrowView, calls: StepCalls, rpc: WalletRpc) -> None:
+        """The key images of the escrow's outputs (known once the signers' infos are imported), recorded
+        before anything is signed so the chain watch sees the payout spend them."""
+        outputs = await calls.rpc("incoming_transfers", rpc.incoming_transfers())
+        images = {o.key_image: o.pubkey for o in outputs if o.key_image and o.pubkey and set(o.key_image) != {"0"}}
+        await escrow.secret.add_key_images(images)
+        self.ctx.watches.get(escrow.daemon).learn(f"{self.namespace}/{escrow.uid}", images)
 
     async def _check_addresses(self, calls: StepCalls, rpc: WalletRpc) -> None:
         """Every address the payout pays must be one of the escrow wallet's network (asked of the open

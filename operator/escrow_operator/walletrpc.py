@@ -273,6 +273,23 @@ class Balance(_Reply):
     multisig_import_needed: bool = False
 
 
+class QueriedKey(_Reply):
+    key: SecretStr
+
+
+class IncomingTransfer(_Reply):
+    """One output of the open wallet (``incoming_transfers``): its key image once known."""
+
+    tx_hash: str
+    key_image: str = ""
+    pubkey: str = ""
+    spent: bool = False
+
+
+class IncomingTransfers(_Reply):
+    transfers: list[IncomingTransfer] = []
+
+
 class Height(_Reply):
     height: int = Field(ge=0)
 
@@ -488,6 +505,15 @@ class WalletRpc(OwnsAsyncClient):
         """The open wallet's primary address (account 0)."""
         reply = await self._call(GetAddressResult, "get_address", {"account_index": 0}, timeout=timeout)
         return reply.address
+
+    async def query_key(self, key_type: str, *, timeout: float | None = None) -> SecretStr:
+        """A key of the open wallet (``view_key``; a multisig wallet's is the shared view key)."""
+        return (await self._call(QueriedKey, "query_key", {"key_type": key_type}, timeout=timeout)).key
+
+    async def incoming_transfers(self, *, timeout: float | None = None) -> list[IncomingTransfer]:
+        """Every output of the open wallet, spent or not, with its key image and output key."""
+        params = {"transfer_type": "all", "account_index": 0}
+        return (await self._call(IncomingTransfers, "incoming_transfers", params, timeout=timeout)).transfers
 
     async def prepare_multisig(self, enable_experimental: bool = True, *, timeout: float | None = None) -> MultisigInfo:
         """The first round message; with ``enable_experimental`` also enables multisig in this process (it

@@ -14,14 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from escrow_operator import signing
 from escrow_operator.api import ESCROW_PLURAL, GROUP, PAYOUT_PLURAL, VERSION, WALLETPOOL_PLURAL
 from escrow_operator.kube import json_object
 from escrow_operator.multisig import PassThrough
 from escrow_operator.naming import WalletNames, wallet_files
+from escrow_operator.viewkeys import WatchKeys
 from escrow_operator.walletrpc import Destination, WalletRpc
 from hack.devcluster import DevCluster
 from hack.testground.chain import Chain, Miner
@@ -35,6 +38,7 @@ from hack.testground.escrows import (
     wait_escrow,
 )
 from hack.testground.kube import custom_objects, wait_for
+from hack.testground.processes import free_port
 from tests.integration.conftest import start_operator
 from tests.support.operator import OperatorProcess
 from tests.support.walletrpc_proc import standalone_wallet_rpc
@@ -49,7 +53,13 @@ def funding_operator(
     log = tmp_path_factory.mktemp("funding-operator") / "operator.log"
     # The module's pool names monerod's ZMQ publisher; its poll (600 s) never comes within a test, so
     # every figure here follows a block monerod pushed. A pool naming the daemon only polls (0.5 s).
-    proc = start_operator(cluster, log, ESCROW_BLOCK_POLL_INTERVAL="0.5", ESCROW_ZMQ_POLL_INTERVAL="600")
+    proc = start_operator(
+        cluster,
+        log,
+        ESCROW_BLOCK_POLL_INTERVAL="0.5",
+        ESCROW_ZMQ_POLL_INTERVAL="600",
+        ESCROW_METRICS_PORT=str(free_port()),
+    )
     try:
         yield proc
     finally:
@@ -82,6 +92,31 @@ def wait_funding(
     )
 
 
+def wallet_rpc_calls(op: OperatorProcess) -> dict[str, float]:
+    """How many wallet-rpc calls of each method the operator made (its metrics)."""
+    reply = httpx.get(f"http://127.0.0.1:{op.env['ESCROW_METRICS_PORT']}/metrics", timeout=10)
+    reply.raise_for_status()
+    return {
+        s.labels["method"]: s.value
+        for family in text_string_to_metric_families(reply.text)
+        for s in family.samples
+        if s.name == "xmrescrow_rpc_duration_seconds_count"
+    }
+
+
+def wait_watch_keys(kube: client.ApiClient, namespace: str, uid: str) -> dict[str, str]:
+    """The escrow's Secret once its view key is recorded for the chain watch."""
+    wait_for(
+        client.CoreV1Api(kube).list_namespaced_secret,
+        lambda secret: {"watch.viewkey", "watch.spendkey"} <= set(secret.data or {}),
+        namespace,
+        field_selector=f"metadata.name=escrow-{uid}",
+        timeout=120,
+        what="the escrow's view key in its Secret",
+    )
+    return escrow_secret(kube, namespace, uid)
+
+
 def funding(obj: dict[str, Any]) -> dict[str, Any]:
     return dict((obj.get("status") or {}).get("funding") or {})
 
@@ -111,11 +146,14 @@ def test_escrow_reports_payments_and_turns_funded(
     funding_operator: OperatorProcess,
 ) -> None:
     before = chain.height()
-    create_escrow(kube, module_namespace, "paid", pool, amount=3 * XMR, confirmations=2)
+    created = create_escrow(kube, module_namespace, "paid", pool, amount=3 * XMR, confirmations=2)
     ready = wait_escrow(kube, module_namespace, "paid", timeout=300)
     status = ready["status"]
     assert before <= status["restoreHeight"] <= chain.height()
     address = status["address"]
+    secret = wait_watch_keys(kube, module_namespace, created["metadata"]["uid"])
+    assert WatchKeys.from_wallet(secret["watch.viewkey"], address).spend_public.hex() == secret["watch.spendkey"]
+    calls = wallet_rpc_calls(funding_operator)
 
     height = wallet.confirm(wallet.pay(address, 1 * XMR))
     obj = wait_funding(
@@ -142,6 +180,9 @@ def test_escrow_reports_payments_and_turns_funded(
     assert reasons.count("FundsReceived") == 2, reasons
     assert "UnderPaid" in reasons, reasons
     assert f"following blocks published on {chain.zmq}" in funding_operator.log
+    # The chain watch found both payments with the view key: no wallet-rpc call since the key was read.
+    assert wallet_rpc_calls(funding_operator) == calls
+    assert secret["watch.viewkey"] not in funding_operator.log
 
 
 def test_overpayment_is_reported_and_an_escrow_without_amount_has_no_funded_condition(
@@ -168,11 +209,12 @@ def test_overpayment_is_reported_and_an_escrow_without_amount_has_no_funded_cond
     assert condition(obj, "Funded") is None
 
 
-def test_escrow_made_on_an_offline_pool_says_what_it_cannot_see(
+def test_escrow_made_on_an_offline_pool_is_watched_from_the_start_of_a_short_chain(
     kube: client.ApiClient, module_namespace: str, chain: Chain, wallet: Miner, funding_operator: OperatorProcess
 ) -> None:
-    """Wallets made offline scan from wallet2's clock estimate of the mainnet height (~3.8 million),
-    far above a regtest chain: once the pool gets a daemon the escrow says why it cannot read them."""
+    """Wallets made offline have no recorded height: the watch starts at wallet2's clock estimate of the
+    mainnet height (~3.8 million), or at the genesis block on a chain below it. A payment made while the
+    pool had no daemon is found once it gets one."""
     _create_pool(kube, module_namespace, "offlinepool", 1)
     create_escrow(kube, module_namespace, "early", "offlinepool", amount=1 * XMR, confirmations=1)
     ready = wait_escrow(kube, module_namespace, "early", timeout=300)
@@ -196,17 +238,18 @@ def test_escrow_made_on_an_offline_pool_says_what_it_cannot_see(
     assert "has no daemon" in condition(json_object(held), "Ready")["message"]
     assert not (json_object(held).get("status") or {}).get("txHashes")
     payouts.delete_namespaced_custom_object(GROUP, VERSION, module_namespace, PAYOUT_PLURAL, "early-pay")
-    wallet.confirm(wallet.pay(ready["status"]["address"], 1 * XMR))
+    height = wallet.confirm(wallet.pay(ready["status"]["address"], 1 * XMR))
 
     client.CustomObjectsApi(kube).patch_namespaced_custom_object(
         GROUP, VERSION, module_namespace, WALLETPOOL_PLURAL, "offlinepool", {"spec": {"daemon": chain.address}}
     )
     obj = wait_funding(
-        kube, module_namespace, "early", lambda o: bool(funding(o).get("message")), "a funding message", timeout=300
+        kube, module_namespace, "early", lambda o: funding(o).get("received") == XMR, "the early payment", timeout=300
     )
-    assert "made on an offline pool" in funding(obj)["message"], funding(obj)
-    assert funding(obj).get("received", 0) == 0
-    wait_event(kube, module_namespace, "early", "FundingUnreadable")
+    assert (funding(obj)["transfers"], funding(obj).get("message")) == (1, None), funding(obj)
+    assert funding(obj)["height"] >= height
+    funded = condition(obj, "Funded")
+    assert funded is not None and (funded["status"], funded["reason"]) == ("True", "Funded"), funded
 
 
 def test_signing_protocol_pays_out_from_copies_of_the_final_wallets(
