@@ -215,7 +215,7 @@ class ChainWatch:
             height, hashes = stored
             log.info("chain watch %s: resuming at height %d", self.blocks.address, height)
             return Cursor(height, hashes)
-        tip = await self.blocks.next(None)
+        tip = await self.daemon.get_info()
         log.info("chain watch %s: following from height %d", self.blocks.address, tip.height)
         cursor = Cursor(tip.height, [])
         await self.store.write(cursor.height, cursor.to_list())
@@ -223,7 +223,9 @@ class ChainWatch:
 
     async def _pass(self) -> None:
         assert self.cursor is not None
-        tip = await self.blocks.next(None)
+        # The tip read afresh, not the block watch's: it only says when to look (a push can arrive before
+        # monerod's get_info shows its block; the next pass, at most a poll interval later, sees it).
+        tip = await self.daemon.get_info()
         if tip.behind:
             return  # a daemon still syncing reports heights that are not the chain's
         await self._follow(tip.height, tip.top_block_hash)
