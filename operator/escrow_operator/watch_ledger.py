@@ -182,4 +182,6 @@ def scan_of(ledger: Ledger, chain_height: int, now: float | None = None) -> Scan
     unlocked = sum(
         o.amount for o in ledger.outputs.values() if not ledger.spent(o) and is_unlocked(o, chain_height, moment)
     )
-    return Scan(height=chain_height, transfers=transfers, unlocked=unlocked, spends_known=True)
+    # Without key images (no payout signed by this operator version yet) spends cannot be seen: the
+    # status then takes what the escrow's submitted payouts spent off, as for a watch wallet.
+    return Scan(height=chain_height, transfers=transfers, unlocked=unlocked, spends_known=bool(ledger.key_images))

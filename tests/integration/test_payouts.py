@@ -565,6 +565,7 @@ CRASH_MATRIX = (
     "payout.before_submit",  # the hashes in status, nothing submitted
     "rpc.before.submit_multisig/submit",
     "payout.after_submit",  # submitted, the status not yet Submitted
+    "watch.after_ledgers",  # the chain watch saved what the payout's block holds, its cursor not yet moved
 )
 
 
@@ -664,6 +665,17 @@ def test_operator_killed_at_every_point_of_a_payout_pays_once_and_the_escrow_pay
         refund = wait_payout(kube, ns, "matrix-refund", lambda p: phase(p) == "Submitted", "the refund submitted")
         confirm(wallet, refund, 1)
         refund = wait_payout(kube, ns, "matrix-refund", lambda p: phase(p) == "Confirmed", "the refund confirmed")
+        # The chain watch (killed once mid-scan above) saw both payouts spend the escrow's outputs: nothing
+        # is left unlocked, the one payment is the only transfer, each payout's change counted nowhere.
+        height = wallet.chain.height()
+        settled = wait_for(
+            custom_objects(kube, ns, ESCROW_PLURAL),
+            lambda e: int(((json_object(e).get("status") or {}).get("funding") or {}).get("height") or 0) >= height,
+            field_selector=f"metadata.name={name}",
+            what="the escrow's figures after the refund",
+        )
+        figures = json_object(settled)["status"]["funding"]
+        assert (figures["received"], figures["transfers"], figures["unlocked"]) == (2 * XMR, 1, 0), figures
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     finally:
         op.stop()

@@ -85,3 +85,11 @@ def test_the_change_of_the_escrows_own_spend_is_no_incoming_transfer_but_unlocks
     assert [t.txid for t in scan_of(ledger, 125).transfers] == ["a"]
     assert scan_of(ledger, 125).unlocked == 0
     assert scan_of(ledger, 130).unlocked == 2 * XMR
+
+
+def test_without_key_images_the_figures_say_spends_are_unknown() -> None:
+    ledger = Ledger()
+    ledger.add([out("a", 0, XMR, 100, "h100")])
+    assert not scan_of(ledger, 120).spends_known
+    ledger.learn({"ki": "key-a-0"})
+    assert scan_of(ledger, 120).spends_known
