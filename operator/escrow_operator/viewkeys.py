@@ -265,22 +265,36 @@ def scan(tx: Transaction, keys: WatchKeys) -> list[Found]:
     if not tx.outputs:
         return found
     derivations = [derivation(keys.view_secret, tx.eight(r)) for r in tx.pubkeys]
+    tagged = [b"view_tag" + d for d in derivations]  # the view tag's hash input, less the index
     for out in tx.outputs:
-        candidates = list(derivations)
-        if out.index < len(tx.additional_pubkeys):
-            candidates.append(derivation(keys.view_secret, tx.eight(tx.additional_pubkeys[out.index])))
-        for d in candidates:
-            suffix = d + varint(out.index)
-            if out.view_tag is not None and keccak256(b"view_tag" + suffix)[0] != out.view_tag:
+        index = _VARINTS[out.index] if out.index < len(_VARINTS) else varint(out.index)
+        for d, tag_prefix in zip(derivations, tagged, strict=True):
+            if out.view_tag is not None and keccak256(tag_prefix + index)[0] != out.view_tag:
                 continue
-            scalar = hash_to_scalar(suffix)
-            if _one_time_key(scalar, keys.spend_public) != out.key:
-                continue
-            amount = _amount(tx, out, scalar)
-            if amount is not None:
-                found.append(Found(tx.hash, out.index, out.key.hex(), amount))
-            break
+            hit = _check(tx, out, keys, d + index)
+            if hit is not None:
+                found.append(hit)
+                break
+        else:
+            if out.index < len(tx.additional_pubkeys):
+                d = derivation(keys.view_secret, tx.eight(tx.additional_pubkeys[out.index]))
+                if out.view_tag is None or keccak256(b"view_tag" + d + index)[0] == out.view_tag:
+                    hit = _check(tx, out, keys, d + index)
+                    if hit is not None:
+                        found.append(hit)
     return found
+
+
+def _check(tx: Transaction, out: Output, keys: WatchKeys, suffix: bytes) -> Found | None:
+    """The full check of an output whose view tag matched: its key, then its amount."""
+    scalar = hash_to_scalar(suffix)
+    if _one_time_key(scalar, keys.spend_public) != out.key:
+        return None
+    amount = _amount(tx, out, scalar)
+    return None if amount is None else Found(tx.hash, out.index, out.key.hex(), amount)
+
+
+_VARINTS = [varint(i) for i in range(128)]
 
 
 def _one_time_key(scalar: bytes, spend_public: bytes) -> bytes | None:
