@@ -2,14 +2,15 @@
 
 It runs once the key exchange is Ready, for as long as the Escrow exists:
 
-1. the escrow's private view key and public spend key are recorded in its Secret (``watch.viewkey``,
-   ``watch.spendkey``): read once from a copy of a final wallet (``query_key``, the address), checked
-   against each other (:class:`escrow_operator.viewkeys.WatchKeys`) and never logged. Nothing else of the
-   wallets is needed to watch it, and no wallet-rpc call is made for it after that;
-2. on a pool with a daemon (``spec.daemon``; an offline pool waits for one), the escrow joins the
-   :class:`escrow_operator.chainwatch.ChainWatch` of that daemon, which scans each block once for every
-   escrow, from the height the escrow's wallets were made (``status.restoreHeight``), and saves what it
-   finds in the escrow's Secret (``watch.ledger``);
+1. on a pool with a daemon (``spec.daemon``; an offline pool waits for one, and nothing is read until
+   then), the escrow's private view key and public spend key are recorded in its Secret
+   (``watch.viewkey``, ``watch.spendkey``): read once from a copy of a final wallet (``query_key``,
+   the address), checked against each other (:class:`escrow_operator.viewkeys.WatchKeys`) and never
+   logged. Nothing else of the wallets is needed to watch it, and no wallet-rpc call is made for it
+   after that;
+2. the escrow joins the :class:`escrow_operator.chainwatch.ChainWatch` of that daemon, which scans each
+   block once for every escrow, from the height the escrow's wallets were made
+   (``status.restoreHeight``), and saves what it finds in the escrow's Secret (``watch.ledger``);
 3. each time the chain watch's figures for it change, :func:`escrow_operator.funding_status.observe`
    turns them into ``status.funding``, the ``Funded`` condition and Events; the status is written only
    when it changed.
@@ -89,12 +90,13 @@ class FundingWatch:
         """Follow the chain until cancelled; raises :class:`FundingGone` when the Escrow is gone."""
         await self.secret.load()
         keys = self.secret.watch_keys()
-        while keys is None:
-            keys = await self._record_keys()
         while True:
             daemon = self.pool.daemon
             if daemon is None:
                 await self.pool.daemon_changed()
+                continue
+            if keys is None:  # once, when the escrow is first watched (Ready on a pool with a daemon)
+                keys = await self._record_keys()
                 continue
             text, joined = self.secret.ledger(daemon)
             ledger = Ledger.from_json(text)
