@@ -196,10 +196,14 @@ class ChainWatch:
                 if detail != self.error:
                     log.warning("chain watch %s: %s; trying again", self.blocks.address, detail)
                 self.error = detail
-                await _first(asyncio.sleep(backoff), self.blocks.changed())
-                backoff = min(backoff * 2, self.settings.block_poll_interval)
+            except Exception as exc:  # a follower never dies: every escrow of the daemon depends on it
+                log.exception("chain watch %s: pass failed; trying again", self.blocks.address)
+                self.error = f"{type(exc).__name__}: {exc}"
+            else:
+                await self._idle()
                 continue
-            await self._idle()
+            await _first(asyncio.sleep(backoff), self.blocks.changed())
+            backoff = min(backoff * 2, self.settings.block_poll_interval)
 
     async def _idle(self) -> None:
         """Until the tip moves, an escrow joins or learns key images, or the pool is due a look."""
@@ -320,10 +324,9 @@ class ChainWatch:
         if not escrows:
             return
         header = block.block_header
-        txs = [Transaction.from_json(block.miner_tx_hash, block.miner_tx)]
-        txs += [
-            Transaction.from_json(t.tx_hash, t.as_json) for t in await self.daemon.decoded_transactions(block.tx_hashes)
-        ]
+        decoded: list[tuple[str, str | dict[str, Any]]] = [(block.miner_tx_hash, block.miner_tx)]
+        decoded += [(t.tx_hash, t.as_json) for t in await self.daemon.decoded_transactions(block.tx_hashes)]
+        txs = [tx for tx in (_decode(h, doc) for h, doc in decoded) if tx is not None]
         changed = []
         for escrow in escrows:
             if _record(escrow, txs, header.height, header.hash):
@@ -346,8 +349,9 @@ class ChainWatch:
         hashes = set(await self.daemon.pool_hashes())
         self._pool = {h: entry for h, entry in self._pool.items() if h in hashes}
         for decoded in await self.daemon.decoded_transactions(sorted(hashes - set(self._pool))):
-            if decoded.in_pool:
-                self._pool[decoded.tx_hash] = (Transaction.from_json(decoded.tx_hash, decoded.as_json), {})
+            tx = _decode(decoded.tx_hash, decoded.as_json) if decoded.in_pool else None
+            if tx is not None:
+                self._pool[decoded.tx_hash] = (tx, {})
         for escrow in self.joined():
             outputs: list[Received] = []
             spends: dict[str, Spend] = {}
@@ -362,6 +366,16 @@ class ChainWatch:
                     if key is not None:
                         spends[key] = Spend(tx.hash)
             escrow.ledger.set_pool(outputs, spends)
+
+
+def _decode(tx_hash: str, doc: str | dict[str, Any]) -> Transaction | None:
+    """A transaction as scanning reads it; None (and a warning) for one monerod decoded in a shape this
+    does not read: it cannot hold an output found the way wallet2 finds them."""
+    try:
+        return Transaction.from_json(tx_hash, doc)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        log.warning("transaction %s skipped: %s: %s", tx_hash, type(exc).__name__, exc)
+        return None
 
 
 def _record(escrow: Watched, txs: list[Transaction], height: int, block: str) -> bool:

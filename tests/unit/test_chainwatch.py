@@ -235,3 +235,20 @@ async def test_a_restart_resumes_at_the_cursor_and_follows_a_reorganisation_made
     await settle(second)
     assert received(again) == [(XMR, 3), (4 * XMR, 4), (8 * XMR, 5)]
     assert second.blocks_scanned == 2  # from the fork up: nothing below it scanned twice
+
+
+async def test_a_transaction_it_cannot_read_is_skipped_and_the_watch_goes_on() -> None:
+    chain, cursor, saved = FakeChain(), MemoryCursor(), Saved()
+    a = keys("a")
+    for _ in range(3):
+        chain.mine("m")
+    watch = follower(chain, cursor)
+    escrow = entry("a", saved)
+    watch.watch(escrow)
+    await watch.close()
+    await settle(watch)
+    broken = {"vin": [{"gen": {"height": 3}}], "vout": [{"target": {"tagged_key": {"key": "zz", "view_tag": "q"}}}]}
+    chain.blocks.append(("m3", broken))
+    chain.mine("m", a, XMR)
+    await settle(watch)
+    assert received(escrow) == [(XMR, 4)]
