@@ -46,7 +46,7 @@ from .blocks import BlockWatch, Chains
 from .faults import Faults, Point
 from .funding_status import Scan
 from .kube import Kube
-from .monerod import Block, Monerod, MonerodUnavailable
+from .monerod import Block, MonerodUnavailable
 from .secret_store import RecordSecret
 from .settings import OPERATOR_NAME, OperatorSettings
 from .viewkeys import Transaction, WatchKeys, scan
@@ -76,12 +76,11 @@ class Watched:
     joined: bool
     save: SaveLedger
     scan: Scan | None = None
-    version: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def publish(self, figures: Scan) -> None:
         if figures != self.scan:
-            self.scan, self.version = figures, self.version + 1
+            self.scan = figures
             self.changed.set()
 
 
@@ -143,7 +142,9 @@ class ChainWatch:
         self, blocks: BlockWatch, kube: Kube, namespace: str, settings: OperatorSettings, faults: Faults
     ) -> None:
         self.blocks = blocks
-        self.daemon = Monerod(blocks.address, timeout=settings.daemon_timeout)
+        #: The block watch's client of the same daemon, shared: the block watch closes it (``Chains.close``,
+        #: after ``ChainWatches.close``).
+        self.daemon = blocks.client
         self.store = CursorSecret(kube, namespace, blocks.address)
         self.settings, self.faults = settings, faults
         self.escrows: dict[str, Watched] = {}
@@ -178,7 +179,6 @@ class ChainWatch:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self.daemon.aclose()
 
     # --- the follower ---------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -202,14 +202,14 @@ class ChainWatch:
             else:
                 await self._idle()
                 continue
-            await _first(asyncio.sleep(backoff), self.blocks.changed())
+            await first(asyncio.sleep(backoff), self.blocks.changed())
             backoff = min(backoff * 2, self.settings.block_poll_interval)
 
     async def _idle(self) -> None:
         """Until the tip moves, an escrow joins or learns key images, or the pool is due a look."""
         self._wake.clear()
-        await _first(
-            _first(self.blocks.changed(), self._wake.wait()),
+        await first(
+            first(self.blocks.changed(), self._wake.wait()),
             asyncio.sleep(self.settings.block_poll_interval),
         )
 
@@ -394,16 +394,16 @@ def _record(escrow: Watched, txs: list[Transaction], height: int, block: str) ->
     return changed
 
 
-async def _first(wanted: Coroutine[Any, Any, T], other: Coroutine[Any, Any, Any]) -> T | None:
+async def first(wanted: Coroutine[Any, Any, T], other: Coroutine[Any, Any, Any]) -> T | None:
     """Await ``wanted`` unless ``other`` finishes first (then None); the loser is cancelled."""
-    first, second = asyncio.ensure_future(wanted), asyncio.ensure_future(other)
+    one, two = asyncio.ensure_future(wanted), asyncio.ensure_future(other)
     try:
-        done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({one, two}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (first, second):
+        for task in (one, two):
             task.cancel()
-    if first in done and not first.cancelled():
-        result: T = first.result()
+    if one in done and not one.cancelled():
+        result: T = one.result()
         return result
     return None
 

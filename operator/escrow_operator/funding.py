@@ -22,16 +22,15 @@ that estimate (regtest, a private testnet) it starts at the genesis block.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from . import funding_status
 from .api import ESCROW_PLURAL, EscrowSpec, EscrowStatus, FundingPayout, get_condition
-from .chainwatch import Watched
+from .chainwatch import Watched, first
 from .context import Context
 from .escrow_secret import EscrowSecret
 from .funding_status import Scan
@@ -46,7 +45,6 @@ from .walletrpc import WalletRpcAuthError, WalletRpcError, WalletRpcUnavailable
 from .watch_ledger import Ledger
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 EmitEvent = Callable[[str, str, str], None]  # (type, reason, message)
 
@@ -110,7 +108,7 @@ class FundingWatch:
             chain = self.ctx.watches.get(daemon)
             chain.watch(entry)
             try:
-                while await _first(entry.changed.wait(), self.pool.daemon_changed()):
+                while await first(entry.changed.wait(), self.pool.daemon_changed()):
                     entry.changed.clear()
                     if entry.scan is not None:
                         await self.publish(entry.scan)
@@ -220,17 +218,3 @@ class FundingWatch:
                 raise FundingGone(f"escrow {self.namespace}/{self.name} (uid {self.uid}) no longer exists") from None
             raise
         self.status = new
-
-
-async def _first(wanted: Coroutine[Any, Any, T], other: Coroutine[Any, Any, None]) -> T | None:
-    """Await ``wanted`` unless ``other`` finishes first (then None); the loser is cancelled."""
-    first, second = asyncio.ensure_future(wanted), asyncio.ensure_future(other)
-    try:
-        done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (first, second):
-            task.cancel()
-    if first in done and not first.cancelled():
-        result: T = first.result()
-        return result
-    return None

@@ -121,7 +121,8 @@ class Monerod(OwnsAsyncClient):
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             transport=transport,
-            limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
+            # One client per daemon, shared by the block watch, the chain watch and payout lookups.
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
             follow_redirects=False,
             trust_env=False,
         )
@@ -160,20 +161,11 @@ class Monerod(OwnsAsyncClient):
 
     async def get_transactions(self, hashes: list[str]) -> TxLookup:
         """Where the transactions ``hashes`` are: monerod's ``/get_transactions`` (not JSON-RPC)."""
-        url = f"{self.base}/get_transactions"
+        reply = await self._other("get_transactions", {"txs_hashes": hashes, "decode_as_json": False})
         try:
-            response = await self._http.post(url, json={"txs_hashes": hashes, "decode_as_json": False})
-        except httpx.HTTPError as exc:
-            raise MonerodUnavailable(url, f"{type(exc).__name__}: {exc}") from None
-        if response.status_code != 200:
-            raise MonerodUnavailable(url, f"HTTP {response.status_code}")
-        try:
-            reply = response.json()
-            if not isinstance(reply, dict) or reply.get("status") != "OK":
-                raise MonerodUnavailable(url, f"get_transactions failed: {str(reply)[:200]}")
             return TxLookup.model_validate(reply)
-        except (ValueError, ValidationError):
-            raise MonerodUnavailable(url, "unexpected get_transactions reply") from None
+        except ValidationError:
+            raise MonerodUnavailable(f"{self.base}/get_transactions", "unexpected get_transactions reply") from None
 
     async def _other(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """A call of one of monerod's non-JSON-RPC endpoints (``/get_transactions`` and the like)."""

@@ -22,7 +22,7 @@ escrow's outputs when it signs a payout, and a transaction that carries one spen
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -328,10 +328,3 @@ def commitment(mask: bytes, amount: int) -> bytes | None:
     except SodiumError:
         return None
     return result
-
-
-def spent_key_images(transactions: Sequence[Transaction]) -> Iterator[tuple[str, str]]:
-    """(key image, transaction hash) for every input of ``transactions``."""
-    for tx in transactions:
-        for image in tx.key_images:
-            yield image, tx.hash

@@ -92,18 +92,12 @@ class FakeChain:
     async def pool_hashes(self) -> list[str]:
         return []
 
-    async def aclose(self) -> None:
-        return None
-
 
 class FakeBlocks:
-    """The block watch: the fake chain's tip, read on every question."""
+    """The block watch: its client is the fake chain; the tip never changes by itself."""
 
     def __init__(self, chain: FakeChain) -> None:
-        self.chain, self.address = chain, "fake:18081"
-
-    async def next(self, seen: int | None) -> Info:
-        return await self.chain.get_info()
+        self.client, self.address = chain, "fake:18081"
 
     async def changed(self) -> None:
         await asyncio.Event().wait()
@@ -131,7 +125,7 @@ class Saved:
 
 def follower(chain: FakeChain, cursor: MemoryCursor) -> ChainWatch:
     watch = ChainWatch(FakeBlocks(chain), None, "ns", OperatorSettings(), NONE)  # type: ignore[arg-type]
-    watch.daemon, watch.store = chain, cursor  # type: ignore[assignment]
+    watch.store = cursor  # type: ignore[assignment]
     return watch
 
 
@@ -151,104 +145,107 @@ def received(escrow: Watched) -> list[tuple[int, int]]:
     return sorted(((t.amount, t.height) for t in escrow.scan.transfers), key=lambda t: (t[1], t[0]))
 
 
-async def test_an_escrow_joins_from_its_start_and_follows_new_blocks() -> None:
-    chain, cursor, saved = FakeChain(), MemoryCursor(), Saved()
-    a = keys("a")
+#: The keys of escrow "a", the one the tests watch.
+A = keys("a")
+
+
+def three_blocks() -> FakeChain:
+    """A chain of three blocks paying nobody watched."""
+    chain = FakeChain()
     for _ in range(3):
         chain.mine("m")
-    chain.mine("m", a, 2 * XMR)  # before anyone watched
+    return chain
+
+
+@dataclass
+class Following:
+    """A follower of a chain, the cursor it keeps, and the escrow it watches with its saved ledger."""
+
+    chain: FakeChain
+    cursor: MemoryCursor
+    saved: Saved
+    watch: ChainWatch
+    escrow: Watched
+
+
+async def following(
+    chain: FakeChain | None = None,
+    cursor: MemoryCursor | None = None,
+    saved: Saved | None = None,
+    *,
+    start: int = 0,
+) -> Following:
+    """A follower of ``chain`` (:func:`three_blocks` by default) watching escrow "a" (:data:`A`) from
+    ``start``, its ledger as ``saved``, after its first pass. Its loop is stopped: the tests run each
+    pass (:func:`settle`)."""
+    chain = three_blocks() if chain is None else chain
+    cursor = MemoryCursor() if cursor is None else cursor
+    saved = Saved() if saved is None else saved
     watch = follower(chain, cursor)
-    escrow = entry("a", saved, start=2)
+    escrow = entry("a", saved, start)
     watch.watch(escrow)
     await watch.close()  # the loop task is not needed: passes are run here
     await settle(watch)
-    assert received(escrow) == [(2 * XMR, 3)] and saved.joined
-    chain.mine("m", a, XMR)
-    await settle(watch)
-    assert received(escrow) == [(2 * XMR, 3), (XMR, 4)]
-    assert cursor.stored is not None and cursor.stored[0] == 5
+    return Following(chain, cursor, saved, watch, escrow)
+
+
+async def test_an_escrow_joins_from_its_start_and_follows_new_blocks() -> None:
+    chain = three_blocks()
+    chain.mine("m", A, 2 * XMR)  # before anyone watched
+    f = await following(chain, start=2)
+    assert received(f.escrow) == [(2 * XMR, 3)] and f.saved.joined
+    chain.mine("m", A, XMR)
+    await settle(f.watch)
+    assert received(f.escrow) == [(2 * XMR, 3), (XMR, 4)]
+    assert f.cursor.stored is not None and f.cursor.stored[0] == 5
 
 
 async def test_a_reorganisation_takes_back_the_replaced_blocks_and_follows_the_winner() -> None:
-    chain, cursor, saved = FakeChain(), MemoryCursor(), Saved()
-    a = keys("a")
-    for _ in range(3):
-        chain.mine("m")
-    watch = follower(chain, cursor)
-    escrow = entry("a", saved)
-    watch.watch(escrow)
-    await watch.close()
-    await settle(watch)
-    chain.mine("m", a, XMR)
-    chain.mine("m", a, 3 * XMR)
-    await settle(watch)
-    assert received(escrow) == [(XMR, 3), (3 * XMR, 4)]
-    chain.pop(2)
-    chain.mine("fork")
-    chain.mine("fork", a, 5 * XMR)
-    chain.mine("fork")
-    await settle(watch)
-    assert received(escrow) == [(5 * XMR, 4)]
-    assert Ledger.from_json(saved.text).outputs.keys() == Ledger.from_json(escrow.ledger.to_json()).outputs.keys()
+    f = await following()
+    f.chain.mine("m", A, XMR)
+    f.chain.mine("m", A, 3 * XMR)
+    await settle(f.watch)
+    assert received(f.escrow) == [(XMR, 3), (3 * XMR, 4)]
+    f.chain.pop(2)
+    f.chain.mine("fork")
+    f.chain.mine("fork", A, 5 * XMR)
+    f.chain.mine("fork")
+    await settle(f.watch)
+    assert received(f.escrow) == [(5 * XMR, 4)]
+    assert Ledger.from_json(f.saved.text).outputs.keys() == Ledger.from_json(f.escrow.ledger.to_json()).outputs.keys()
 
 
 async def test_a_shorter_chain_takes_back_what_its_missing_blocks_held() -> None:
-    chain, cursor, saved = FakeChain(), MemoryCursor(), Saved()
-    a = keys("a")
-    for _ in range(3):
-        chain.mine("m")
-    watch = follower(chain, cursor)
-    escrow = entry("a", saved)
-    watch.watch(escrow)
-    await watch.close()
-    await settle(watch)
-    chain.mine("m", a, XMR)
-    chain.mine("m", a, XMR)
-    await settle(watch)
-    chain.pop(1)
-    await settle(watch)
-    assert received(escrow) == [(XMR, 3)]
-    assert watch.cursor is not None and watch.cursor.height == 4
+    f = await following()
+    f.chain.mine("m", A, XMR)
+    f.chain.mine("m", A, XMR)
+    await settle(f.watch)
+    f.chain.pop(1)
+    await settle(f.watch)
+    assert received(f.escrow) == [(XMR, 3)]
+    assert f.watch.cursor is not None and f.watch.cursor.height == 4
 
 
 async def test_a_restart_resumes_at_the_cursor_and_follows_a_reorganisation_made_while_down() -> None:
-    chain, cursor, saved = FakeChain(), MemoryCursor(), Saved()
-    a = keys("a")
-    for _ in range(3):
-        chain.mine("m")
-    first = follower(chain, cursor)
-    first.watch(entry("a", saved))
-    await first.close()
-    await settle(first)
-    chain.mine("m", a, XMR)
-    chain.mine("m", a, 2 * XMR)
-    await settle(first)
+    first = await following()
+    chain = first.chain
+    chain.mine("m", A, XMR)
+    chain.mine("m", A, 2 * XMR)
+    await settle(first.watch)
     # Down: the last block is replaced by one paying 4 XMR, and one more block comes.
     chain.pop(1)
-    chain.mine("fork", a, 4 * XMR)
-    chain.mine("fork", a, 8 * XMR)
-    second = follower(chain, cursor)
-    again = entry("a", saved)
-    assert again.joined
-    second.watch(again)
-    await second.close()
-    await settle(second)
-    assert received(again) == [(XMR, 3), (4 * XMR, 4), (8 * XMR, 5)]
-    assert second.blocks_scanned == 2  # from the fork up: nothing below it scanned twice
+    chain.mine("fork", A, 4 * XMR)
+    chain.mine("fork", A, 8 * XMR)
+    assert first.saved.joined  # the escrow comes back joined (the second follower's entry reads it there)
+    second = await following(chain, first.cursor, first.saved)
+    assert received(second.escrow) == [(XMR, 3), (4 * XMR, 4), (8 * XMR, 5)]
+    assert second.watch.blocks_scanned == 2  # from the fork up: nothing below it scanned twice
 
 
 async def test_a_transaction_it_cannot_read_is_skipped_and_the_watch_goes_on() -> None:
-    chain, cursor, saved = FakeChain(), MemoryCursor(), Saved()
-    a = keys("a")
-    for _ in range(3):
-        chain.mine("m")
-    watch = follower(chain, cursor)
-    escrow = entry("a", saved)
-    watch.watch(escrow)
-    await watch.close()
-    await settle(watch)
+    f = await following()
     broken = {"vin": [{"gen": {"height": 3}}], "vout": [{"target": {"tagged_key": {"key": "zz", "view_tag": "q"}}}]}
-    chain.blocks.append(("m3", broken))
-    chain.mine("m", a, XMR)
-    await settle(watch)
-    assert received(escrow) == [(XMR, 4)]
+    f.chain.blocks.append(("m3", broken))
+    f.chain.mine("m", A, XMR)
+    await settle(f.watch)
+    assert received(f.escrow) == [(XMR, 4)]
