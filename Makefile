@@ -12,8 +12,8 @@ LINT_STAMP := $(VENV)/.installed-lint
 demo: deps controlplane
 	$(PY) hack/demo.py
 
-## test: the whole test suite (unit + integration on the real dev cluster)
-test: deps controlplane tools
+## test: the whole test suite (unit + integration on the real dev cluster, the chart with the built images)
+test: deps controlplane tools images
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## unit: only the tests that need no cluster

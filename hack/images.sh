@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # make images: build xmr-escrow/operator (the default distroless target, and the debian target as
-# xmr-escrow/operator:VERSION-debian) and xmr-escrow/wallet-rpc with podman, from Debian's packages.
+# xmr-escrow/operator:VERSION-debian) and xmr-escrow/wallet-rpc with podman, from Debian's packages:
+# wallet-rpc:0.18.0.0 from bookworm and wallet-rpc:0.18.4.0 from trixie, each Debian package version
+# pinned (WALLET_RPC below).
 #
 # Works on a machine with no Docker engine and no reachable container registry:
-# - base images that cannot be pulled are made locally: debian:bookworm-slim with mmdebstrap
-#   (minbase, merged /usr, no docs, man pages or locales), and a stand-in for
+# - base images that cannot be pulled are made locally: debian:bookworm-slim and debian:trixie-slim
+#   with mmdebstrap (minbase, merged /usr, no docs, man pages or locales), and a stand-in for
 #   gcr.io/distroless/python3-debian12:nonroot from the Debian packages that image is made of
 #   (extracted, never configured: no shell, no package manager; the nonroot user 65532; the CA bundle);
 # - podman runs with runc and default ulimits within the hard limits, through a containers.conf of
@@ -13,7 +15,8 @@
 #   proxy), they are mounted into the build only, where ca-certificates adds them for pip; no layer of
 #   a final image holds them.
 # Each step is skipped when its result exists, so running it twice builds nothing new.
-# Images carry OCI labels with the version and the git commit.
+# Images carry OCI labels with the version and the git commit; wallet-rpc images also the monero
+# version and the Debian package version (dev.xmrescrow.monero.version, dev.xmrescrow.monero.deb-version).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +24,7 @@ STATE=${XDG_CACHE_HOME:-$HOME/.cache}/xmr-escrow-operator/images
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/pyproject.toml" | head -1)
 COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
 DEBIAN=docker.io/library/debian:bookworm-slim
+TRIXIE=docker.io/library/debian:trixie-slim
 DISTROLESS=gcr.io/distroless/python3-debian12:nonroot
 EXTRA_CA=/usr/local/share/ca-certificates
 mkdir -p "$STATE"
@@ -46,17 +50,29 @@ have() { podman image exists "$1"; }
 pull() { timeout 60 podman pull -q "$1" >/dev/null 2>&1; }
 
 # --- base images -------------------------------------------------------------------------------
-if ! have "$DEBIAN" && ! pull "$DEBIAN"; then
-    log "making $DEBIAN with mmdebstrap"
-    mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-        --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
-        --dpkgopt='path-exclude=/usr/share/locale/*' \
-        bookworm "$STATE/debian.tar" http://deb.debian.org/debian
-    podman import -q --change 'CMD ["bash"]' "$STATE/debian.tar" "$DEBIAN" >/dev/null
-    rm -f "$STATE/debian.tar"
-fi
+# debian_base SUITE IMAGE: IMAGE (debian:SUITE-slim) pulled, or made with mmdebstrap.
+debian_base() {
+    local suite=$1 image=$2
+    if ! have "$image" && ! pull "$image"; then
+        log "making $image with mmdebstrap"
+        mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+            --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+            --dpkgopt='path-exclude=/usr/share/locale/*' \
+            "$suite" "$STATE/debian-$suite.tar" http://deb.debian.org/debian >/dev/null
+        podman import -q --change 'CMD ["bash"]' "$STATE/debian-$suite.tar" "$image" >/dev/null
+        rm -f "$STATE/debian-$suite.tar"
+    fi
+}
+debian_base bookworm "$DEBIAN"
+debian_base trixie "$TRIXIE"
 
-if ! have "$DISTROLESS" && ! pull "$DISTROLESS"; then
+# A stand-in made before dpkg was taken out of it (below) is made again.
+stale=
+if have "$DISTROLESS" && podman run --rm --network=none --entrypoint /usr/bin/dpkg "$DISTROLESS" --version >/dev/null 2>&1; then
+    log "$DISTROLESS has dpkg: an old stand-in, made again"
+    stale=1
+fi
+if { [ -n "$stale" ] || ! have "$DISTROLESS"; } && ! pull "$DISTROLESS"; then
     log "making a stand-in for $DISTROLESS from Debian's packages"
     tree=$STATE/distroless
     rm -rf "$tree"
@@ -64,9 +80,20 @@ if ! have "$DISTROLESS" && ! pull "$DISTROLESS"; then
     # library loads (apt resolves them: ssl, zlib, ffi, expat, bz2, lzma, sqlite, ...), libstdc++ for
     # binary wheels, netbase; the CA bundle from Debian's ca-certificates, extracted on its own (as a
     # dependency it would bring debconf and perl).
-    mmdebstrap --quiet --variant=extract \
+    mmdebstrap --quiet --variant=extract --skip=cleanup/apt/cache \
         --include=libc6,libgcc-s1,libstdc++6,python3.11-minimal,libpython3.11-stdlib,netbase \
         bookworm "$tree" http://deb.debian.org/debian
+    # readline-common (of libreadline8) depends on "dpkg | install-info", so apt brings dpkg, and tar
+    # with it: a package manager and an archiver the real image does not have. Their files are taken
+    # out (not their directories: other packages share them).
+    for deb in "$tree"/var/cache/apt/archives/{dpkg,tar}_*.deb; do
+        [ -e "$deb" ] || continue
+        dpkg-deb --fsys-tarfile "$deb" | tar -t | sed 's|^\./||' | while read -r path; do
+            if [ -n "$path" ] && { [ -f "$tree/$path" ] || [ -L "$tree/$path" ]; }; then
+                rm -f "${tree:?}/$path"
+            fi
+        done
+    done
     (cd "$STATE" && rm -f ca-certificates_*.deb && apt-get download -q ca-certificates >/dev/null)
     dpkg-deb -x "$STATE"/ca-certificates_*.deb "$tree"
     rm -f "$STATE"/ca-certificates_*.deb
@@ -103,19 +130,38 @@ build() {
 }
 build "xmr-escrow/operator:$VERSION" -f "$ROOT/images/operator.Dockerfile" "${ca[@]}"
 build "xmr-escrow/operator:$VERSION-debian" -f "$ROOT/images/operator.Dockerfile" --target debian "${ca[@]}"
-build "xmr-escrow/wallet-rpc:0.18.0.0" -f "$ROOT/images/wallet-rpc.Dockerfile"
+# wallet-rpc: "MONERO_VERSION SUITE MONERO_DEB_VERSION", one image per line, tagged with the monero
+# version. The Debian package version is pinned: when a point release replaces it the build fails
+# (apt: version not found) and the pin is updated here, after checking the new package.
+WALLET_RPC=(
+    "0.18.0.0 bookworm 0.18.0.0+~0+20200826-1+deb12u1"
+    "0.18.4.0 trixie 0.18.4.0+~0+20200826-1"
+)
+for entry in "${WALLET_RPC[@]}"; do
+    read -r monero suite deb <<<"$entry"
+    build "xmr-escrow/wallet-rpc:$monero" -f "$ROOT/images/wallet-rpc.Dockerfile" \
+        --build-arg "DEBIAN_IMAGE=docker.io/library/debian:$suite-slim" \
+        --build-arg "MONERO_VERSION=$monero" --build-arg "MONERO_DEB_VERSION=$deb"
+done
 
 podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^localhost/xmr-escrow/' >&2
 
 # --- smoke: each image runs as its non-root user on a read-only root filesystem ----------------------
+# Output is read whole before grep looks at it: `podman run ... | grep -q` fails under pipefail when
+# grep exits at its first match and podman then writes to the closed pipe ("broken pipe", 126).
 run() { podman run --rm --read-only --network=none "$@"; }
-run "xmr-escrow/wallet-rpc:0.18.0.0" --version | grep -q 'v0\.18\.0\.0'
+for entry in "${WALLET_RPC[@]}"; do
+    read -r monero _ _ <<<"$entry"
+    out=$(run "xmr-escrow/wallet-rpc:$monero" --version)
+    grep -qF "(v$monero-" <<<"$out"
+done
 for tag in "$VERSION" "$VERSION-debian"; do
-    run --user 10001:10001 "xmr-escrow/operator:$tag" crds | grep -q 'kind: CustomResourceDefinition'
+    out=$(run --user 10001:10001 "xmr-escrow/operator:$tag" crds)
+    grep -q 'kind: CustomResourceDefinition' <<<"$out"
     run "xmr-escrow/operator:$tag" walletfs --help >/dev/null
 done
 if run --entrypoint /bin/sh "xmr-escrow/operator:$VERSION" -c true 2>/dev/null; then
     echo "xmr-escrow/operator:$VERSION has a shell" >&2
     exit 1
 fi
-log "smoke: both images run read-only as UID 10001; the distroless operator has no shell"
+log "smoke: every image runs read-only as UID 10001; the distroless operator has no shell"

@@ -11,12 +11,20 @@ volume's mountPath in a container's command, args or env are rewritten to that d
 It reports phase, podIP, the Ready condition from the pod's own readiness probe (httpGet,
 tcpSocket, exec), container restarts, restarts crashed containers per restartPolicy, honours
 liveness probes, and stops the processes when the pod is deleted.
+
+Container mode: the pods of a namespace labelled ``devcluster.xmrescrow.dev/runtime=podman`` (or
+every pod, with ``DEVCLUSTER_RUNTIME=podman`` in the kubelet's environment) run each container from
+its image under podman (:mod:`.podman`), with the pod's command, args, env, volumes mounted at their
+mountPaths, securityContext and address, so a chart's pods run as a cluster would run them: the
+operator as its Deployment's pod with in-cluster config (the ServiceAccount token projected by
+TokenRequest, ``KUBERNETES_SERVICE_HOST`` naming the apiserver). The process mode stays the default.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import ipaddress
 import logging
 import os
@@ -29,6 +37,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +47,7 @@ from typing import Any, Protocol, TypeVar
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from . import podman
 from .procs import pdeathsig_preexec
 
 log = logging.getLogger("kubelet")
@@ -46,6 +56,9 @@ NODE = "devcluster"
 STORAGE_CLASS = "devcluster"
 PROVISIONER = "xmrescrow.dev/devcluster-hostpath"
 MERGE = "application/merge-patch+json"
+#: A namespace label choosing how its pods run: "process" (the default) or "podman" (container mode).
+RUNTIME_LABEL = "devcluster.xmrescrow.dev/runtime"
+RUNTIMES = ("process", "podman")
 #: Images whose entrypoint the process kubelet knows, for containers that give no command.
 ENTRYPOINTS: list[tuple[str, list[str]]] = [
     ("wallet-rpc", ["monero-wallet-rpc"]),
@@ -138,6 +151,8 @@ class Container:
     restart_at: float | None = None
     readiness: Probe | None = None
     liveness: Probe | None = None
+    #: Container mode: the podman container's name (the process is podman's attached client).
+    podman_name: str | None = None
 
 
 class PodRunner:
@@ -152,6 +167,9 @@ class PodRunner:
         self.events: queue.Queue[tuple] = queue.Queue()
         self.containers = [Container(spec=c) for c in self.spec.containers]
         self.ip: str | None = None
+        self.containerized = False
+        #: Each volume's directory on the host, and whether its kind is mounted read-only (Secrets ...).
+        self.volumes: dict[str, tuple[str, bool]] = {}
         self.start_time = now()
         self.transitions: dict[str, tuple[str, str]] = {}
         self.stopped = threading.Event()
@@ -171,6 +189,7 @@ class PodRunner:
     def _run(self) -> None:
         try:
             self.ip = self.kubelet.ips.allocate()
+            self.containerized = self.kubelet.runtime_of(self.namespace) == "podman"
             mounts = self._prepare_volumes()
             for c in self.containers:
                 self._prepare_container(c, mounts)
@@ -226,10 +245,14 @@ class PodRunner:
     # --- containers ---------------------------------------------------------------------------
     def _prepare_container(self, c: Container, mounts: dict[str, str]) -> None:
         spec = c.spec
-        env: dict[str, str] = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": self.name}
+        env: dict[str, str] = {"HOSTNAME": self.name}
         home = self.dir / "home" / spec.name
         home.mkdir(parents=True, exist_ok=True)
-        env["HOME"] = str(home)
+        if self.containerized:
+            mounts = {}  # the volumes are mounted where the pod says: no path is rewritten
+            env.update(self.kubelet.service_env())  # in-cluster config finds the apiserver
+        else:
+            env.update({"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)})
         for source in spec.env_from or []:
             if source.secret_ref:
                 data = self.kubelet.secret(self.namespace, source.secret_ref.name)
@@ -240,14 +263,44 @@ class PodRunner:
             env.update({(source.prefix or "") + k: v for k, v in data.items()})
         for var in spec.env or []:
             env[var.name] = _rewrite(_expand(self._env_value(var), env), mounts)
-        command = spec.command or _entrypoint(spec.image)
-        c.argv = [_rewrite(_expand(a, env), mounts) for a in command + (spec.args or [])]
-        c.env = env
-        c.cwd = _rewrite(spec.working_dir, mounts) if spec.working_dir else str(home)
+        if self.containerized:
+            self._prepare_podman(c, env, home)
+        else:
+            command = spec.command or _entrypoint(spec.image)
+            c.argv = [_rewrite(_expand(a, env), mounts) for a in command + (spec.args or [])]
+            c.env = env
+            c.cwd = _rewrite(spec.working_dir, mounts) if spec.working_dir else str(home)
         if spec.readiness_probe:
             c.readiness = Probe(spec.readiness_probe)
         if spec.liveness_probe:
             c.liveness = Probe(spec.liveness_probe)
+
+    def _prepare_podman(self, c: Container, env: dict[str, str], home: Path) -> None:
+        spec = c.spec
+        security = podman.Security.of(self.spec.security_context, spec.security_context)
+        podman.check(security, podman.image_user(spec.image))
+        mounts = []
+        for m in spec.volume_mounts or []:
+            source, read_only = self.volumes[m.name]
+            if m.sub_path:
+                source = os.path.join(source, m.sub_path)
+            mounts.append(podman.Mount(source, m.mount_path, read_only or bool(m.read_only)))
+        env_file = self.dir / "env" / f"{spec.name}.env"
+        podman.write_env_file(env_file, env)
+        c.podman_name = f"dc-{self.uid[:13]}-{spec.name}"
+        c.argv = podman.run_argv(
+            name=c.podman_name,
+            image=spec.image,
+            command=[_expand(a, env) for a in spec.command] if spec.command else None,
+            args=[_expand(a, env) for a in spec.args] if spec.args else None,
+            env_file=env_file,
+            mounts=mounts,
+            security=security,
+            working_dir=spec.working_dir,
+            labels={podman.CLUSTER_LABEL: self.kubelet.cluster_id, podman.POD_LABEL: self.uid},
+        )
+        c.env = podman.environment()
+        c.cwd = str(home)
 
     def _env_value(self, var: Any) -> str:
         if var.value_from is None:
@@ -363,7 +416,10 @@ class PodRunner:
                 c.liveness.failures = 0 if ok else c.liveness.failures + 1
                 if c.liveness.failures >= (c.liveness.spec.failure_threshold or 3):
                     log.info("liveness probe of %s/%s %s failed; killing it", self.namespace, self.name, c.spec.name)
-                    _killpg(c.proc.pid, signal.SIGKILL)
+                    if c.podman_name:
+                        podman.control("kill", "--signal", "KILL", c.podman_name)
+                    else:
+                        _killpg(c.proc.pid, signal.SIGKILL)
         return changed
 
     def _probe(self, spec: Any, c: Container) -> bool:
@@ -377,6 +433,8 @@ class PodRunner:
             if spec.tcp_socket:
                 with socket.create_connection((self.ip, _port(spec.tcp_socket.port, c.spec)), timeout=timeout):
                     return True
+            if spec._exec and c.podman_name:
+                return podman.control("exec", c.podman_name, *spec._exec.command, timeout=timeout).returncode == 0
             if spec._exec:
                 done = subprocess.run(
                     [_rewrite(a, {}) for a in spec._exec.command], env=c.env, timeout=timeout, capture_output=True
@@ -387,6 +445,9 @@ class PodRunner:
         return False
 
     def _stop_all(self, grace: float) -> None:
+        if self.containerized:
+            self._stop_containers(grace)
+            return
         procs = [c.proc for c in self.containers if c.proc and c.proc.poll() is None]
         for p in procs:
             _killpg(p.pid, signal.SIGTERM)
@@ -400,55 +461,123 @@ class PodRunner:
         for c in self.containers:
             self.kubelet.forget_pid(self.uid, c.spec.name)
 
+    def _stop_containers(self, grace: float) -> None:
+        """SIGTERM to every container at once, SIGKILL after the grace period; then none is left."""
+        names = [c.podman_name for c in self.containers if c.podman_name]
+        if names:
+            seconds = str(max(0, int(grace)))
+            podman.control("stop", "--ignore", "--time", seconds, *names, timeout=grace + 60)
+            podman.control("rm", "--force", "--ignore", "--time", "0", *names, timeout=120)
+        for c in self.containers:
+            if c.proc:
+                try:
+                    c.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    _killpg(c.proc.pid, signal.SIGKILL)
+                    c.proc.wait()
+            self.kubelet.forget_pid(self.uid, c.spec.name)
+
     # --- volumes ------------------------------------------------------------------------------
     def _prepare_volumes(self) -> dict[str, str]:
-        volumes: dict[str, str] = {}
+        # fsGroup matters where containers run as their own users (container mode); the process mode's
+        # pods run as the kubelet's user, and a claim's files are left as they are.
+        context = self.spec.security_context
+        fs_group = context.fs_group if context and self.containerized else None
         for v in self.spec.volumes or []:
             path = self.dir / "volumes" / v.name
             if v.persistent_volume_claim:
-                volumes[v.name] = self.kubelet.claim_path(self.namespace, v.persistent_volume_claim.claim_name)
+                claim = self.kubelet.claim_path(self.namespace, v.persistent_volume_claim.claim_name)
+                self.volumes[v.name] = (claim, bool(v.persistent_volume_claim.read_only))
+                self._own(Path(claim), fs_group)
                 continue
             if v.host_path:
-                volumes[v.name] = v.host_path.path
+                self.volumes[v.name] = (v.host_path.path, False)
                 continue
             path.mkdir(parents=True, exist_ok=True)
+            read_only = True
             if v.secret:
                 secret = present(v.secret.secret_name, "secretName")
-                self._write_items(path, self.kubelet.secret(self.namespace, secret), v.secret.items)
+                data = self.kubelet.secret(self.namespace, secret)
+                self._write_items(path, data, v.secret.items, v.secret.default_mode, fs_group)
             elif v.config_map:
                 config_map = present(v.config_map.name, "configMap name")
-                self._write_items(path, self.kubelet.config_map(self.namespace, config_map), v.config_map.items)
+                data = self.kubelet.config_map(self.namespace, config_map)
+                self._write_items(path, data, v.config_map.items, v.config_map.default_mode, fs_group)
             elif v.projected:
+                mode = v.projected.default_mode
                 for src in v.projected.sources or []:
                     if src.secret:
                         secret = present(src.secret.name, "secret name")
-                        self._write_items(path, self.kubelet.secret(self.namespace, secret), src.secret.items)
+                        data = self.kubelet.secret(self.namespace, secret)
+                        self._write_items(path, data, src.secret.items, mode, fs_group)
                     if src.config_map:
                         config_map = present(src.config_map.name, "configMap name")
                         data = self.kubelet.config_map(self.namespace, config_map, optional=True)
-                        self._write_items(path, data, src.config_map.items)
-            volumes[v.name] = str(path)
+                        self._write_items(path, data, src.config_map.items, mode, fs_group)
+                    if src.service_account_token and self.containerized:
+                        token = src.service_account_token
+                        data = {"token": self._token(token.audience, token.expiration_seconds)}
+                        self._write_items(path, data, [_Item("token", token.path)], mode, fs_group)
+                    if src.downward_api:
+                        data, items = self._downward(src.downward_api.items or [])
+                        self._write_items(path, data, items, mode, fs_group)
+            else:  # emptyDir: world-writable, as a kubelet makes it
+                read_only = False
+                path.chmod(0o777)
+                self._own(path, fs_group)
+            self.volumes[v.name] = (str(path), read_only)
         mounts: dict[str, str] = {}
         for c in self.spec.containers:
             for m in c.volume_mounts or []:
-                host = volumes.get(m.name)
-                if host is None:
+                if m.name not in self.volumes:
                     raise RuntimeError(f"volumeMount {m.name!r} names no volume of the pod")
+                host = self.volumes[m.name][0]
                 if m.sub_path:
                     host = os.path.join(host, m.sub_path)
                     os.makedirs(host, exist_ok=True)
                 mounts[m.mount_path.rstrip("/") or "/"] = host
         return mounts
 
+    def _token(self, audience: str | None, seconds: int | None) -> str:
+        """A ServiceAccount token bound to this pod (TokenRequest), as a projected volume holds it."""
+        return self.kubelet.token(
+            self.namespace, self.spec.service_account_name or "default", audience, seconds, self.name, self.uid
+        )
+
+    def _downward(self, items: list[Any]) -> tuple[dict[str, str], list[_Item]]:
+        fields = {"metadata.name": self.name, "metadata.namespace": self.namespace, "metadata.uid": self.uid}
+        data, paths = {}, []
+        for item in items:
+            if item.field_ref and item.field_ref.field_path in fields:
+                data[item.path] = fields[item.field_ref.field_path]
+                paths.append(_Item(item.path, item.path, item.mode))
+        return data, paths
+
     @staticmethod
-    def _write_items(path: Path, data: dict[str, str], items: list | None) -> None:
-        pairs = [(i.key, i.path) for i in items] if items else [(k, k) for k in data]
-        for key, rel in pairs:
+    def _own(path: Path, fs_group: int | None) -> None:
+        """fsGroup: the volume's files belong to the group, directories setgid and group-writable."""
+        if fs_group is None:
+            return
+        for top, _dirs, files in os.walk(path):
+            os.chown(top, -1, fs_group)
+            os.chmod(top, os.stat(top).st_mode | 0o2070)
+            for name in files:
+                os.chown(os.path.join(top, name), -1, fs_group, follow_symlinks=False)
+
+    @staticmethod
+    def _write_items(
+        path: Path, data: dict[str, str], items: list | None, default_mode: int | None, fs_group: int | None
+    ) -> None:
+        """Each key as a file with the volume's mode (the API's default 0644), owned by fsGroup if set."""
+        pairs = [(i.key, i.path, i.mode) for i in items] if items else [(k, k, None) for k in data]
+        for key, rel, mode in pairs:
             if key in data:
                 target = path / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(data[key])
-                target.chmod(0o400)
+                if fs_group is not None:
+                    os.chown(target, -1, fs_group)
+                target.chmod(mode if mode is not None else default_mode if default_mode is not None else 0o644)
 
     # --- status -------------------------------------------------------------------------------
     def _condition(self, kind: str, status: bool) -> dict:
@@ -471,7 +600,7 @@ class PodRunner:
                     "name": c.spec.name,
                     "image": c.spec.image,
                     "imageID": "",
-                    "containerID": f"process://{c.proc.pid}" if c.proc else None,
+                    "containerID": _container_id(c),
                     "ready": c.ready,
                     "started": c.proc is not None,
                     "restartCount": c.restarts,
@@ -511,6 +640,15 @@ class PodRunner:
             self.unreported = True
 
 
+@dataclass
+class _Item:
+    """A file of a projected volume source that is not a Secret or ConfigMap (the token, downward API)."""
+
+    key: str
+    path: str
+    mode: int | None = None
+
+
 class _Terminate(Exception):
     def __init__(self, grace: float) -> None:
         self.grace = grace
@@ -527,8 +665,46 @@ class ProcessKubelet:
         self.lock = threading.Lock()
         self.pidfile = root / "pids"
         self.pids: dict[tuple[str, str], int] = {}
+        self.default_runtime = os.environ.get("DEVCLUSTER_RUNTIME", "process")
+        if self.default_runtime not in RUNTIMES:
+            raise ValueError(f"DEVCLUSTER_RUNTIME must be one of {', '.join(RUNTIMES)}, not {self.default_runtime!r}")
+        #: Labels this cluster's containers (container mode), so a restarted kubelet removes leftovers.
+        self.cluster_id = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+        self.runtimes: dict[str, str] = {}
 
     # --- API helpers ------------------------------------------------------------------------------
+    def runtime_of(self, namespace: str) -> str:
+        """How the namespace's pods run: its RUNTIME_LABEL, else the kubelet's default."""
+        if namespace not in self.runtimes:
+            labels = meta(self.core.read_namespace(namespace)).labels or {}
+            runtime = labels.get(RUNTIME_LABEL, self.default_runtime)
+            if runtime not in RUNTIMES:
+                raise RuntimeError(f"namespace label {RUNTIME_LABEL}={runtime!r}: use one of {', '.join(RUNTIMES)}")
+            self.runtimes[namespace] = runtime
+        return self.runtimes[namespace]
+
+    def service_env(self) -> dict[str, str]:
+        """What a kubelet tells every container about the apiserver (the `kubernetes` Service); here
+        the apiserver's own address, reachable from the host's network namespace."""
+        url = urllib.parse.urlsplit(self.api.configuration.host)
+        host, port = url.hostname or "127.0.0.1", str(url.port or 443)
+        return {
+            "KUBERNETES_SERVICE_HOST": host,
+            "KUBERNETES_SERVICE_PORT": port,
+            "KUBERNETES_SERVICE_PORT_HTTPS": port,
+        }
+
+    def token(self, namespace: str, account: str, audience: str | None, seconds: int | None, pod: str, uid: str) -> str:
+        body = {
+            "spec": {
+                "audiences": [audience] if audience else None,
+                "expirationSeconds": seconds or 3607,
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid},
+            }
+        }
+        reply = self.core.create_namespaced_service_account_token(account, namespace, body)  # type: ignore[arg-type]
+        return present(present(reply.status, "token status").token, "token")
+
     def secret(self, namespace: str, name: str) -> dict[str, str]:
         s = self.core.read_namespaced_secret(name, namespace)
         return {k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()}
@@ -794,8 +970,15 @@ class ProcessKubelet:
             runner.terminate(5)
         for runner in list(self.runners.values()):
             runner.stopped.wait(10)
+        self._remove_containers()
+
+    def _remove_containers(self) -> None:
+        """Container mode: no container of this cluster outlives its kubelet (nor a crashed one)."""
+        if shutil.which("podman"):
+            podman.remove_labelled(f"{podman.CLUSTER_LABEL}={self.cluster_id}")
 
     def run(self) -> None:
+        self._remove_containers()
         self.register()
         threading.Thread(target=self.provision_loop, name="provisioner", daemon=True).start()
         self.pod_loop()
@@ -846,6 +1029,12 @@ def _port(port: Any, container: Any) -> int:
         if p.name == port:
             return int(p.container_port)
     raise RuntimeError(f"probe names port {port!r}, which the container does not declare")
+
+
+def _container_id(c: Container) -> str | None:
+    if c.proc is None:
+        return None
+    return f"podman://{c.podman_name}" if c.podman_name else f"process://{c.proc.pid}"
 
 
 def _killpg(pid: int, sig: int) -> None:
