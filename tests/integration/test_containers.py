@@ -39,7 +39,7 @@ from hack.devcluster import podman as podman_mode
 from hack.devcluster.kubelet import RUNTIME_LABEL
 from tests.support.escrows import create_escrow, create_pool, get_escrow, pool_directory, wait_escrow
 from tests.support.images import OPERATOR, WALLET_RPC_CURRENT, WALLET_RPC_DEFAULT, require_images
-from tests.support.kube import custom_objects, wait_for, wait_gone
+from tests.support.kube import custom_objects, pod_ready, wait_for, wait_gone
 from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,15 +85,10 @@ def operator_pod(kube: client.ApiClient, namespace: str, cluster: DevCluster, ti
     """The operator's one pod, once Ready; its log in the failure message otherwise."""
     core = client.CoreV1Api(kube)
 
-    def ready(pod: Any) -> bool:
-        if pod.metadata.deletion_timestamp or not pod.status or not pod.status.conditions:
-            return False
-        return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
-
     try:
         return wait_for(
             core.list_namespaced_pod,
-            ready,
+            lambda pod: not pod.metadata.deletion_timestamp and pod_ready(pod),
             namespace,
             label_selector="app.kubernetes.io/name=xmr-escrow-operator",
             timeout=timeout,
@@ -161,9 +156,7 @@ def test_helm_install_upgrade_and_uninstall_with_the_built_images(
     core = client.CoreV1Api(kube)
     pods = wait_for(
         core.list_namespaced_pod,
-        lambda p: sum(
-            1 for c in (p.status.conditions or []) if c.type == "Ready" and c.status == "True"
-        ),  # any ready pool pod
+        pod_ready,
         ns,
         label_selector=f"xmrescrow.dev/pool={POOL}",
         timeout=240,

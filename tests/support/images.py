@@ -7,13 +7,14 @@ package versions are those of ``WALLET_RPC`` in hack/images.sh.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from hack.devcluster.podman import control
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,22 +47,10 @@ OPERATOR_IMAGES = (OPERATOR, OPERATOR_DEBIAN)
 ALL_IMAGES = (*OPERATOR_IMAGES, *WALLET_RPC.values())
 
 
-def containers_conf() -> Path:
-    """The containers.conf hack/images.sh writes (runc, ulimits within the hard limits)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "xmr-escrow-operator" / "images" / "containers.conf"
-
-
-def podman_env() -> dict[str, str]:
-    """The environment to run podman with: the caller's, with CONTAINERS_CONF set as hack/images.sh sets it."""
-    return {**os.environ, "CONTAINERS_CONF": str(containers_conf())}
-
-
 def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``podman ARGS``, its output captured as text; the exit code is the caller's to check."""
-    return subprocess.run(
-        ["podman", *args], env=podman_env(), capture_output=True, text=True, timeout=timeout, check=False
-    )
+    """``podman ARGS`` as the dev cluster runs it (the containers.conf of hack/images.sh), output captured
+    as text; the exit code is the caller's to check."""
+    return control(*args, timeout=timeout)
 
 
 def missing_images(images: tuple[str, ...] = ALL_IMAGES) -> list[str]:
