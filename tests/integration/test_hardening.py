@@ -228,6 +228,14 @@ def test_a_pool_editor_cannot_run_other_images_or_mount_other_claims(
             GROUP, VERSION, ns, "walletpools", pool_body("second", 1, storage={"claimName": "loose"})
         )
         assert condition(stalled(kube, ns, "second"), "Stalled")["reason"] == "ClaimInUse"  # type: ignore[index]
+        # kopf posts events in the background: wait for the last one before the operator stops.
+        wait_for(
+            core.list_namespaced_event,
+            lambda e: e.type == "Warning" and e.reason == "ClaimInUse",
+            ns,
+            timeout=60,
+            what="the ClaimInUse warning event",
+        )
     finally:
         op.stop()
     names = {s.metadata.name for s in apps.list_namespaced_stateful_set(ns).items}
