@@ -367,10 +367,11 @@ class EscrowExchange:
             if lease.warm is not None:
                 self.log.info("%s round %d runs on its wallet kept open on %s", role, step, lease.pod.name)
             try:
+                rpc, fs = await self.pool.clients(lease.pod, creds)
                 outcome = await wallet_step.run(
                     calls,
-                    self.pool.rpc(lease.pod, creds),
-                    self.pool.fs(lease.pod, creds),
+                    rpc,
+                    fs,
                     plan,
                     operation,
                     record,
@@ -477,7 +478,7 @@ class EscrowExchange:
                     self.priority, label=f"{self.name}/{role}/address", wallet=None
                 ) as lease:
                     calls = StepCalls(self.ctx, self.final, lease)
-                    fs, rpc = self.pool.fs(lease.pod, creds), self.pool.rpc(lease.pod, creds)
+                    rpc, fs = await self.pool.clients(lease.pod, creds)
                     work = names.work(self.final)
                     try:  # the copy is a work copy: the cleanup that follows deletes it
                         await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")

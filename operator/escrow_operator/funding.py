@@ -139,7 +139,7 @@ class FundingWatch:
                 async with self.pool.scheduler.lease(
                     self.priority, label=f"{self.name}/watch-keys", wallet=f"{self.uid}/watch"
                 ) as lease:
-                    rpc, fs = self.pool.rpc(lease.pod, creds), self.pool.fs(lease.pod, creds)
+                    rpc, fs = await self.pool.clients(lease.pod, creds)
                     calls, watch = StepCalls(self.ctx, self.names.final, lease), self.names.watch
                     try:
                         await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")

@@ -474,7 +474,7 @@ class PayoutRun:
                     label=f"{self.name}/{label}",
                     wallet=f"{escrow.uid}/{payout_tag(self.uid)}/{role}",
                 ) as lease:
-                    rpc, fs = pool.rpc(lease.pod, creds), pool.fs(lease.pod, creds)
+                    rpc, fs = await pool.clients(lease.pod, creds)
                     try:
                         return await body(StepCalls(self.ctx, step, lease, label), rpc, fs)
                     except (WalletRpcUnavailable, WalletfsUnavailable):

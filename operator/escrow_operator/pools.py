@@ -159,9 +159,10 @@ class PoolRuntime:
             if exc.status == 404:
                 return None
             raise
-        self.secret_written(metadata(secret).uid)
+        uid = metadata(secret).uid
+        self.secret_written(uid)
         try:
-            return PoolCredentials.from_secret(secret.data or {})
+            return PoolCredentials.from_secret(secret.data or {}, uid)
         except PoolSecretInvalid as exc:
             log.warning("pool %s/%s: %s", self.namespace, self.name, exc)
             return None
@@ -250,31 +251,33 @@ class PoolRuntime:
             self._version = await rpc.get_version()
         return self._version
 
-    def rpc(self, pod: PodState, creds: PoolCredentials) -> WalletRpc:
-        """A client of the pod's wallet-rpc, with the pool's current credentials (``creds``, read by a
-        step before it waited for its lease, only while none are known)."""
-        assert pod.ip
-        creds = self._credentials or creds
-        client = self._rpc.get(pod.ip)
-        if client is None:
-            host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
-            client = WalletRpc(
-                f"http://{host}:{RPC_PORT}/json_rpc", creds.username, creds.password, timeout=self.settings.rpc_timeout
-            )
-            self._rpc[pod.ip] = client
-        return client
+    async def clients(self, pod: PodState, creds: PoolCredentials) -> tuple[WalletRpc, WalletfsClient]:
+        """Clients of a leased pod's wallet-rpc and walletfs sidecar, with the pool's current credentials.
 
-    def fs(self, pod: PodState, creds: PoolCredentials) -> WalletfsClient:
-        """A client of the pod's walletfs sidecar, credentials as for :meth:`rpc`."""
+        ``creds`` were read by the step before it waited for its lease; a Secret written anew in the
+        meantime (a pool re-created) made the pool forget them, and the pod the step now holds was
+        started with the new Secret: so the credentials are asked for again here, and ``creds`` serve
+        only when none can be read (the Secret gone; the pod then refuses and the step retries).
+        """
         assert pod.ip
-        creds = self._credentials or creds
-        client = self._fs.get(pod.ip)
-        if client is None:
-            client = WalletfsClient(
-                pod.ip, creds.walletfs_token, port=WALLETFS_PORT, timeout=self.settings.walletfs_timeout
+        current = await self.credentials() or creds
+        host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
+        rpc = self._rpc.get(pod.ip)
+        if rpc is None:
+            rpc = WalletRpc(
+                f"http://{host}:{RPC_PORT}/json_rpc",
+                current.username,
+                current.password,
+                timeout=self.settings.rpc_timeout,
             )
-            self._fs[pod.ip] = client
-        return client
+            self._rpc[pod.ip] = rpc
+        fs = self._fs.get(pod.ip)
+        if fs is None:
+            fs = WalletfsClient(
+                pod.ip, current.walletfs_token, port=WALLETFS_PORT, timeout=self.settings.walletfs_timeout
+            )
+            self._fs[pod.ip] = fs
+        return rpc, fs
 
     # --- status ---------------------------------------------------------------------------------
     def _changed(self) -> None:

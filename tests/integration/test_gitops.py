@@ -518,6 +518,16 @@ def test_gitops_churn_ends_ready_with_no_401_and_nothing_orphaned(
         done = {name: wait_escrow(kube, ns, name, timeout=600) for name in escrows}
         for _ in range(2):
             kubectl_apply(cluster, ns, manifests)
+        # The operator writes the pool's status: wait for the re-created pool's second pod (started once
+        # the old pool's pod of that name is gone) while it runs.
+        pool_now = wait_pool(
+            kube,
+            ns,
+            "churn",
+            lambda p: cond(p, "Ready") == ("True", "PodsReady"),
+            "the re-created pool Ready",
+            timeout=180,
+        )
         log = op.log
     finally:
         op.stop()
@@ -527,9 +537,6 @@ def test_gitops_churn_ends_ready_with_no_401_and_nothing_orphaned(
     for name, escrow in done.items():
         assert verdict(get(kube, ns, "escrows", name)) == READY
         assert escrow["metadata"]["generation"] == 1
-    pool_now = wait_pool(
-        kube, ns, "churn", lambda p: cond(p, "Ready") == ("True", "PodsReady"), "the re-created pool Ready", timeout=120
-    )
     assert verdict(pool_now) == READY, pool_now.get("status")
     for needle in (
         "HTTP 401",
