@@ -144,6 +144,23 @@ for entry in "${WALLET_RPC[@]}"; do
         --build-arg "MONERO_VERSION=$monero" --build-arg "MONERO_DEB_VERSION=$deb"
 done
 
+# The process kubelet runs wallet-rpc from each image's own root filesystem (its loader and
+# libraries, hack/devcluster/podman.py), exported here once per image ID.
+for entry in "${WALLET_RPC[@]}"; do
+    read -r monero _ _ <<<"$entry"
+    image="xmr-escrow/wallet-rpc:$monero"
+    tree=$STATE/rootfs/wallet-rpc-$monero
+    id=$(podman image inspect --format '{{.Id}}' "$image")
+    if [ "$(cat "$tree.id" 2>/dev/null)" != "$id" ]; then
+        log "exporting $image's root filesystem for the process kubelet"
+        rm -rf "$tree" "$tree.id" && mkdir -p "$tree"
+        cid=$(podman create -q "$image")
+        podman export "$cid" | tar -x -C "$tree" --exclude='dev/*'
+        podman rm -f "$cid" >/dev/null
+        echo "$id" >"$tree.id"
+    fi
+done
+
 podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^localhost/xmr-escrow/' >&2
 
 # --- smoke: each image runs as its non-root user on a read-only root filesystem ----------------------

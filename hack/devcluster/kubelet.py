@@ -1016,6 +1016,9 @@ def _bound(pvc: client.V1PersistentVolumeClaim) -> bool:
 
 
 def _entrypoint(image: str) -> list[str]:
+    tree = podman.wallet_rpc_tree(image)
+    if tree is not None:
+        return podman.loader_argv(tree, "/usr/bin/monero-wallet-rpc")
     for needle, argv in ENTRYPOINTS:
         if needle in (image or ""):
             return list(argv)

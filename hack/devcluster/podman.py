@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +27,37 @@ CLUSTER_LABEL = "xmrescrow.dev/devcluster"
 POD_LABEL = "xmrescrow.dev/pod-uid"
 
 
+def cache_dir() -> Path:
+    """Where ``make images`` keeps its state (containers.conf, the exported root filesystems)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xmr-escrow-operator" / "images"
+
+
+#: ``make images`` exports each wallet-rpc image's root filesystem here (``wallet-rpc-<version>``), so
+#: the process mode runs the image's own binary and libraries, not the host's.
+_WALLET_RPC_TAG = re.compile(r"(?:^|/)wallet-rpc:(?P<version>[0-9][0-9.]*)$")
+
+
+def wallet_rpc_tree(image: str) -> Path | None:
+    """The exported root filesystem of a wallet-rpc image, when ``make images`` made one."""
+    match = _WALLET_RPC_TAG.search(image or "")
+    if match is None:
+        return None
+    tree = cache_dir() / "rootfs" / f"wallet-rpc-{match['version']}"
+    return tree if (tree / "usr" / "bin" / "monero-wallet-rpc").is_file() else None
+
+
+def loader_argv(tree: Path, binary: str) -> list[str]:
+    """Run ``binary`` of another root filesystem with that tree's dynamic loader and libraries (no
+    chroot: the process keeps the host's paths, so the pod's volumes stay where the kubelet put them)."""
+    libs = tree / "usr" / "lib" / "x86_64-linux-gnu"
+    return [str(libs / "ld-linux-x86-64.so.2"), "--library-path", str(libs), str(tree) + binary]
+
+
 def environment() -> dict[str, str]:
     """The environment podman runs with: the caller's, with the containers.conf of ``make images``."""
     env = dict(os.environ)
     if "CONTAINERS_CONF" not in env:
-        cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        conf = cache / "xmr-escrow-operator" / "images" / "containers.conf"
+        conf = cache_dir() / "containers.conf"
         if conf.exists():
             env["CONTAINERS_CONF"] = str(conf)
     return env

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .api.walletpool import DEFAULT_IMAGE, DEFAULT_OPERATOR_IMAGE
+from .api.walletpool import DEFAULT_IMAGE, DEFAULT_OPERATOR_IMAGE, PREVIOUS_IMAGE
 
 FINALIZER = "xmrescrow.dev/escrow-wallets"
 FIELD_MANAGER = "xmr-escrow-operator"
@@ -53,7 +53,7 @@ class OperatorSettings(BaseModel):
     daemon_timeout: float = Field(30.0, gt=0, description="seconds one monerod RPC call may take")
     api_threads: int = Field(16, ge=1, le=256, description="threads for blocking Kubernetes API calls")
     allowed_images: str = Field(
-        f"{DEFAULT_IMAGE},{DEFAULT_OPERATOR_IMAGE}",
+        f"{DEFAULT_IMAGE},{PREVIOUS_IMAGE},{DEFAULT_OPERATOR_IMAGE}",
         description="comma-separated images a WalletPool may run (wallet-rpc and the walletfs sidecar); an entry "
         "ending in * allows every image that starts with the rest",
     )

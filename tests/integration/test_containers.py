@@ -8,7 +8,8 @@ volumes, securityContext and address. So here, as in a cluster:
   among the locally built images as a user's runtime finds it in a registry): the operator runs as its
   Deployment's pod, from its image, with in-cluster config and the chart's ServiceAccount (the
   Role of ``watchNamespace``); the chart's WalletPool runs the wallet-rpc image with the walletfs
-  sidecar from the operator image (``walletPool.image``: the current wallet-rpc); three Escrows reach Ready and their final wallets are on the
+  sidecar from the operator image (``walletPool.image``: the previous, still supported wallet-rpc
+  0.18.0.0); three Escrows reach Ready and their final wallets are on the
   shared volume, written by the containers' user (10001);
 * ``helm upgrade`` with a changed value rolls the operator (Recreate: the old pod is gone before
   the new one runs) and leaves the escrows as they were;
@@ -16,7 +17,7 @@ volumes, securityContext and address. So here, as in a cluster:
   wallet files;
 * the kustomize base (with an overlay a user would write: its namespace, one namespace watched, free
   ports) runs the operator the same way, and a WalletPool of the CRD's default wallet-rpc image
-  (the older supported version) serves an Escrow to Ready.
+  (0.18.4.0) serves an Escrow to Ready.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from hack.devcluster import DevCluster, binary
 from hack.devcluster import podman as podman_mode
 from hack.devcluster.kubelet import RUNTIME_LABEL
 from tests.support.escrows import create_escrow, create_pool, get_escrow, pool_directory, wait_escrow
-from tests.support.images import OPERATOR, WALLET_RPC_CURRENT, WALLET_RPC_DEFAULT, require_images
+from tests.support.images import OPERATOR, WALLET_RPC_DEFAULT, WALLET_RPC_PREVIOUS, require_images
 from tests.support.kube import custom_objects, pod_ready, wait_for, wait_gone
 from tests.support.processes import free_port
 
@@ -142,7 +143,7 @@ def test_helm_install_upgrade_and_uninstall_with_the_built_images(
         "--set=walletPool.enabled=true",
         f"--set=walletPool.name={POOL}",
         "--set=walletPool.replicas=2",
-        f"--set=walletPool.image={WALLET_RPC_CURRENT}",
+        f"--set=walletPool.image={WALLET_RPC_PREVIOUS}",
         "--set=walletPool.storage.size=1Gi",
     ]
     kubeconfig = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", ns]
@@ -162,7 +163,7 @@ def test_helm_install_upgrade_and_uninstall_with_the_built_images(
         timeout=240,
         what="a ready pool pod",
     )
-    assert_runs_as_the_chart_says(inspect(pods, "wallet-rpc"), WALLET_RPC_CURRENT)
+    assert_runs_as_the_chart_says(inspect(pods, "wallet-rpc"), WALLET_RPC_PREVIOUS)
     assert_runs_as_the_chart_says(inspect(pods, "walletfs"), OPERATOR)
 
     for name in ("order-1", "order-2", "order-3"):

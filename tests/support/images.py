@@ -39,10 +39,10 @@ MONERO_DEB_VERSIONS = {
 }
 #: Monero version -> its wallet-rpc image.
 WALLET_RPC = {monero: f"xmr-escrow/wallet-rpc:{monero}" for monero in MONERO_DEB_VERSIONS}
-#: The CRD's default wallet-rpc image (bookworm's 0.18.0.0, still supported).
-WALLET_RPC_DEFAULT = WALLET_RPC["0.18.0.0"]
-#: The current wallet-rpc image (trixie's 0.18.4.0).
-WALLET_RPC_CURRENT = WALLET_RPC["0.18.4.0"]
+#: The CRD's default wallet-rpc image (trixie's 0.18.4.0).
+WALLET_RPC_DEFAULT = WALLET_RPC["0.18.4.0"]
+#: The previous default (bookworm's 0.18.0.0), still supported.
+WALLET_RPC_PREVIOUS = WALLET_RPC["0.18.0.0"]
 OPERATOR_IMAGES = (OPERATOR, OPERATOR_DEBIAN)
 ALL_IMAGES = (*OPERATOR_IMAGES, *WALLET_RPC.values())
 

@@ -45,7 +45,7 @@ def create_wallet_rpc_statefulset(
     )
     container = {
         "name": "wallet-rpc",
-        "image": "xmr-escrow/wallet-rpc:0.18.0.0",
+        "image": "xmr-escrow/wallet-rpc:0.18.4.0",
         "args": [
             "--rpc-bind-ip=$(POD_IP)",
             f"--rpc-bind-port={RPC_PORT}",

@@ -58,7 +58,7 @@ def test_chart_versions_match_the_package_and_the_walletpool_defaults() -> None:
         == "xmr-escrow/operator:0.1.0"
     )
     assert values["image"]["tag"] == ""
-    assert DEFAULT_IMAGE == "xmr-escrow/wallet-rpc:0.18.0.0"
+    assert DEFAULT_IMAGE == "xmr-escrow/wallet-rpc:0.18.4.0"
 
 
 def _keys(tree: Any, prefix: str = "") -> set[str]:

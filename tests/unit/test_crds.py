@@ -351,7 +351,7 @@ def test_walletpool_defaults_match() -> None:
         == model.to_api()
         == {
             "replicas": 6,
-            "image": "xmr-escrow/wallet-rpc:0.18.0.0",
+            "image": "xmr-escrow/wallet-rpc:0.18.4.0",
             "operatorImage": "xmr-escrow/operator:0.1.0",
             "network": "mainnet",
             "daemon": "offline",

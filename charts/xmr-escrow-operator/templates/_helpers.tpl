@@ -40,7 +40,7 @@
 {{/* Images WalletPools may run: the chart's own (the operator image for walletfs, the CRD's defaults,
 walletPool's images) and operator.allowedImages. */}}
 {{- define "xmr-escrow-operator.allowedImages" -}}
-{{- $images := list (include "xmr-escrow-operator.image" .) "xmr-escrow/wallet-rpc:0.18.0.0" "xmr-escrow/operator:0.1.0" -}}
+{{- $images := list (include "xmr-escrow-operator.image" .) "xmr-escrow/wallet-rpc:0.18.4.0" "xmr-escrow/wallet-rpc:0.18.0.0" "xmr-escrow/operator:0.1.0" -}}
 {{- with .Values.walletPool.image }}{{ $images = append $images . }}{{ end -}}
 {{- with .Values.walletPool.operatorImage }}{{ $images = append $images . }}{{ end -}}
 {{- join "," (concat $images .Values.operator.allowedImages | uniq) -}}

@@ -17,7 +17,10 @@ from .conditions import ApiModel, Condition, cel, conditions_field, validations
 
 DEFAULT_REPLICAS = 6
 MAX_REPLICAS = 256
-DEFAULT_IMAGE = "xmr-escrow/wallet-rpc:0.18.0.0"
+DEFAULT_IMAGE = "xmr-escrow/wallet-rpc:0.18.4.0"
+#: The default before it (Debian bookworm's 0.18.0.0): still supported, and what a pool created
+#: before the change holds in its spec.image, so it stays allowed by default.
+PREVIOUS_IMAGE = "xmr-escrow/wallet-rpc:0.18.0.0"
 DEFAULT_OPERATOR_IMAGE = "xmr-escrow/operator:0.1.0"
 OFFLINE = "offline"
 
