@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 
@@ -90,9 +91,11 @@ class Bench:
             return False
         return True
 
-    def new_pool(self, namespace: str, name: str, pods: int) -> Pool:
-        """Create a WalletPool (the operator must run to reconcile it) and wait for its ready pods."""
-        create_pool(self.api, namespace, name, replicas=pods)
+    def new_pool(self, namespace: str, name: str, pods: int, image: str | None = None) -> Pool:
+        """Create a WalletPool (the operator must run to reconcile it) and wait for its ready pods;
+        ``image``: its wallet-rpc image (default: the CRD's)."""
+        spec: dict[str, Any] = {"image": image} if image else {}
+        create_pool(self.api, namespace, name, replicas=pods, **spec)
         return self.read_pool(namespace, name)
 
     def read_pool(self, namespace: str, name: str) -> Pool:

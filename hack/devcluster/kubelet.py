@@ -1016,9 +1016,9 @@ def _bound(pvc: client.V1PersistentVolumeClaim) -> bool:
 
 
 def _entrypoint(image: str) -> list[str]:
-    tree = podman.wallet_rpc_tree(image)
-    if tree is not None:
-        return podman.loader_argv(tree, "/usr/bin/monero-wallet-rpc")
+    own = podman.wallet_rpc_argv(image)
+    if own is not None:
+        return own
     for needle, argv in ENTRYPOINTS:
         if needle in (image or ""):
             return list(argv)

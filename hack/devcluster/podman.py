@@ -53,6 +53,12 @@ def loader_argv(tree: Path, binary: str) -> list[str]:
     return [str(libs / "ld-linux-x86-64.so.2"), "--library-path", str(libs), str(tree) + binary]
 
 
+def wallet_rpc_argv(image: str) -> list[str] | None:
+    """monero-wallet-rpc of ``image``'s exported root filesystem (None: ``make images`` made none)."""
+    tree = wallet_rpc_tree(image)
+    return None if tree is None else loader_argv(tree, "/usr/bin/monero-wallet-rpc")
+
+
 def environment() -> dict[str, str]:
     """The environment podman runs with: the caller's, with the containers.conf of ``make images``."""
     env = dict(os.environ)

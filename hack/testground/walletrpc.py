@@ -15,6 +15,9 @@ from typing import Any
 
 import httpx
 
+from escrow_operator.api.walletpool import DEFAULT_IMAGE
+from hack.devcluster import podman
+
 from .processes import free_port, stop, wait_serving
 
 
@@ -45,12 +48,24 @@ class LocalWalletRpc:
 
 @contextmanager
 def local_wallet_rpc(
-    wallet_dir: Path | None, *, user: str, ip: str = "127.0.0.1", daemon: str | None = None, stagenet: bool = False
+    wallet_dir: Path | None,
+    *,
+    user: str,
+    ip: str = "127.0.0.1",
+    daemon: str | None = None,
+    stagenet: bool = False,
+    image: str = DEFAULT_IMAGE,
 ) -> Iterator[LocalWalletRpc]:
     """monero-wallet-rpc over ``wallet_dir`` (None: a temporary one), offline or connected to monerod
-    ``daemon`` (host:port, trusted), serving on ``ip``, on stagenet if asked; stopped when the block ends."""
-    binary = shutil.which("monero-wallet-rpc")
-    assert binary, "monero-wallet-rpc is not installed (make deps)"
+    ``daemon`` (host:port, trusted), serving on ``ip``, on stagenet if asked; stopped when the block ends.
+
+    It runs the wallet-rpc of ``image`` (default: the CRD's, as the pools do) from the root filesystem
+    ``make images`` exported, else the host's: an older wallet-rpc cannot open a newer one's wallets."""
+    argv = podman.wallet_rpc_argv(image)
+    if argv is None:
+        binary = shutil.which("monero-wallet-rpc")
+        assert binary, "monero-wallet-rpc is not installed (make deps)"
+        argv = [binary]
     password = secrets.token_urlsafe(12)
     port = free_port(ip)
     with tempfile.TemporaryDirectory(prefix=f"{user}-") as home:
@@ -58,7 +73,7 @@ def local_wallet_rpc(
         network += ["--stagenet"] if stagenet else []
         proc = subprocess.Popen(
             [
-                binary,
+                *argv,
                 *network,
                 f"--wallet-dir={wallet_dir or home}",
                 f"--rpc-bind-ip={ip}",
