@@ -155,7 +155,7 @@ def main() -> int:
     pool = f"""apiVersion: xmrescrow.dev/v1alpha1
 kind: WalletPool
 metadata: {{name: {POOL}}}
-spec: {{replicas: 6, storage: {{size: 1Gi}}, daemon: "{chain.address}", daemonZmq: "{chain.zmq}"}}
+spec: {{replicas: 6, storage: {{size: 1Gi}}, network: regtest, daemon: "{chain.address}", daemonZmq: "{chain.zmq}"}}
 """
     subprocess.run(ns + ["apply", "-f", "-"], input=pool, text=True, check=True, capture_output=True)
     print("== waiting for the 6 wallet-rpc pods")

@@ -58,7 +58,7 @@ def run_funding(bench: Bench, counts: list[int], pods: int, env: dict[str, str],
     bench.create_namespace(NAMESPACE)
     chain: Chain = start_chain(bench.api, NAMESPACE)
     bench.start_operator(env)
-    create_pool(bench.api, NAMESPACE, POOL, replicas=pods, daemon=chain.address)
+    create_pool(bench.api, NAMESPACE, POOL, replicas=pods, network="regtest", daemon=chain.address)
     pool = bench.read_pool(NAMESPACE, POOL)
     rows = []
     made = 0

@@ -52,7 +52,7 @@ def run_payouts(bench: Bench, count: int, pods: int, env: dict[str, str], timeou
     bench.create_namespace(NAMESPACE)
     chain: Chain = start_chain(bench.api, NAMESPACE)
     bench.start_operator({**env, "ESCROW_BLOCK_POLL_INTERVAL": "0.5"})
-    create_pool(bench.api, NAMESPACE, POOL, replicas=pods, daemon=chain.address)
+    create_pool(bench.api, NAMESPACE, POOL, replicas=pods, network="regtest", daemon=chain.address)
     pool = bench.read_pool(NAMESPACE, POOL)
     for i in range(count):
         create_escrow(bench.api, NAMESPACE, f"p{i:04d}", POOL, **DUO)

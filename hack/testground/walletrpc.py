@@ -69,7 +69,13 @@ def local_wallet_rpc(
     password = secrets.token_urlsafe(12)
     port = free_port(ip)
     with tempfile.TemporaryDirectory(prefix=f"{user}-") as home:
-        network = ["--offline"] if daemon is None else [f"--daemon-address={daemon}", "--trusted-daemon"]
+        # The test ground's daemons run regtest chains: every hard fork at height 1, which wallet-rpc
+        # since 0.18.1.1 accepts only with --allow-mismatched-daemon-version (monero#8600).
+        network = (
+            ["--offline"]
+            if daemon is None
+            else [f"--daemon-address={daemon}", "--trusted-daemon", "--allow-mismatched-daemon-version"]
+        )
         network += ["--stagenet"] if stagenet else []
         proc = subprocess.Popen(
             [

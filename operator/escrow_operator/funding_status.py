@@ -88,6 +88,7 @@ class Event:
 #: wallet2's clock-based height estimate (docs/design.md, Funding): a known block and its time per
 #: network, the target block time, and the month it takes off when no daemon answers.
 _KNOWN_BLOCK = {"mainnet": (1009827, 1458748658), "testnet": (624634, 1448285909), "stagenet": (32000, 1520937818)}
+_KNOWN_BLOCK["regtest"] = _KNOWN_BLOCK["mainnet"]  # regtest wallets are mainnet wallets
 _BLOCK_SECONDS = 120
 _MONTH_BLOCKS = 30 * 24 * 3600 // _BLOCK_SECONDS
 #: How far the wallet-rpc pod's clock may have been behind the operator's when the wallets were made.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import WalletPoolSpec, owner_reference
+from .api import Network, WalletPoolSpec, owner_reference
 from .settings import COMPONENT_LABEL, OPERATOR_NAME, POOL_LABEL, RPC_PORT, WALLETFS_PORT
 
 WALLET_DIR = "/wallets"
@@ -112,7 +112,11 @@ def _wallet_rpc_args(spec: WalletPoolSpec) -> list[str]:
         # would lock the operator out of its own pool.
         "--disable-rpc-ban",
     ]
-    if spec.network.value != "mainnet":
+    if spec.network is Network.REGTEST:
+        # A regtest chain has every hard fork at height 1, which wallet-rpc since 0.18.1.1 refuses as an
+        # outdated daemon unless told otherwise (monero#8600); its wallets are mainnet wallets.
+        args.append("--allow-mismatched-daemon-version")
+    elif spec.network is not Network.MAINNET:
         args.append(f"--{spec.network.value}")
     if spec.offline:
         args.append("--offline")

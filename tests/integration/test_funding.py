@@ -74,7 +74,7 @@ def _create_pool(kube: client.ApiClient, namespace: str, name: str, replicas: in
 
 @pytest.fixture(scope="module")
 def pool(kube: client.ApiClient, module_namespace: str, chain: Chain, funding_operator: OperatorProcess) -> str:
-    _create_pool(kube, module_namespace, "chainpool", 2, daemon=chain.address, daemonZmq=chain.zmq)
+    _create_pool(kube, module_namespace, "chainpool", 2, network="regtest", daemon=chain.address, daemonZmq=chain.zmq)
     return "chainpool"
 
 
@@ -215,7 +215,7 @@ def test_escrow_made_on_an_offline_pool_is_watched_from_the_start_of_a_short_cha
     """Wallets made offline have no recorded height: the watch starts at wallet2's clock estimate of the
     mainnet height (~3.8 million), or at the genesis block on a chain below it. A payment made while the
     pool had no daemon is found once it gets one."""
-    _create_pool(kube, module_namespace, "offlinepool", 1)
+    _create_pool(kube, module_namespace, "offlinepool", 1, network="regtest")
     create_escrow(kube, module_namespace, "early", "offlinepool", amount=1 * XMR, confirmations=1)
     ready = wait_escrow(kube, module_namespace, "early", timeout=300)
     assert "restoreHeight" not in ready["status"]

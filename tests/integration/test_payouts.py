@@ -57,7 +57,11 @@ def pool(
     op = start_operator(cluster, tmp_path_factory.mktemp("pool-operator") / "operator.log")
     try:
         client.CustomObjectsApi(kube).create_namespaced_custom_object(
-            GROUP, VERSION, module_namespace, WALLETPOOL_PLURAL, pool_body(POOL, 2, daemon=chain.address)
+            GROUP,
+            VERSION,
+            module_namespace,
+            WALLETPOOL_PLURAL,
+            pool_body(POOL, 2, network="regtest", daemon=chain.address),
         )
         wait_for(
             client.AppsV1Api(kube).list_namespaced_stateful_set,

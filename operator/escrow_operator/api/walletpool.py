@@ -64,6 +64,8 @@ class Network(StrEnum):
     MAINNET = "mainnet"
     STAGENET = "stagenet"
     TESTNET = "testnet"
+    #: A private test chain (``monerod --regtest``): mainnet addresses, every hard fork at height 1.
+    REGTEST = "regtest"
 
 
 class PoolStorage(ApiModel):
@@ -152,7 +154,8 @@ class WalletPoolSpec(ApiModel):
     )
     network: Network = Field(
         default=Network.MAINNET,
-        description="mainnet, stagenet or testnet. Immutable.",
+        description="mainnet, stagenet, testnet, or regtest (a private test chain of monerod --regtest: "
+        "mainnet addresses; wallet-rpc then accepts the chain's hard-fork heights). Immutable.",
         json_schema_extra=validations(NETWORK_IMMUTABLE),
     )
     daemon: str = Field(
