@@ -251,7 +251,7 @@ REFUSED: list[Any] = [
         id="storage-class-254",
     ),
     # -- WalletPool: enums and addresses
-    pytest.param(pool(network="regtest"), 'spec.network: Unsupported value: "regtest"', id="network-regtest"),
+    pytest.param(pool(network="devnet"), 'spec.network: Unsupported value: "devnet"', id="network-devnet"),
     pytest.param(pool(network="Mainnet"), 'spec.network: Unsupported value: "Mainnet"', id="network-capitalised"),
     pytest.param(pool(daemon="localhost"), DAEMON_RULE, id="daemon-no-port"),
     pytest.param(pool(daemon="http://node:18081"), DAEMON_RULE, id="daemon-url"),
