@@ -20,7 +20,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-STATE=${XDG_CACHE_HOME:-$HOME/.cache}/xmr-escrow-operator/images
+STATE=${XMR_ESCROW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xmr-escrow-operator}/images
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/pyproject.toml" | head -1)
 COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
 DEBIAN=docker.io/library/debian:bookworm-slim

@@ -1,13 +1,14 @@
 # syntax=docker/dockerfile:1
 # xmr-escrow/wallet-rpc:<monero version>: Debian's monero-wallet-rpc, the Debian package version pinned.
 # Two images are built (hack/images.sh), both supported:
-#   0.18.0.0  Debian bookworm, package monero 0.18.0.0+~0+20200826-1+deb12u1 (the defaults below): the
-#             binary the operator's wallet-rpc facts were measured with, the CRD's default image
-#   0.18.4.0  Debian trixie, package monero 0.18.4.0+~0+20200826-1
-#   docker build -f images/wallet-rpc.Dockerfile -t xmr-escrow/wallet-rpc:0.18.0.0 .
-#   docker build -f images/wallet-rpc.Dockerfile -t xmr-escrow/wallet-rpc:0.18.4.0 \
-#     --build-arg DEBIAN_IMAGE=debian:trixie-slim --build-arg MONERO_VERSION=0.18.4.0 \
-#     --build-arg MONERO_DEB_VERSION=0.18.4.0+~0+20200826-1 .
+#   0.18.4.0  Debian trixie, package monero 0.18.4.0+~0+20200826-1 (the defaults below): the CRD's
+#             default image
+#   0.18.0.0  Debian bookworm, package monero 0.18.0.0+~0+20200826-1+deb12u1: the default before it;
+#             a pool on it may move to 0.18.4.0, never back (docs/install.md)
+#   docker build -f images/wallet-rpc.Dockerfile -t xmr-escrow/wallet-rpc:0.18.4.0 .
+#   docker build -f images/wallet-rpc.Dockerfile -t xmr-escrow/wallet-rpc:0.18.0.0 \
+#     --build-arg DEBIAN_IMAGE=debian:bookworm-slim --build-arg MONERO_VERSION=0.18.0.0 \
+#     --build-arg MONERO_DEB_VERSION=0.18.0.0+~0+20200826-1+deb12u1 .
 # The build fails when the suite no longer has that exact package version (apt: version not found)
 # or when the binary reports another version than MONERO_VERSION.
 #
@@ -15,13 +16,13 @@
 # claim: --wallet-dir) and /home/wallet (an emptyDir per pod: HOME, --shared-ringdb-dir,
 # --log-file), both volumes, so the container runs with readOnlyRootFilesystem under the
 # restricted Pod Security Standard. The operator passes every flag (pool_resources.py).
-ARG DEBIAN_IMAGE=debian:bookworm-slim
+ARG DEBIAN_IMAGE=debian:trixie-slim
 FROM ${DEBIAN_IMAGE}
 ARG DEBIAN_IMAGE
-# The upstream version the binary must report (monero-wallet-rpc --version: "(v0.18.0.0-...").
-ARG MONERO_VERSION=0.18.0.0
+# The upstream version the binary must report (monero-wallet-rpc --version: "(v0.18.4.0-...").
+ARG MONERO_VERSION=0.18.4.0
 # The exact Debian version of the monero package (apt-get install monero=VERSION).
-ARG MONERO_DEB_VERSION=0.18.0.0+~0+20200826-1+deb12u1
+ARG MONERO_DEB_VERSION=0.18.4.0+~0+20200826-1
 # Only wallet-rpc is kept: the daemon and the other tools of the package are dropped (~76 MB).
 RUN : "${MONERO_VERSION:?}" "${MONERO_DEB_VERSION:?}" \
  && apt-get update \

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .controlplane import cache_root
+
 #: Every container of a dev cluster carries this label with the cluster's kubelet root (a digest),
 #: so the kubelet removes what a crashed predecessor left running.
 CLUSTER_LABEL = "xmrescrow.dev/devcluster"
@@ -29,7 +31,7 @@ POD_LABEL = "xmrescrow.dev/pod-uid"
 
 def cache_dir() -> Path:
     """Where ``make images`` keeps its state (containers.conf, the exported root filesystems)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xmr-escrow-operator" / "images"
+    return cache_root() / "images"
 
 
 #: ``make images`` exports each wallet-rpc image's root filesystem here (``wallet-rpc-<version>``), so

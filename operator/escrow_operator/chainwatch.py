@@ -61,6 +61,9 @@ WINDOW = 100
 CURSOR_EVERY = 20
 #: Escrow Secrets written at once after a block.
 SAVE_CONCURRENCY = 8
+#: Escrows scanned before the scan lets the event loop run other work: a block's transactions cost
+#: about 160 us per escrow each, so a block of 40 for 10,000 escrows would hold the loop for a minute.
+SCAN_SLICE = 16
 
 SaveLedger = Callable[[str, bool], Awaitable[None]]  # (ledger JSON, joined)
 
@@ -328,7 +331,9 @@ class ChainWatch:
         decoded += [(t.tx_hash, t.as_json) for t in await self.daemon.decoded_transactions(block.tx_hashes)]
         txs = [tx for tx in (_decode(h, doc) for h, doc in decoded) if tx is not None]
         changed = []
-        for escrow in escrows:
+        for i, escrow in enumerate(escrows):
+            if i and i % SCAN_SLICE == 0:
+                await asyncio.sleep(0)  # a yield to the event loop (steps, probes, watches), not a wait
             if _record(escrow, txs, header.height, header.hash):
                 changed.append(escrow)
         if save:
@@ -352,7 +357,9 @@ class ChainWatch:
             tx = _decode(decoded.tx_hash, decoded.as_json) if decoded.in_pool else None
             if tx is not None:
                 self._pool[decoded.tx_hash] = (tx, {})
-        for escrow in self.joined():
+        for i, escrow in enumerate(self.joined()):
+            if i and i % SCAN_SLICE == 0:
+                await asyncio.sleep(0)  # as in _scan_block
             outputs: list[Received] = []
             spends: dict[str, Spend] = {}
             for tx, found in self._pool.values():

@@ -57,7 +57,7 @@ async def delete_files(
             raise PoolUnusable(f"the Secret of WalletPool {pool.namespace}/{pool.name} is missing")
         try:
             async with pool.scheduler.lease(priority, label=label, rpc=False) as lease:
-                _, fs = await pool.clients(lease.pod, creds)
+                fs = await pool.walletfs(lease.pod, creds)
                 try:
                     for entry in await fs.list(uid):
                         if not keep(entry.name):

@@ -40,11 +40,9 @@ class PoolCredentials:
     username: str
     password: SecretStr
     walletfs_token: SecretStr
-    #: The Secret object they were read from: a pod started with another has other credentials.
-    secret_uid: str | None = None
 
     @classmethod
-    def from_secret(cls, data: Mapping[str, str | bytes], secret_uid: str | None = None) -> PoolCredentials:
+    def from_secret(cls, data: Mapping[str, str | bytes]) -> PoolCredentials:
         missing = [key for key in CREDENTIAL_KEYS if not data.get(key)]
         if missing:
             raise PoolSecretInvalid(
@@ -55,7 +53,7 @@ class PoolCredentials:
             return base64.b64decode(data[key], validate=True).decode()
 
         try:
-            return cls(value("username"), SecretStr(value("password")), SecretStr(value("walletfs-token")), secret_uid)
+            return cls(value("username"), SecretStr(value("password")), SecretStr(value("walletfs-token")))
         except (ValueError, UnicodeDecodeError):
             raise PoolSecretInvalid(
                 "the pool Secret holds a value that is not base64 text; delete the Secret and the operator writes a new one"

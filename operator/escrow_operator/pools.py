@@ -162,7 +162,7 @@ class PoolRuntime:
         uid = metadata(secret).uid
         self.secret_written(uid)
         try:
-            return PoolCredentials.from_secret(secret.data or {}, uid)
+            return PoolCredentials.from_secret(secret.data or {})
         except PoolSecretInvalid as exc:
             log.warning("pool %s/%s: %s", self.namespace, self.name, exc)
             return None
@@ -259,25 +259,33 @@ class PoolRuntime:
         started with the new Secret: so the credentials are asked for again here, and ``creds`` serve
         only when none can be read (the Secret gone; the pod then refuses and the step retries).
         """
-        assert pod.ip
         current = await self.credentials() or creds
-        host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
+        return self._rpc_client(pod, current), self._fs_client(pod, current)
+
+    async def walletfs(self, pod: PodState, creds: PoolCredentials) -> WalletfsClient:
+        """The walletfs client alone, for a step that only touches files (as :meth:`clients`)."""
+        return self._fs_client(pod, await self.credentials() or creds)
+
+    def _rpc_client(self, pod: PodState, creds: PoolCredentials) -> WalletRpc:
+        assert pod.ip
         rpc = self._rpc.get(pod.ip)
         if rpc is None:
+            host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
             rpc = WalletRpc(
-                f"http://{host}:{RPC_PORT}/json_rpc",
-                current.username,
-                current.password,
-                timeout=self.settings.rpc_timeout,
+                f"http://{host}:{RPC_PORT}/json_rpc", creds.username, creds.password, timeout=self.settings.rpc_timeout
             )
             self._rpc[pod.ip] = rpc
+        return rpc
+
+    def _fs_client(self, pod: PodState, creds: PoolCredentials) -> WalletfsClient:
+        assert pod.ip
         fs = self._fs.get(pod.ip)
         if fs is None:
             fs = WalletfsClient(
-                pod.ip, current.walletfs_token, port=WALLETFS_PORT, timeout=self.settings.walletfs_timeout
+                pod.ip, creds.walletfs_token, port=WALLETFS_PORT, timeout=self.settings.walletfs_timeout
             )
             self._fs[pod.ip] = fs
-        return rpc, fs
+        return fs
 
     # --- status ---------------------------------------------------------------------------------
     def _changed(self) -> None:

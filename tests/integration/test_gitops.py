@@ -19,6 +19,7 @@ import secrets
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,13 @@ def verdict(obj: dict[str, Any]) -> tuple[str, str]:
 def cond(obj: dict[str, Any], kind: str) -> tuple[str, str] | None:
     c = condition(obj, kind)
     return (c["status"], c["reason"]) if c else None
+
+
+def pool_ready(replicas: int | None = None) -> Callable[[dict[str, Any]], bool]:
+    """A pool's Ready condition is True with all its pods ready (and ``replicas`` of them, when given)."""
+    return lambda p: (
+        cond(p, "Ready") == ("True", "PodsReady") and (replicas is None or p["status"].get("readyReplicas") == replicas)
+    )
 
 
 def wait_pool(
@@ -154,7 +162,7 @@ def test_escrow_and_pool_verdicts_through_a_whole_life(
         recorder = Recorder(kube, ns, "life")
         # The pool, at 0 replicas: Ready at 0 of 0; the escrow waits for pods.
         objects.create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", pool_body("later", 0))
-        at_zero = wait_pool(kube, ns, "later", lambda p: cond(p, "Ready") == ("True", "PodsReady"), "pool at 0 Ready")
+        at_zero = wait_pool(kube, ns, "later", pool_ready(), "pool at 0 Ready")
         seen["pool at 0"] = verdict(at_zero)
         waiting = wait_esc(
             kube, ns, "life", lambda e: cond(e, "Reconciling") == ("True", "WaitingForPods"), "WaitingForPods"
@@ -172,7 +180,7 @@ def test_escrow_and_pool_verdicts_through_a_whole_life(
                 kube,
                 ns,
                 "later",
-                lambda p: cond(p, "Ready") == ("True", "PodsReady") and p["status"]["readyReplicas"] == 2,
+                pool_ready(2),
                 "pool at 2 ready",
             )
         )
@@ -185,10 +193,7 @@ def test_escrow_and_pool_verdicts_through_a_whole_life(
             kube,
             ns,
             "later",
-            lambda p: (
-                p["status"].get("observedGeneration") == p["metadata"]["generation"]
-                and cond(p, "Ready") == ("True", "PodsReady")
-            ),
+            lambda p: p["status"].get("observedGeneration") == p["metadata"]["generation"] and pool_ready()(p),
             "pool at 1 ready",
         )
         assert down["status"]["replicas"] == 1
@@ -304,7 +309,7 @@ def test_deleting_an_escrow_mid_step_writes_nothing_afterwards(
             kube,
             ns,
             "gone",
-            lambda p: cond(p, "Ready") == ("True", "PodsReady") and p["status"]["readyReplicas"] == 2,
+            pool_ready(2),
             "pool ready",
         )
         doomed = create_escrow(kube, ns, "doomed", "gone", walletRetention="Delete")
@@ -447,7 +452,7 @@ def test_a_pool_secret_written_anew_replaces_the_pods_started_with_the_old_one(
             kube,
             ns,
             "renew",
-            lambda p: cond(p, "Ready") == ("True", "PodsReady"),
+            pool_ready(),
             "the pool Ready on new pods",
             timeout=180,
         )
@@ -524,7 +529,7 @@ def test_gitops_churn_ends_ready_with_no_401_and_nothing_orphaned(
             kube,
             ns,
             "churn",
-            lambda p: cond(p, "Ready") == ("True", "PodsReady"),
+            pool_ready(),
             "the re-created pool Ready",
             timeout=180,
         )

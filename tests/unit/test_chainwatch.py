@@ -11,7 +11,7 @@ from typing import Any
 
 import nacl.bindings as sodium
 
-from escrow_operator import viewkeys
+from escrow_operator import chainwatch, viewkeys
 from escrow_operator.chainwatch import ChainWatch, Watched
 from escrow_operator.faults import NONE
 from escrow_operator.monerod import Block, DecodedTx, Info, MonerodUnavailable
@@ -249,3 +249,37 @@ async def test_a_transaction_it_cannot_read_is_skipped_and_the_watch_goes_on() -
     f.chain.mine("m", A, XMR)
     await settle(f.watch)
     assert received(f.escrow) == [(XMR, 4)]
+
+
+async def test_a_block_scanned_for_many_escrows_lets_the_event_loop_run_between_them(monkeypatch: Any) -> None:
+    f = await following()
+    others = [entry(f"e{i}", Saved()) for i in range(3 * chainwatch.SCAN_SLICE)]
+    for escrow in others:
+        f.watch.watch(escrow)
+    await settle(f.watch)  # all joined
+    recorded = 0
+    record = chainwatch._record
+
+    def counting(*args: Any, **kwargs: Any) -> bool:
+        nonlocal recorded
+        recorded += 1
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(chainwatch, "_record", counting)
+    seen: list[int] = []
+    stop = asyncio.Event()
+
+    async def other_work() -> None:
+        while not stop.is_set():
+            seen.append(recorded)
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    f.chain.mine("m", A, XMR)
+    await settle(f.watch)
+    stop.set()
+    await ticker
+    total = 1 + len(others)
+    assert recorded == total and received(f.escrow)[-1] == (XMR, 3)
+    assert [n for n in seen if 0 < n < total], f"no other work ran while the block was scanned: {seen}"

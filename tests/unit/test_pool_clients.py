@@ -48,7 +48,7 @@ def test_a_secret_written_anew_while_a_step_waited_is_read_again() -> None:
         kube = FakeKube()
         pool = PoolRuntime("ns", "p", kube, OperatorSettings())  # type: ignore[arg-type]
         held = await pool.credentials()  # read by a step before it waits for its lease
-        assert held is not None and held.secret_uid == "s1"
+        assert held is not None and held.walletfs_token.get_secret_value() == "old"
         # The pool is created again: its reconcile writes a new Secret and the new pods carry its uid.
         kube.core.secret = secret("s2", "new")
         pool.secret_written("s2")
@@ -57,9 +57,9 @@ def test_a_secret_written_anew_while_a_step_waited_is_read_again() -> None:
         )
         rpc, fs = await pool.clients(pod, held)
         assert bearer(fs) == "Bearer new"
-        current = await pool.credentials()
-        assert current is not None and current.secret_uid == "s2"
+        assert pool.scheduler.secret_uid == "s2"
         assert await pool.clients(pod, held) == (rpc, fs)  # one client per pod, reused
+        assert await pool.walletfs(pod, held) is fs
         await pool.close()
 
     asyncio.run(run())
@@ -69,7 +69,7 @@ def test_the_held_credentials_serve_when_the_secret_cannot_be_read() -> None:
     async def run() -> None:
         kube = FakeKube()
         pool = PoolRuntime("ns", "p", kube, OperatorSettings())  # type: ignore[arg-type]
-        held = PoolCredentials.from_secret(secret("s1", "held").data, "s1")
+        held = PoolCredentials.from_secret(secret("s1", "held").data)
         kube.core.secret = secret("s1", "held")
         kube.core.secret.data = {}  # damaged: nothing readable
         pod = PodState(
