@@ -9,6 +9,7 @@ from kubernetes import client
 from escrow_operator.api import DEFAULT_IMAGE, DEFAULT_OPERATOR_IMAGE
 from hack.devcluster import DevCluster
 from hack.testground.chain import Chain, Miner, miner, start_chain
+from tests.support.commands import helm_environment
 from tests.support.operator import OperatorProcess, install_crds
 
 #: The default images, and one the process kubelet cannot run (a pool whose pods never get ready).
@@ -58,3 +59,9 @@ def wallet(chain: Chain) -> Iterator[Miner]:
     """A miner wallet of the module's own on ``chain``, with mature coinbase outputs to pay from."""
     with miner(chain) as m:
         yield m
+
+
+@pytest.fixture(scope="module")
+def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """helm keeps its caches and config under a temporary home, not the user's."""
+    return helm_environment(tmp_path_factory.mktemp("helm-home"))

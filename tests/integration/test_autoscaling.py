@@ -34,6 +34,7 @@ from kubernetes import client
 
 from escrow_operator.api import GROUP, VERSION, WALLETPOOL_PLURAL
 from hack.devcluster import DevCluster, bin_dir, binary
+from tests.support.commands import checked, helm_environment
 from tests.support.escrows import create_escrow, create_pool, wait_escrow
 from tests.support.kube import custom_objects, pod_ready, wait_for
 from tests.support.operator import OperatorProcess
@@ -53,23 +54,16 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
     path = bin_dir() / "helm"
     if not os.access(path, os.X_OK):
         pytest.skip("helm is not built: run hack/build-tools.sh")
-    home = tmp_path_factory.mktemp("helm-home")
-    env = {
-        **os.environ,
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-    return path, env
+    return path, helm_environment(tmp_path_factory.mktemp("helm-home"))
 
 
 def run(
     argv: list[Any], *, input: str | None = None, env: dict[str, str] | None = None, ok: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run([str(a) for a in argv], input=input, capture_output=True, text=True, env=env, timeout=300)
+    """:func:`checked`, or with ``ok=False`` the command's result whatever its exit status."""
     if ok:
-        assert out.returncode == 0, f"{' '.join(map(str, argv))} failed ({out.returncode}):\n{out.stderr}\n{out.stdout}"
-    return out
+        return checked(argv, input=input, env=env)
+    return subprocess.run([str(a) for a in argv], input=input, capture_output=True, text=True, env=env, timeout=300)
 
 
 def template(

@@ -35,6 +35,7 @@ from kubernetes.client.exceptions import ApiException
 
 from escrow_operator.api import ESCROW_PLURAL, GROUP, PAYOUT_PLURAL, VERSION, WALLETPOOL_PLURAL
 from hack.devcluster import DevCluster, bin_dir, binary
+from tests.support.commands import checked
 from tests.support.escrows import create_escrow, create_pool, pool_body, wait_escrow, wait_escrow_gone
 from tests.support.kube import custom_objects, wait_for, wait_gone
 from tests.support.operator import OperatorProcess
@@ -84,31 +85,8 @@ def kustomize() -> Path:
     return _tool("kustomize")
 
 
-@pytest.fixture(scope="module")
-def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """helm keeps its caches and config under a temporary home, not the user's."""
-    home = tmp_path_factory.mktemp("helm-home")
-    env = dict(os.environ)
-    env.update(
-        {
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-    )
-    return env
-
-
-def run(
-    argv: list[Any], *, input: str | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run([str(a) for a in argv], input=input, capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, f"{' '.join(map(str, argv))} failed ({out.returncode}):\n{out.stderr}\n{out.stdout}"
-    return out
-
-
 def helm_template(helm: Path, env: dict[str, str], release: str, namespace: str, *args: str) -> str:
-    out = run([helm, "template", release, CHART, "--namespace", namespace, *args], env=env)
+    out = checked([helm, "template", release, CHART, "--namespace", namespace, *args], env=env)
     assert out.stderr == "", out.stderr
     return out.stdout
 
@@ -119,7 +97,7 @@ def objects(manifest: str) -> list[dict[str, Any]]:
 
 def dry_run(cluster: DevCluster, manifest: str) -> str:
     """Server-side apply with a server dry run: admission, schema, CEL and Pod Security all run."""
-    out = run(
+    out = checked(
         [
             binary("kubectl"),
             "--kubeconfig",
@@ -138,7 +116,7 @@ def dry_run(cluster: DevCluster, manifest: str) -> str:
 
 
 def apply(cluster: DevCluster, manifest: str) -> None:
-    run(
+    checked(
         [
             binary("kubectl"),
             "--kubeconfig",
@@ -207,7 +185,7 @@ def granted(manifest: str) -> set[Triple]:
 # --- lint and dry runs -------------------------------------------------------------------------
 @pytest.mark.parametrize("values", [None, VALUES_ALL], ids=["defaults", "values-all"])
 def test_helm_lint(helm: Path, helm_env: dict[str, str], values: Path | None) -> None:
-    out = run([helm, "lint", "--strict", CHART, *(["-f", values] if values else [])], env=helm_env)
+    out = checked([helm, "lint", "--strict", CHART, *(["-f", values] if values else [])], env=helm_env)
     assert "1 chart(s) linted, 0 chart(s) failed" in out.stdout, out.stdout
 
 
@@ -273,7 +251,7 @@ def test_chart_with_every_value_set_applies_cleanly(
 
 def test_kustomize_base_is_a_fresh_render_of_the_chart(helm: Path, helm_env: dict[str, str], tmp_path: Path) -> None:
     fresh = tmp_path / "manifests"
-    run([ROOT / "hack" / "render-manifests.sh", fresh], env={**helm_env, "HELM": str(helm)})
+    checked([ROOT / "hack" / "render-manifests.sh", fresh], env={**helm_env, "HELM": str(helm)})
     committed = sorted(str(p.relative_to(MANIFESTS)) for p in MANIFESTS.rglob("*") if p.is_file())
     assert sorted(str(p.relative_to(fresh)) for p in fresh.rglob("*") if p.is_file()) == committed
     for name in committed:
@@ -293,9 +271,9 @@ def _without_helm_labels(obj: dict[str, Any]) -> dict[str, Any]:
 def test_kustomize_base_renders_the_chart_objects_and_applies_cleanly(
     helm: Path, helm_env: dict[str, str], cluster: DevCluster, kube: client.ApiClient, crds: None
 ) -> None:
-    built = run([binary("kubectl"), "kustomize", MANIFESTS]).stdout
+    built = checked([binary("kubectl"), "kustomize", MANIFESTS]).stdout
     try:
-        built_by_kustomize = run([_tool("kustomize"), "build", MANIFESTS]).stdout
+        built_by_kustomize = checked([_tool("kustomize"), "build", MANIFESTS]).stdout
     except pytest.skip.Exception:
         built_by_kustomize = built
     assert built_by_kustomize == built  # kubectl v1.34 embeds kustomize v5.7.1, the one we build

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from escrow_operator.api import ESCROW_PLURAL, GROUP
 from hack.devcluster import DevCluster, binary
 from hack.devcluster import podman as podman_mode
 from hack.devcluster.kubelet import RUNTIME_LABEL
+from tests.support.commands import checked
 from tests.support.escrows import create_escrow, create_pool, get_escrow, pool_directory, wait_escrow
 from tests.support.images import OPERATOR, WALLET_RPC_DEFAULT, WALLET_RPC_PREVIOUS, require_images
 from tests.support.kube import custom_objects, pod_ready, wait_for, wait_gone
@@ -56,14 +56,6 @@ def images() -> None:
     require_images()
 
 
-@pytest.fixture(scope="module")
-def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("helm-home")
-    env = dict(os.environ)
-    env.update({f"HELM_{k}_HOME": str(home / k.lower()) for k in ("CACHE", "CONFIG", "DATA")})
-    return env
-
-
 @pytest.fixture
 def podman_namespace(kube: client.ApiClient) -> Iterator[str]:
     """A namespace whose pods run as containers, under the restricted Pod Security Standard."""
@@ -77,9 +69,7 @@ def podman_namespace(kube: client.ApiClient) -> Iterator[str]:
 
 
 def run(argv: list[Any], *, env: dict[str, str] | None = None, input: str | None = None) -> str:
-    out = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=env, input=input, timeout=600)
-    assert out.returncode == 0, f"{' '.join(map(str, argv))} failed ({out.returncode}):\n{out.stderr}\n{out.stdout}"
-    return out.stdout
+    return checked(argv, env=env, input=input, timeout=600).stdout
 
 
 def operator_pod(kube: client.ApiClient, namespace: str, cluster: DevCluster, timeout: float = 240) -> Any:
