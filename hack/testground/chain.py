@@ -2,9 +2,9 @@
 
 :func:`start_chain` runs ``monerod --regtest --offline --fixed-difficulty 1`` as a pod of the given
 namespace (its own data directory, an emptyDir; a Service in front), waits for it to answer and returns
-a :class:`Chain`. Pools point at it with ``spec.network = regtest``, ``spec.daemon = chain.address`` (and ``spec.daemonZmq =
-chain.zmq`` for blocks pushed over ZMQ): the pod's address, since the
-process kubelet runs no cluster DNS (in a cluster the Service name ``monerod.NS.svc:18081`` is the
+a :class:`Chain`. Pools point at it with ``spec.network = regtest``, ``spec.daemon = chain.address``
+(and ``spec.daemonZmq = chain.zmq`` for blocks pushed over ZMQ): the pod's address, since the process
+kubelet runs no cluster DNS (in a cluster the Service name ``monerod.NS.svc:18081`` is the
 address to give).
 
 :class:`Miner` is a wallet of the test's own, in a monero-wallet-rpc process on the host connected to

@@ -159,8 +159,7 @@ class PoolRuntime:
             if exc.status == 404:
                 return None
             raise
-        uid = metadata(secret).uid
-        self.secret_written(uid)
+        self.secret_written(metadata(secret).uid)
         try:
             return PoolCredentials.from_secret(secret.data or {})
         except PoolSecretInvalid as exc:

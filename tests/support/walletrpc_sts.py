@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from kubernetes import client
 
+from escrow_operator.api import DEFAULT_IMAGE
+
 from .kube import wait_for
 
 RPC_PORT = 18083
@@ -45,7 +47,7 @@ def create_wallet_rpc_statefulset(
     )
     container = {
         "name": "wallet-rpc",
-        "image": "xmr-escrow/wallet-rpc:0.18.4.0",
+        "image": DEFAULT_IMAGE,
         "args": [
             "--rpc-bind-ip=$(POD_IP)",
             f"--rpc-bind-port={RPC_PORT}",
