@@ -60,8 +60,8 @@ done
 
 for cmd in kube-apiserver kube-controller-manager kubectl; do
   if [[ -x "$BIN/$cmd" ]]; then continue; fi
-  log "building $cmd (serially; this takes a while on 2 cores)"
-  (cd "$KMOD" && go build -trimpath -ldflags "$LDFLAGS" -o "$BIN/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")
+  (cd "$KMOD" && timed "building $cmd (once; a few minutes on 2 cores)" \
+    go build -trimpath -ldflags "$LDFLAGS" -o "$BIN/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")
   mv "$BIN/$cmd.tmp" "$BIN/$cmd"
 done
 
@@ -76,10 +76,9 @@ print(m.group(1))
 PY
 )
 if [[ ! -x "$BIN/etcd" ]]; then
-  log "building etcd v$ETCD_VERSION"
-  go_build_module "$OUT/src/etcd" "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" go.etcd.io/etcd/server/v3 "-s -w" "$BIN/etcd"
+  timed "building etcd v$ETCD_VERSION" go_build_module "$OUT/src/etcd" "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" go.etcd.io/etcd/server/v3 "-s -w" "$BIN/etcd"
 fi
 
 printf 'kubernetes %s\netcd %s\n' "$KUBE_VERSION" "$ETCD_VERSION" > "$OUT/STAMP"
-log "done"
+log "done in $SECONDS s"
 echo "$BIN"

@@ -77,9 +77,8 @@ for t in "${TOOLS[@]}"; do
   read -r name mod pkg version <<<"$t"
   if built "$name" "$version"; then continue; fi
   src="$OUT/src/$name"
-  log "building $name $version"
   rm -f "$src/VERSION"
-  go_build_module "$src" "$mod@$version" "$pkg" "$(ldflags "$name" "$version")" "$BIN/$name"
+  timed "building $name $version" go_build_module "$src" "$mod@$version" "$pkg" "$(ldflags "$name" "$version")" "$BIN/$name"
   echo "$version" > "$src/VERSION"
 done
 
@@ -87,13 +86,12 @@ done
 # -mod=readonly: a go.mod or go.sum that does not cover the imports fails the build instead of
 # being rewritten in the git tree.
 if ! built gitops-verdict "$VERDICT_VERSION"; then
-  log "building gitops-verdict ($VERDICT_VERSION)"
   mkdir -p "$OUT/src/gitops-verdict"
   rm -f "$OUT/src/gitops-verdict/VERSION"
-  (cd "$VERDICT_SRC" && GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$BIN/gitops-verdict.tmp" .)
+  (cd "$VERDICT_SRC" && GOFLAGS=-mod=readonly timed "building gitops-verdict" go build -trimpath -ldflags "-s -w" -o "$BIN/gitops-verdict.tmp" .)
   mv "$BIN/gitops-verdict.tmp" "$BIN/gitops-verdict"
   echo "$VERDICT_VERSION" > "$OUT/src/gitops-verdict/VERSION"
 fi
 
-log "done"
+log "done in $SECONDS s"
 echo "$BIN"

@@ -15,6 +15,16 @@ LOG_TAG="$(basename "$0" .sh)"
 
 log() { printf '[%s %(%H:%M:%S)T] %s\n' "$LOG_TAG" -1 "$*" >&2; }
 
+# timed WHAT COMMAND...: log WHAT, run the command, log how long it took (a newcomer's first build
+# runs for minutes: every step says what it does and when it is done).
+timed() {
+  local what=$1 started=$SECONDS
+  shift
+  log "$what"
+  "$@"
+  log "$what: done in $((SECONDS - started)) s"
+}
+
 # Call once something has to be built: checks for Go and sets the build environment.
 prepare_go_build() {
   command -v go >/dev/null || {

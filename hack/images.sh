@@ -15,12 +15,20 @@
 #   proxy), they are mounted into the build only, where ca-certificates adds them for pip; no layer of
 #   a final image holds them.
 # Each step is skipped when its result exists, so running it twice builds nothing new.
+#
+#   hack/images.sh                      every image
+#   hack/images.sh wallet-rpc:0.18.4.0  only what the process kubelet needs to run that wallet-rpc
+#                                       image (its base, the image, its exported root filesystem):
+#                                       what `make demo` builds
+#   XMR_ESCROW_IMAGES=DIR               an image cache of its own in DIR, with a podman storage of its
+#                                       own: a machine on which no image was ever built
 # Images carry OCI labels with the version and the git commit; wallet-rpc images also the monero
 # version and the Debian package version (dev.xmrescrow.monero.version, dev.xmrescrow.monero.deb-version).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-STATE=${XMR_ESCROW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xmr-escrow-operator}/images
+STATE=${XMR_ESCROW_IMAGES:-${XMR_ESCROW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xmr-escrow-operator}/images}
+ONLY=${1:-}
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/pyproject.toml" | head -1)
 COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
 DEBIAN=docker.io/library/debian:bookworm-slim
@@ -30,10 +38,26 @@ EXTRA_CA=/usr/local/share/ca-certificates
 mkdir -p "$STATE"
 
 log() { printf '==> %s\n' "$*" >&2; }
+# quietly LOG COMMAND...: the command's output (dpkg's, hundreds of lines) into LOG, shown only when
+# it fails.
+quietly() {
+    local out=$1
+    shift
+    "$@" >"$out" 2>&1 || { tail -n 30 "$out" >&2; return 1; }
+}
+# timed WHAT COMMAND...: say what a long step does, run it, say how long it took.
+timed() {
+    local what=$1 started=$SECONDS
+    shift
+    log "$what"
+    "$@"
+    log "$what: done in $((SECONDS - started)) s"
+}
 
 # --- podman, and how it runs here --------------------------------------------------------------
 if ! command -v podman >/dev/null || ! command -v mmdebstrap >/dev/null || ! command -v runc >/dev/null; then
     log "installing podman, runc and mmdebstrap (Debian packages)"
+    apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc mmdebstrap uidmap >/dev/null
 fi
 # podman's defaults (nofile 1048576, nproc at the host's maximum) are refused here ("setrlimit:
@@ -45,6 +69,46 @@ default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
 runtime = "runc"
 EOF
 export CONTAINERS_CONF=$STATE/containers.conf
+if [ -n "${XMR_ESCROW_IMAGES:-}" ]; then
+    # An image cache of its own: podman's images and layers under it too, with the host's driver.
+    driver=$(podman info --format '{{.Store.GraphDriverName}}' 2>/dev/null || echo overlay)
+    cat >"$STATE/storage.conf" <<EOF
+[storage]
+driver = "$driver"
+graphroot = "$STATE/storage"
+runroot = "$STATE/run"
+EOF
+    export CONTAINERS_STORAGE_CONF=$STATE/storage.conf
+fi
+
+# wallet-rpc: "MONERO_VERSION SUITE MONERO_DEB_VERSION", one image per line, tagged with the monero
+# version. The Debian package version is pinned: when a point release replaces it the build fails
+# (apt: version not found) and the pin is updated here, after checking the new package.
+WALLET_RPC=(
+    "0.18.0.0 bookworm 0.18.0.0+~0+20200826-1+deb12u1"
+    "0.18.4.0 trixie 0.18.4.0+~0+20200826-1"
+)
+OPERATOR=1
+if [ -n "$ONLY" ]; then
+    # one wallet-rpc image (xmr-escrow/wallet-rpc:V, or wallet-rpc:V): that entry alone, no operator
+    OPERATOR=
+    picked=()
+    for entry in "${WALLET_RPC[@]}"; do
+        read -r monero _ _ <<<"$entry"
+        [ "${ONLY##*/}" = "wallet-rpc:$monero" ] && picked+=("$entry")
+    done
+    if [ ${#picked[@]} -eq 0 ]; then
+        echo "hack/images.sh: no image $ONLY here; the wallet-rpc images are: ${WALLET_RPC[*]}" >&2
+        exit 2
+    fi
+    WALLET_RPC=("${picked[@]}")
+fi
+suites=" "
+for entry in "${WALLET_RPC[@]}"; do
+    read -r _ suite _ <<<"$entry"
+    suites+="$suite "
+done
+[ -n "$OPERATOR" ] && suites+="bookworm "
 
 have() { podman image exists "$1"; }
 pull() { timeout 60 podman pull -q "$1" >/dev/null 2>&1; }
@@ -54,25 +118,26 @@ pull() { timeout 60 podman pull -q "$1" >/dev/null 2>&1; }
 debian_base() {
     local suite=$1 image=$2
     if ! have "$image" && ! pull "$image"; then
-        log "making $image with mmdebstrap"
-        mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+        timed "making $image with mmdebstrap (a minute or two)" \
+            quietly "$STATE/mmdebstrap-$suite.log" mmdebstrap --quiet --variant=minbase \
+            --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
             --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
             --dpkgopt='path-exclude=/usr/share/locale/*' \
-            "$suite" "$STATE/debian-$suite.tar" http://deb.debian.org/debian >/dev/null
+            "$suite" "$STATE/debian-$suite.tar" http://deb.debian.org/debian
         podman import -q --change 'CMD ["bash"]' "$STATE/debian-$suite.tar" "$image" >/dev/null
         rm -f "$STATE/debian-$suite.tar"
     fi
 }
-debian_base bookworm "$DEBIAN"
-debian_base trixie "$TRIXIE"
+[[ $suites == *" bookworm "* ]] && debian_base bookworm "$DEBIAN"
+[[ $suites == *" trixie "* ]] && debian_base trixie "$TRIXIE"
 
 # A stand-in made before dpkg was taken out of it (below) is made again.
 stale=
-if have "$DISTROLESS" && podman run --rm --network=none --entrypoint /usr/bin/dpkg "$DISTROLESS" --version >/dev/null 2>&1; then
+if [ -n "$OPERATOR" ] && have "$DISTROLESS" && podman run --rm --network=none --entrypoint /usr/bin/dpkg "$DISTROLESS" --version >/dev/null 2>&1; then
     log "$DISTROLESS has dpkg: an old stand-in, made again"
     stale=1
 fi
-if { [ -n "$stale" ] || ! have "$DISTROLESS"; } && ! pull "$DISTROLESS"; then
+if [ -n "$OPERATOR" ] && { [ -n "$stale" ] || ! have "$DISTROLESS"; } && ! pull "$DISTROLESS"; then
     log "making a stand-in for $DISTROLESS from Debian's packages"
     tree=$STATE/distroless
     rm -rf "$tree"
@@ -125,18 +190,12 @@ fi
 build() {
     local tag=$1
     shift
-    log "building $tag"
-    podman build --quiet --pull=never --network=host "${labels[@]}" --tag "$tag" "$@" "$ROOT" >/dev/null
+    timed "building $tag" podman build --quiet --pull=never --network=host "${labels[@]}" --tag "$tag" "$@" "$ROOT" >/dev/null
 }
-build "xmr-escrow/operator:$VERSION" -f "$ROOT/images/operator.Dockerfile" "${ca[@]}"
-build "xmr-escrow/operator:$VERSION-debian" -f "$ROOT/images/operator.Dockerfile" --target debian "${ca[@]}"
-# wallet-rpc: "MONERO_VERSION SUITE MONERO_DEB_VERSION", one image per line, tagged with the monero
-# version. The Debian package version is pinned: when a point release replaces it the build fails
-# (apt: version not found) and the pin is updated here, after checking the new package.
-WALLET_RPC=(
-    "0.18.0.0 bookworm 0.18.0.0+~0+20200826-1+deb12u1"
-    "0.18.4.0 trixie 0.18.4.0+~0+20200826-1"
-)
+if [ -n "$OPERATOR" ]; then
+    build "xmr-escrow/operator:$VERSION" -f "$ROOT/images/operator.Dockerfile" "${ca[@]}"
+    build "xmr-escrow/operator:$VERSION-debian" -f "$ROOT/images/operator.Dockerfile" --target debian "${ca[@]}"
+fi
 for entry in "${WALLET_RPC[@]}"; do
     read -r monero suite deb <<<"$entry"
     build "xmr-escrow/wallet-rpc:$monero" -f "$ROOT/images/wallet-rpc.Dockerfile" \
@@ -153,10 +212,14 @@ for entry in "${WALLET_RPC[@]}"; do
     id=$(podman image inspect --format '{{.Id}}' "$image")
     if [ "$(cat "$tree.id" 2>/dev/null)" != "$id" ]; then
         log "exporting $image's root filesystem for the process kubelet"
-        rm -rf "$tree" "$tree.id" && mkdir -p "$tree"
+        # Into a new directory, then renamed: the kubelet, which looks for the tree while pods wait
+        # for it, never finds half of one.
+        rm -rf "$tree.new" && mkdir -p "$tree.new"
         cid=$(podman create -q "$image")
-        podman export "$cid" | tar -x -C "$tree" --exclude='dev/*'
+        podman export "$cid" | tar -x -C "$tree.new" --exclude='dev/*'
         podman rm -f "$cid" >/dev/null
+        rm -rf "$tree" "$tree.id"
+        mv "$tree.new" "$tree"
         echo "$id" >"$tree.id"
     fi
 done
@@ -172,6 +235,10 @@ for entry in "${WALLET_RPC[@]}"; do
     out=$(run "xmr-escrow/wallet-rpc:$monero" --version)
     grep -qF "(v$monero-" <<<"$out"
 done
+if [ -z "$OPERATOR" ]; then
+    log "smoke: ${WALLET_RPC[*]%% *} runs read-only as UID 10001"
+    exit 0
+fi
 for tag in "$VERSION" "$VERSION-debian"; do
     out=$(run --user 10001:10001 "xmr-escrow/operator:$tag" crds)
     grep -q 'kind: CustomResourceDefinition' <<<"$out"

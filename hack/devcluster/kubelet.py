@@ -59,11 +59,15 @@ MERGE = "application/merge-patch+json"
 #: A namespace label choosing how its pods run: "process" (the default) or "podman" (container mode).
 RUNTIME_LABEL = "devcluster.xmrescrow.dev/runtime"
 RUNTIMES = ("process", "podman")
-#: Images whose entrypoint the process kubelet knows, for containers that give no command.
-ENTRYPOINTS: list[tuple[str, list[str]]] = [
-    ("wallet-rpc", ["monero-wallet-rpc"]),
-    ("operator", ["escrow-operator"]),
-]
+#: The kubelet's crash-loop back-off (its defaults): a container that exits is restarted at once the
+#: first time, then after 10 s, 20 s, ... at most 5 minutes; ten quiet minutes start it over.
+BACKOFF_INITIAL = 10.0
+BACKOFF_MAX = 300.0
+#: How often a container whose image is not present looks for it again (``make images`` may make it).
+IMAGE_RECHECK = 5.0
+#: FallbackToLogsOnError: the tail of a failed container's log becomes its termination message.
+TERMINATION_LINES = 80
+TERMINATION_BYTES = 2048
 
 
 def now() -> str:
@@ -149,6 +153,14 @@ class Container:
     last_terminated: dict | None = None
     waiting: tuple[str, str] | None = ("ContainerCreating", "")
     restart_at: float | None = None
+    #: the crash-loop back-off: the delay before the next restart of a failing container, and when it
+    #: last grew (None: no failure in the last ten minutes)
+    backoff: float | None = None
+    backoff_updated: float = 0.0
+    finished_at: float = 0.0  # monotonic time of the last exit
+    log_offset: int = 0  # where this run's output starts in the container's log
+    #: the image is not present: the container waits for it (no restart is counted)
+    image_missing: bool = False
     readiness: Probe | None = None
     liveness: Probe | None = None
     #: Container mode: the podman container's name (the process is podman's attached client).
@@ -170,6 +182,7 @@ class PodRunner:
         self.containerized = False
         #: Each volume's directory on the host, and whether its kind is mounted read-only (Secrets ...).
         self.volumes: dict[str, tuple[str, bool]] = {}
+        self.mounts: dict[str, str] = {}  # each mountPath's host directory
         self.start_time = now()
         self.transitions: dict[str, tuple[str, str]] = {}
         self.stopped = threading.Event()
@@ -190,9 +203,7 @@ class PodRunner:
         try:
             self.ip = self.kubelet.ips.allocate()
             self.containerized = self.kubelet.runtime_of(self.namespace) == "podman"
-            mounts = self._prepare_volumes()
-            for c in self.containers:
-                self._prepare_container(c, mounts)
+            self.mounts = self._prepare_volumes()
             for c in self.containers:
                 self._start(c)
             self._report()
@@ -266,7 +277,7 @@ class PodRunner:
         if self.containerized:
             self._prepare_podman(c, env, home)
         else:
-            command = spec.command or _entrypoint(spec.image)
+            command = podman.process_argv(spec.image, spec.command)
             c.argv = [_rewrite(_expand(a, env), mounts) for a in command + (spec.args or [])]
             c.env = env
             c.cwd = _rewrite(spec.working_dir, mounts) if spec.working_dir else str(home)
@@ -327,10 +338,19 @@ class PodRunner:
         return ""
 
     def _start(self, c: Container) -> None:
+        if not c.argv:
+            try:
+                self._prepare_container(c, self.mounts)
+            except podman.ImageNotPresent as exc:  # as ErrImageNeverPull: wait for the image, look again
+                c.waiting, c.image_missing = (exc.reason, str(exc)), True
+                c.restart_at = time.monotonic() + IMAGE_RECHECK
+                return
+            c.image_missing = False
         logs = self.dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         try:
             with open(logs / f"{c.spec.name}.log", "ab") as out:
+                c.log_offset = out.tell()
                 proc = subprocess.Popen(
                     c.argv,
                     env=c.env,
@@ -343,7 +363,8 @@ class PodRunner:
                 )
         except OSError as exc:
             c.waiting = ("RunContainerError", f"cannot start {c.argv[0]!r}: {exc}")
-            c.restart_at = time.monotonic() + self._backoff(c)
+            c.finished_at = time.monotonic()
+            self._schedule_restart(c)
             return
         c.proc, c.waiting, c.ready, c.restart_at = proc, None, False, None
         c.started_at = now()
@@ -364,29 +385,65 @@ class PodRunner:
         if c.proc is not proc:
             return False
         code = proc.returncode
+        c.finished_at = time.monotonic()
         c.last_terminated = {
             "exitCode": code if code >= 0 else 128 - code,
             "reason": "Completed" if code == 0 else ("Error" if code > 0 else "Killed"),
             "startedAt": c.started_at,
             "finishedAt": now(),
         }
+        if code != 0 and (c.spec.termination_message_policy or "File") == "FallbackToLogsOnError":
+            message = self._log_tail(c)
+            if message:
+                c.last_terminated["message"] = message
         c.proc, c.ready = None, False
         policy = self.spec.restart_policy or "Always"
         if policy == "Always" or (policy == "OnFailure" and code != 0):
-            c.restart_at = time.monotonic() + self._backoff(c)
-            c.waiting = ("CrashLoopBackOff" if c.restarts else "Restarting", "")
+            self._schedule_restart(c)
         return True
 
-    @staticmethod
-    def _backoff(c: Container) -> float:
-        # the kubelet's crash-loop policy, compressed: 0.2 s, 0.4 s, ... capped at 10 s
-        return min(10.0, 0.2 * (2 ** min(c.restarts, 6)))
+    def _log_tail(self, c: Container) -> str:
+        """The end of this run's output: at most 80 lines and 2 KiB, as the kubelet's FallbackToLogsOnError."""
+        try:
+            with open(self.dir / "logs" / f"{c.spec.name}.log", "rb") as out:
+                out.seek(0, os.SEEK_END)
+                size = out.tell()
+                start = max(c.log_offset, size - TERMINATION_BYTES)
+                out.seek(start)
+                tail = out.read(size - start)
+        except OSError:
+            return ""
+        lines = tail.decode("utf-8", "replace").splitlines()[-TERMINATION_LINES:]
+        return "\n".join(lines).strip()
+
+    def _schedule_restart(self, c: Container) -> None:
+        """The kubelet's crash-loop back-off: restart at once unless the container is in back-off (it
+        failed before, less than ten minutes after the back-off last grew); then wait the back-off."""
+        finished = c.finished_at
+        expired = c.backoff is None or finished - c.backoff_updated > 2 * BACKOFF_MAX
+        delay = 0.0 if expired else max(0.0, (c.backoff or 0.0) - (time.monotonic() - finished))
+        c.restart_at = finished + (0.0 if expired else c.backoff or 0.0)
+        if delay > 0:
+            c.waiting = (
+                "CrashLoopBackOff",
+                f"back-off {int(c.backoff or 0)}s restarting failed container={c.spec.name} "
+                f"pod={self.name}_{self.namespace}({self.uid})",
+            )
+        else:
+            c.waiting = ("Restarting", "")
 
     def _restart_due(self) -> bool:
         changed = False
         for c in self.containers:
             if c.restart_at is not None and time.monotonic() >= c.restart_at:
-                c.restarts += 1
+                if not c.image_missing:
+                    c.restarts += 1
+                    # the back-off grows with each restart of a failing container (kubelet's Next)
+                    if c.backoff is None or c.finished_at - c.backoff_updated > 2 * BACKOFF_MAX:
+                        c.backoff = BACKOFF_INITIAL
+                    else:
+                        c.backoff = min(2 * c.backoff, BACKOFF_MAX)
+                    c.backoff_updated = time.monotonic()
                 self._start(c)
                 changed = True
         return changed
@@ -589,9 +646,13 @@ class PodRunner:
 
     def _report(self) -> None:
         statuses = []
+        done = [c for c in self.containers if c.proc is None and c.restart_at is None and c.last_terminated]
         for c in self.containers:
+            state: dict[str, Any]
             if c.proc is not None:
                 state = {"running": {"startedAt": c.started_at}}
+            elif c in done:  # exited, and its restartPolicy starts it no more
+                state = {"terminated": c.last_terminated}
             else:
                 reason, message = c.waiting or ("ContainerCreating", "")
                 state = {"waiting": {"reason": reason, **({"message": message} if message else {})}}
@@ -605,13 +666,16 @@ class PodRunner:
                     "started": c.proc is not None,
                     "restartCount": c.restarts,
                     "state": state,
-                    "lastState": {"terminated": c.last_terminated} if c.last_terminated else {},
+                    "lastState": {"terminated": c.last_terminated} if c.last_terminated and c not in done else {},
                 }
             )
         all_ready = all(c.ready for c in self.containers)
         running = all(c.started_at for c in self.containers)
+        phase = "Running" if running else "Pending"
+        if len(done) == len(self.containers):
+            phase = "Succeeded" if all((c.last_terminated or {}).get("exitCode") == 0 for c in done) else "Failed"
         status = {
-            "phase": "Running" if running else "Pending",
+            "phase": phase,
             "hostIP": "127.0.0.1",
             "hostIPs": [{"ip": "127.0.0.1"}],
             "podIP": self.ip,
@@ -1013,16 +1077,6 @@ def _literally(text: str) -> Callable[[re.Match[str]], str]:
 
 def _bound(pvc: client.V1PersistentVolumeClaim) -> bool:
     return bool(pvc.spec and pvc.spec.volume_name and pvc.status and pvc.status.phase == "Bound")
-
-
-def _entrypoint(image: str) -> list[str]:
-    own = podman.wallet_rpc_argv(image)
-    if own is not None:
-        return own
-    for needle, argv in ENTRYPOINTS:
-        if needle in (image or ""):
-            return list(argv)
-    raise RuntimeError(f"the process kubelet knows no entrypoint for image {image!r}; give the container a command")
 
 
 def _port(port: Any, container: Any) -> int:

@@ -30,13 +30,30 @@ POD_LABEL = "xmrescrow.dev/pod-uid"
 
 
 def cache_dir() -> Path:
-    """Where ``make images`` keeps its state (containers.conf, the exported root filesystems)."""
+    """Where ``make images`` keeps its state (containers.conf, the exported root filesystems).
+
+    ``XMR_ESCROW_IMAGES`` names an image cache of its own, with a podman storage of its own in it
+    (``storage.conf``): a machine on which no image was ever built, as a newcomer's is."""
+    if own := os.environ.get("XMR_ESCROW_IMAGES"):
+        return Path(own)
     return cache_root() / "images"
 
+
+#: The image of the dev cluster's own test-ground pods that run a command of the host (the regtest
+#: monerod: Debian's monero package ships it, the wallet-rpc image leaves it out). The process kubelet
+#: runs no host binary for any other image.
+HOST_IMAGE = "devcluster.xmrescrow.dev/host:latest"
 
 #: ``make images`` exports each wallet-rpc image's root filesystem here (``wallet-rpc-<version>``), so
 #: the process mode runs the image's own binary and libraries, not the host's.
 _WALLET_RPC_TAG = re.compile(r"(?:^|/)wallet-rpc:(?P<version>[0-9][0-9.]*)$")
+_OPERATOR_IMAGE = re.compile(r"(?:^|/)operator(?::[^/]*)?$")
+
+
+class ImageNotPresent(Exception):
+    """The node has no copy of the image (the kubelet's ``ErrImageNeverPull``): ``make images`` makes it."""
+
+    reason = "ErrImageNeverPull"
 
 
 def wallet_rpc_tree(image: str) -> Path | None:
@@ -61,13 +78,46 @@ def wallet_rpc_argv(image: str) -> list[str] | None:
     return None if tree is None else loader_argv(tree, "/usr/bin/monero-wallet-rpc")
 
 
+def not_present(image: str) -> ImageNotPresent:
+    return ImageNotPresent(
+        f'Container image "{image}" is not present on the dev cluster\'s node: build it with `make images` '
+        "(the process kubelet runs an image's own files and never pulls)"
+    )
+
+
+def process_argv(image: str, command: list[str] | None) -> list[str]:
+    """The command line that runs a container of ``image`` as a local process, from the image's own
+    files: a wallet-rpc image from the root filesystem ``make images`` exported (its entrypoint, or the
+    command found in its ``/usr/bin``), the operator image from this checkout (the files it is built
+    from), :data:`HOST_IMAGE` from the host. Any other image, or a wallet-rpc image not exported yet,
+    raises :class:`ImageNotPresent`: no other binary ever stands in for an image's."""
+    if _WALLET_RPC_TAG.search(image or ""):
+        tree = wallet_rpc_tree(image)
+        if tree is None:
+            raise not_present(image)
+        if not command:
+            return loader_argv(tree, "/usr/bin/monero-wallet-rpc")
+        binary = "/usr/bin/" + command[0].rsplit("/", 1)[-1]
+        if not (tree / binary.lstrip("/")).is_file():
+            raise RuntimeError(f"executable file {command[0]!r} not found in image {image!r}")
+        return [*loader_argv(tree, binary), *command[1:]]
+    if _OPERATOR_IMAGE.search(image or ""):
+        return list(command or ["escrow-operator"])
+    if (image or "").split(":", 1)[0] == HOST_IMAGE.split(":", 1)[0]:
+        if not command:
+            raise RuntimeError(f"a container of {HOST_IMAGE} needs a command (a program of the host)")
+        return list(command)
+    raise not_present(image)
+
+
 def environment() -> dict[str, str]:
-    """The environment podman runs with: the caller's, with the containers.conf of ``make images``."""
+    """The environment podman runs with: the caller's, with the containers.conf of ``make images`` (and
+    the storage.conf of an image cache of its own)."""
     env = dict(os.environ)
-    if "CONTAINERS_CONF" not in env:
-        conf = cache_dir() / "containers.conf"
-        if conf.exists():
-            env["CONTAINERS_CONF"] = str(conf)
+    for var, name in (("CONTAINERS_CONF", "containers.conf"), ("CONTAINERS_STORAGE_CONF", "storage.conf")):
+        conf = cache_dir() / name
+        if var not in env and conf.exists():
+            env[var] = str(conf)
     return env
 
 
@@ -200,7 +250,7 @@ def image_user(image: str) -> str:
         timeout=60,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"image {image!r} is not present ({done.stderr.strip()}); build it with `make images`")
+        raise not_present(image)
     return done.stdout.strip()
 
 

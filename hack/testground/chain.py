@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 from kubernetes import client, utils
 
-from escrow_operator.api import DEFAULT_IMAGE
+from hack.devcluster import podman
 
 from .kube import pod_ready, wait_for
 from .walletrpc import LocalWalletRpc, local_wallet_rpc
@@ -36,7 +36,7 @@ COINBASE_UNLOCK = 60
 MATURE_CHAIN = 130
 
 
-def monerod_manifests(name: str = "monerod", image: str = DEFAULT_IMAGE) -> list[dict[str, Any]]:
+def monerod_manifests(name: str = "monerod", image: str = podman.HOST_IMAGE) -> list[dict[str, Any]]:
     """The monerod pod (regtest, offline, fixed difficulty 1: a block per generateblocks call) and its Service."""
     labels = {"app.kubernetes.io/name": name}
     args = [
@@ -66,7 +66,7 @@ def monerod_manifests(name: str = "monerod", image: str = DEFAULT_IMAGE) -> list
             "containers": [
                 {
                     "name": "monerod",
-                    "image": image,  # Debian's monero package ships monerod beside monero-wallet-rpc
+                    "image": image,  # the host's monerod (Debian's monero package), as the test ground's own
                     "command": ["monerod"],
                     "args": args,
                     "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],

@@ -4,7 +4,6 @@ wallet files and the regtest miner (:mod:`hack.testground.chain`) both run one."
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -60,12 +59,8 @@ def local_wallet_rpc(
     ``daemon`` (host:port, trusted), serving on ``ip``, on stagenet if asked; stopped when the block ends.
 
     It runs the wallet-rpc of ``image`` (default: the CRD's, as the pools do) from the root filesystem
-    ``make images`` exported, else the host's: an older wallet-rpc cannot open a newer one's wallets."""
-    argv = podman.wallet_rpc_argv(image)
-    if argv is None:
-        binary = shutil.which("monero-wallet-rpc")
-        assert binary, "monero-wallet-rpc is not installed (make deps)"
-        argv = [binary]
+    ``make images`` exported, never the host's: an older wallet-rpc cannot open a newer one's wallets."""
+    argv = podman.process_argv(image, None)
     password = secrets.token_urlsafe(12)
     port = free_port(ip)
     with tempfile.TemporaryDirectory(prefix=f"{user}-") as home:

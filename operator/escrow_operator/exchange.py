@@ -240,17 +240,17 @@ class EscrowExchange:
         self.emit("Normal", "RoundComplete", f"round {step} of {self.final} complete for all {self.total} participants")
 
     async def _report_waiting_for_pods(self, step: int) -> None:
-        """While this round's steps wait with no ready pod in the pool, say so in status."""
-        waiting = False
+        """While this round's steps wait with no ready pod in the pool, say so in status (and why the
+        pool's pods do not run, as that changes)."""
+        said: str | None = None  # the waiting message in status; None: not waiting
         while True:
             seen = self.pool.pods_version
             blocked = self.pool.scheduler.ready == 0
-            if blocked != waiting:
-                waiting = blocked
-                if blocked:
-                    self.status = escrow_status.waiting_for_pods(
-                        self.status, self.generation, self.pool.waiting_message()
-                    )
+            message = self.pool.waiting_message() if blocked else None
+            if message != said:
+                said = message
+                if message is not None:
+                    self.status = escrow_status.waiting_for_pods(self.status, self.generation, message)
                 else:
                     self.status = escrow_status.round_done(self.status, self.generation, self._round(), self.final)
                 await self._save()

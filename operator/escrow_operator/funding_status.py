@@ -33,7 +33,6 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from .api import (
-    ATOMIC_PER_XMR,
     EscrowSpec,
     EscrowStatus,
     FundingPayout,
@@ -42,15 +41,10 @@ from .api import (
     get_condition,
     set_condition,
 )
+from .api import xmr as xmr  # re-exported: funding_status.xmr is what the engines and tests call
 from .api.escrow import MAX_FUNDING_PAYOUTS
 
 FUNDED = "Funded"
-
-
-def xmr(atomic: int) -> str:
-    """``atomic`` units as an exact decimal XMR string: 4000000000000 -> "4", 1500000000 -> "0.0015"."""
-    whole, fraction = divmod(atomic, ATOMIC_PER_XMR)
-    return f"{whole}.{fraction:012d}".rstrip("0").rstrip(".") if fraction else str(whole)
 
 
 class Transfer(Protocol):

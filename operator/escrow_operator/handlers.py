@@ -164,8 +164,20 @@ async def pool_pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> Non
     pod = event["object"]
     meta = pod.get("metadata", {})
     pool = (meta.get("labels") or {}).get(POOL_LABEL)
-    if pool:
-        context(memo).pools.get(meta["namespace"], pool).on_pod(event.get("type") or "ADDED", pod)
+    if not pool:
+        return
+    runtime = context(memo).pools.get(meta["namespace"], pool)
+    untold = runtime.on_pod(event.get("type") or "ADDED", pod)
+    if untold:  # why pods do not run, told once on the pool (`kubectl describe wpool`)
+        ref = kopf.Body(
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "WalletPool",
+                "metadata": {"name": pool, "namespace": meta["namespace"], "uid": runtime.uid or ""},
+            }
+        )
+        for problem in untold:
+            kopf.event(ref, type="Warning", reason="PodsFailing", message=problem)
 
 
 # --- Escrow ----------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from .api import (
     PayoutPhase,
     set_condition,
     utcnow,
+    xmr,
 )
 
 MESSAGE_LIMIT = 1024
@@ -113,10 +114,13 @@ def signing(
     fee: int | None,
     now: datetime | None = None,
 ) -> EscrowPayoutStatus:
-    """The transaction is built (``signatures`` of ``needed`` made); ``amount`` and ``fee`` from the builder."""
+    """The transaction is built (``signatures`` of ``needed`` made); ``amount`` and ``fee`` from the builder,
+    also as the XMR strings of the printer columns (``amountXmr``, ``feeXmr``)."""
     message = f"attempt {status.attempt}: {signatures} of {needed} signatures"
     new = _working(status, generation, PayoutPhase.SIGNING, "Signing", message, now)
     new.signatures, new.amount, new.fee = signatures, amount, fee
+    new.amount_xmr = None if amount is None else xmr(amount)
+    new.fee_xmr = None if fee is None else xmr(fee)
     return new
 
 

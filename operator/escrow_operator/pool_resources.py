@@ -143,6 +143,9 @@ def statefulset(body: dict[str, Any], spec: WalletPoolSpec, secret_uid: str | No
         "env": [pod_ip],
         "ports": [{"name": "rpc", "containerPort": RPC_PORT}],
         "readinessProbe": {"tcpSocket": {"port": "rpc"}, "periodSeconds": 2, "failureThreshold": 3},
+        # A wallet-rpc that exits leaves its last output as the termination message, which the pool's
+        # status and Events quote (pool_status.pod_problem): why it exits, without reading pod logs.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": "wallets", "mountPath": WALLET_DIR},
             {"name": "home", "mountPath": HOME_DIR},
@@ -155,6 +158,7 @@ def statefulset(body: dict[str, Any], spec: WalletPoolSpec, secret_uid: str | No
         "name": "walletfs",
         "image": spec.operator_image,
         "args": ["walletfs"],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "env": [
             pod_ip,
             login,

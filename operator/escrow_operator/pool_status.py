@@ -13,6 +13,9 @@ Conditions follow the kstatus conventions (``docs/install.md``, GitOps):
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,6 +44,74 @@ class Pods:
     ready: int
     busy: int = 0
     queued: int = 0
+    #: why pods do not run, one entry per pod that has a problem (:func:`pod_problem`)
+    problems: tuple[str, ...] = ()
+
+
+#: Waiting reasons of a container that is starting as it should: nothing to tell a user.
+_STARTING = frozenset({"ContainerCreating", "PodInitializing", "Restarting"})
+#: At most this many different problems are named in a condition message.
+_MAX_PROBLEMS = 3
+_MAX_PROBLEM_CHARS = 400
+#: A line of a termination message that says what went wrong.
+_TELLING = re.compile(
+    r"error|fail|fatal|panic|exception|unrecogni[sz]ed|invalid|cannot|can't|denied|refused|not found|no such",
+    re.IGNORECASE,
+)
+#: A program that refuses its command line prints its usage after the reason; the kubelet keeps the
+#: last 2 KiB of output, so the usage may be all a termination message holds (wallet-rpc's is 8 KiB).
+_USAGE = re.compile(r"^\s*(General|Wallet|Daemon)?\s*options:\s*$|^\s*--[a-z-]+ arg\b", re.IGNORECASE | re.MULTILINE)
+
+
+_OPTION_LINE = re.compile(r"^\s+--|^\s{8,}")
+
+
+def telling_line(message: str) -> str:
+    """What a termination message says went wrong, in one line: the last line that reads like an
+    error, else that the program printed its usage (it refused its command line), else its last line."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    # Lines of a usage listing (an option, or its description wrapped onto the next lines) describe
+    # options, such as "Do not ban hosts on RPC errors": they tell nothing about this exit.
+    said = [line.strip() for line in message.splitlines() if line.strip() and not _OPTION_LINE.match(line)]
+    for line in reversed(said):
+        if _TELLING.search(line):
+            return line
+    if _USAGE.search(message):
+        return "it printed its usage: it refused its command line (an option this version does not know?)"
+    return lines[-1] if lines else ""
+
+
+def pod_problem(pod: Mapping[str, Any]) -> str | None:
+    """Why a pod's containers do not run, from its container statuses, in words for a user (None:
+    nothing is wrong): the waiting reason and its message (an image that is not there), and for a
+    container that keeps exiting its last exit code and the last line of its output, which the pool's
+    containers leave as their termination message (``FallbackToLogsOnError``)."""
+    status = pod.get("status") or {}
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if not reason or reason in _STARTING:
+            continue
+        name = container.get("name") or "a container"
+        last = (container.get("lastState") or {}).get("terminated") or {}
+        if last:
+            line = telling_line(str(last.get("message") or ""))
+            said = f": {line}" if line else ""
+            problem = f"{name} exits with code {last.get('exitCode')}{said} ({reason})"
+        else:
+            message = str(waiting.get("message") or "")
+            problem = f"{name}: {reason}" + (f": {message}" if message else "")
+        return problem[:_MAX_PROBLEM_CHARS]
+    return None
+
+
+def problems_message(problems: tuple[str, ...]) -> str:
+    """The pods' problems in one line: each different one once, with how many pods have it."""
+    counted = Counter(problems).most_common()
+    said = [f"{n} pods: {p}" if n > 1 else f"1 pod: {p}" for p, n in counted[:_MAX_PROBLEMS]]
+    if len(counted) > _MAX_PROBLEMS:
+        said.append(f"and {len(counted) - _MAX_PROBLEMS} more")
+    return "; ".join(said)
 
 
 def compute(
@@ -85,6 +156,8 @@ def compute(
     else:
         reason = ""
     if reason:
+        if pods.problems:
+            counts += f"; {problems_message(pods.problems)}"
         set_condition(conditions, READY, False, reason, counts, gen, now)
         set_condition(conditions, RECONCILING, True, reason, counts, gen, now)
     else:

@@ -16,7 +16,7 @@ from .api import WALLETPOOL_PLURAL, Condition, WalletPoolStatus
 from .kube import Kube, metadata
 from .pool_resources import rpc_secret_name, selector_string
 from .pool_secret import PoolCredentials, PoolSecretInvalid
-from .pool_status import Applied, Pods, compute, status_patch
+from .pool_status import Applied, Pods, compute, problems_message, status_patch
 from .scheduler import PodState, Scheduler
 from .settings import RPC_PORT, WALLETFS_PORT, OperatorSettings
 from .walletfs.client import WalletfsClient
@@ -59,6 +59,7 @@ class PoolRuntime:
         self._daemon_moved = asyncio.Event()
         self._replacing: set[str] = set()  # uids of stale pods being deleted
         self._template_secret_uid: str | None = None  # the Secret the StatefulSet's pod template carries
+        self._problems_told: set[str] = set()  # pod problems told in an Event since the pool was last ready
 
     # --- identity -------------------------------------------------------------------------------
     def adopt(self, uid: str | None) -> None:
@@ -103,7 +104,9 @@ class PoolRuntime:
         self._changed()
 
     # --- pods ---------------------------------------------------------------------------------
-    def on_pod(self, event_type: str, pod: Mapping[str, Any]) -> None:
+    def on_pod(self, event_type: str, pod: Mapping[str, Any]) -> list[str]:
+        """A pod of the pool changed. Returns the problems of its pods not told yet (each is told once
+        in an Event until the pool is ready again)."""
         state = PodState.from_pod(pod)
         if event_type == "DELETED":
             self.scheduler.remove_pod(state.name, state.uid)
@@ -116,6 +119,21 @@ class PoolRuntime:
         self._pods_version += 1
         moved, self._pods_moved = self._pods_moved, asyncio.Event()
         moved.set()
+        return self._untold_problems()
+
+    def problems(self) -> tuple[str, ...]:
+        """Why pods of the pool do not run, one entry per pod that has a problem."""
+        return tuple(p.problem for p in self.scheduler.pod_states() if p.problem)
+
+    def _untold_problems(self) -> list[str]:
+        problems = set(self.problems())
+        if not problems and self.applied is not None and self.scheduler.ready >= self.applied.replicas:
+            self._problems_told.clear()  # ready again: a problem that comes back is told again
+        if self.uid is None:
+            return []  # nothing to tell it on yet
+        untold = sorted(problems - self._problems_told)
+        self._problems_told |= problems
+        return untold
 
     @property
     def pods_version(self) -> int:
@@ -135,7 +153,9 @@ class PoolRuntime:
         want = self.applied.replicas if self.applied is not None else None
         if want == 0:
             return f"waiting for pods: WalletPool {self.name!r} is scaled to 0 replicas; scale it up (kubectl scale wpool {self.name} --replicas=N)"
-        return f"waiting for a ready pod of WalletPool {self.name!r}: {s.ready} of {want if want is not None else s.pods} pods ready"
+        message = f"waiting for a ready pod of WalletPool {self.name!r}: {s.ready} of {want if want is not None else s.pods} pods ready"
+        problems = self.problems()
+        return f"{message}; {problems_message(problems)}" if problems else message
 
     def _drop_clients(self, keep: set[str]) -> None:
         for cache in (self._rpc, self._fs):
@@ -299,7 +319,7 @@ class PoolRuntime:
         if self.applied is None:
             return None
         s = self.scheduler
-        pods = Pods(existing=s.pods, ready=s.ready, busy=s.busy, queued=s.queued)
+        pods = Pods(existing=s.pods, ready=s.ready, busy=s.busy, queued=s.queued, problems=self.problems())
         return compute(self.applied, pods, selector_string(self.name), self._conditions)
 
     async def _write_status_loop(self) -> None:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .pool_resources import SECRET_UID_ANNOTATION
+from .pool_status import pod_problem
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class PodState:
     terminating: bool
     incarnation: str  # changes when the wallet-rpc process restarts (restart counts, container ids)
     secret_uid: str | None = None  # the pool Secret the pod was started with (None: not annotated)
+    problem: str | None = None  # why its containers do not run (pool_status.pod_problem)
 
     @property
     def schedulable(self) -> bool:
@@ -99,6 +101,7 @@ class PodState:
             terminating=bool(meta.get("deletionTimestamp")),
             incarnation=f"{status.get('podIP')}/{incarnation}",
             secret_uid=(meta.get("annotations") or {}).get(SECRET_UID_ANNOTATION),
+            problem=pod_problem(pod),
         )
 
 

@@ -7,13 +7,15 @@ import pytest
 from kubernetes import client
 
 from escrow_operator.api import DEFAULT_IMAGE, DEFAULT_OPERATOR_IMAGE
+from escrow_operator.api.walletpool import PREVIOUS_IMAGE
 from hack.devcluster import DevCluster
 from hack.testground.chain import Chain, Miner, miner, start_chain
 from tests.support.commands import helm_environment
 from tests.support.operator import OperatorProcess, install_crds
 
-#: The default images, and one the process kubelet cannot run (a pool whose pods never get ready).
-TEST_ALLOWED_IMAGES = f"{DEFAULT_IMAGE},{DEFAULT_OPERATOR_IMAGE},registry.invalid/never:1"
+#: The default images, the previous wallet-rpc (it exits on a regtest pool's flag) and one the
+#: process kubelet does not have (a pool whose pods never get ready).
+TEST_ALLOWED_IMAGES = f"{DEFAULT_IMAGE},{PREVIOUS_IMAGE},{DEFAULT_OPERATOR_IMAGE},registry.invalid/never:1"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -13,7 +13,9 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from escrow_operator.api import DEFAULT_IMAGE
 from hack.devcluster import DevCluster, DevClusterError
+from hack.devcluster.podman import HOST_IMAGE, wallet_rpc_tree
 from tests.support.kube import pod_ready, wait_for, wait_gone
 from tests.support.processes import free_port, stop
 from tests.support.walletrpc_sts import RPC_PORT, WalletRpcSet, create_wallet_rpc_statefulset
@@ -224,3 +226,86 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# --- the kubelet's crash-loop back-off, termination messages and images it does not have -----------
+def one_pod(image: str, restart_policy: str = "Always", **container: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "c"},
+        "spec": {"restartPolicy": restart_policy, "containers": [{"name": "c", "image": image, **container}]},
+    }
+
+
+def container_of(pod: client.V1Pod) -> client.V1ContainerStatus | None:
+    return (pod.status.container_statuses or [None])[0]
+
+
+def waiting_reason(pod: client.V1Pod) -> str | None:
+    c = container_of(pod)
+    return c.state.waiting.reason if c and c.state and c.state.waiting else None
+
+
+def test_a_crashing_container_backs_off_as_a_kubelet_does_and_leaves_its_last_words(
+    kube: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(kube)
+    say = "echo starting; echo 'fatal: no such option --frobnicate' >&2; exit 3"
+    core.create_namespaced_pod(
+        namespace,
+        one_pod(HOST_IMAGE, command=["sh", "-c", say], terminationMessagePolicy="FallbackToLogsOnError"),
+    )
+
+    def backing_off(seconds: int, restarts: int) -> Any:
+        def predicate(p: client.V1Pod) -> bool:
+            c = container_of(p)
+            waiting = c and c.state and c.state.waiting
+            return bool(
+                waiting
+                and waiting.reason == "CrashLoopBackOff"
+                and f"back-off {seconds}s restarting failed container=c pod=c_{namespace}(" in (waiting.message or "")
+                and c.restart_count == restarts
+            )
+
+        return predicate
+
+    # The first exit restarts at once; then 10 s, then 20 s (kubelet's 10 s doubling to 5 minutes).
+    first = wait_for(core.list_namespaced_pod, backing_off(10, 1), namespace, timeout=30, what="back-off 10s")
+    terminated = container_of(first).last_state.terminated
+    assert (terminated.exit_code, terminated.reason) == (3, "Error")
+    assert terminated.message == "starting\nfatal: no such option --frobnicate"
+    second = wait_for(core.list_namespaced_pod, backing_off(20, 2), namespace, timeout=40, what="back-off 20s")
+    assert container_of(second).last_state.terminated.finished_at >= terminated.finished_at
+
+
+def test_an_image_the_node_does_not_have_waits_and_runs_once_it_is_made(
+    cluster: DevCluster, kube: client.ApiClient, namespace: str
+) -> None:
+    tree = wallet_rpc_tree(DEFAULT_IMAGE)
+    assert tree is not None, "make images exports the default wallet-rpc image"
+    image = "xmr-escrow/wallet-rpc:0.0.0.1"  # no such image: nothing may stand in for it
+    made = tree.parent / "wallet-rpc-0.0.0.1"
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_pod(namespace, one_pod(image, "Never", args=["--version"]))
+    try:
+        waiting = wait_for(
+            core.list_namespaced_pod,
+            lambda p: waiting_reason(p) == "ErrImageNeverPull",
+            namespace,
+            timeout=30,
+            what="ErrImageNeverPull",
+        )
+        assert "make images" in container_of(waiting).state.waiting.message
+        assert container_of(waiting).restart_count == 0
+        made.symlink_to(tree)  # the image is made: the kubelet finds it and runs that image's binary
+        done = wait_for(
+            core.list_namespaced_pod,
+            lambda p: p.status.phase in ("Succeeded", "Failed"),
+            namespace,
+            timeout=30,
+            what="the container ran",
+        )
+    finally:
+        made.unlink(missing_ok=True)
+    assert (done.status.phase, container_of(done).state.terminated.exit_code) == ("Succeeded", 0)
+    log = cluster.kubelet_root / "pods" / done.metadata.uid / "logs" / "c.log"
+    assert "(v0.18.4.0-" in log.read_text()  # the made image's own wallet-rpc, not the host's 0.18.0.0

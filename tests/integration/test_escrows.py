@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from escrow_operator.api.walletpool import PREVIOUS_IMAGE
 from hack.devcluster import DevCluster, binary
 from tests.support.escrows import (
     condition,
@@ -277,14 +278,16 @@ def test_escrow_on_a_pool_that_never_gets_ready_waits_idle(
         },
     )
     create_escrow(kube, ns, "stuck", "broken", walletRetention="Delete")
+    # It says why the pods do not run, as the pool does (the kubelet's reason for an image it lacks).
+    why = '2 pods: wallet-rpc: ErrImageNeverPull: Container image "registry.invalid/never:1"'
     waiting = wait_for(
         custom_objects(kube, ns, "escrows"),
         lambda e: any(
-            c["type"] == "Reconciling" and c["reason"] == "WaitingForPods"
+            c["type"] == "Reconciling" and c["reason"] == "WaitingForPods" and why in c["message"]
             for c in (e.get("status") or {}).get("conditions", [])
         ),
         field_selector="metadata.name=stuck",
-        what="the escrow to say it waits for pods",
+        what="the escrow to say it waits for pods, and why they do not run",
     )
     assert "broken" in waiting["status"]["message"]
     assert operator.proc is not None
@@ -293,6 +296,61 @@ def test_escrow_on_a_pool_that_never_gets_ready_waits_idle(
     used = _cpu_seconds(operator.proc.pid) - before
     assert used < 0.5, f"the operator used {used:.2f} CPU s in 5 s while nothing could run"
     client.CustomObjectsApi(kube).delete_namespaced_custom_object("xmrescrow.dev", "v1alpha1", ns, "escrows", "stuck")
+
+
+def test_a_pool_whose_wallet_rpc_exits_says_why_in_status_events_and_its_escrows(
+    kube: client.ApiClient, module_namespace: str, pool: str, operator: OperatorProcess
+) -> None:
+    """wallet-rpc 0.18.0.0 does not know the flag a regtest pool gives it and exits: the pool's Ready and
+    Reconciling conditions, a Warning Event and the waiting escrow say so from its termination message."""
+    ns = module_namespace
+    client.CustomObjectsApi(kube).create_namespaced_custom_object(
+        "xmrescrow.dev",
+        "v1alpha1",
+        ns,
+        "walletpools",
+        {
+            "apiVersion": "xmrescrow.dev/v1alpha1",
+            "kind": "WalletPool",
+            "metadata": {"name": "crashing"},
+            "spec": {"replicas": 1, "image": PREVIOUS_IMAGE, "network": "regtest", "storage": {"size": "1Gi"}},
+        },
+    )
+    # wallet-rpc prints the reason, then 8 KiB of usage; the termination message keeps the last 2 KiB.
+    said = "wallet-rpc exits with code 1: it printed its usage: it refused its command line"
+
+    def condition(obj: dict, kind: str) -> dict:
+        return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == kind), {})
+
+    failing = wait_for(
+        custom_objects(kube, ns, "walletpools"),
+        lambda p: said in condition(p, "Ready").get("message", ""),
+        field_selector="metadata.name=crashing",
+        timeout=90,
+        what="the pool to say why its pods are not ready",
+    )
+    assert condition(failing, "Ready")["status"] == "False"
+    assert said in condition(failing, "Reconciling")["message"]
+    assert (
+        f"1 pod: {said} (an option this version does not know?) (CrashLoopBackOff)"
+        in condition(failing, "Ready")["message"]
+    )
+    create_escrow(kube, ns, "on-crashing", "crashing", walletRetention="Delete")
+    waiting = wait_for(
+        custom_objects(kube, ns, "escrows"),
+        lambda e: said in condition(e, "Reconciling").get("message", ""),
+        field_selector="metadata.name=on-crashing",
+        what="the escrow to say why the pool's pods do not run",
+    )
+    assert condition(waiting, "Reconciling")["reason"] == "WaitingForPods"
+    events = client.CoreV1Api(kube).list_namespaced_event(
+        ns, field_selector="involvedObject.kind=WalletPool,involvedObject.name=crashing,reason=PodsFailing"
+    )
+    assert [e.type for e in events.items] == ["Warning"]
+    assert said in events.items[0].message
+    client.CustomObjectsApi(kube).delete_namespaced_custom_object(
+        "xmrescrow.dev", "v1alpha1", ns, "escrows", "on-crashing"
+    )
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -1,5 +1,5 @@
-"""What Flux (kstatus) and Argo CD say about an Escrow or a WalletPool in each state of the status
-contract (docs/install.md, GitOps), from the tools' own code: kstatus's ``status.Compute`` and the
+"""What Flux (kstatus) and Argo CD say about an Escrow, an EscrowPayout or a WalletPool in each state
+of the status contract (docs/install.md, GitOps), from the tools' own code: kstatus's ``status.Compute`` and the
 Argo CD health checks of docs/install.md run in gopher-lua as Argo CD runs them
 (tests/support/gitops.py).
 
@@ -119,6 +119,68 @@ def pool_status(replicas: int, ready: int, conds: list[dict[str, Any]], generati
         "conditions": conds,
     }
 
+
+def payout(status: dict[str, Any] | None, *, deleting: bool = False) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "name": "release-1",
+        "namespace": "shop",
+        "uid": "u-3",
+        "generation": 1,
+        "creationTimestamp": T0,
+    }
+    if deleting:
+        metadata["deletionTimestamp"] = T0
+        metadata["finalizers"] = ["xmrescrow.dev/escrow-wallets"]
+    obj: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": "EscrowPayout",
+        "metadata": metadata,
+        "spec": {
+            "escrowRef": "order-1",
+            "signers": ["vendor", "arbiter"],
+            "destinations": [{"address": ADDRESS, "amount": 1_500_000_000_000}],
+            "priority": 0,
+            "confirmations": 10,
+        },
+    }
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def payout_status(phase: str, message: str, conds: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """A payout's status as payout_status writes it; a built transaction adds its amount and fee."""
+    return {
+        "phase": phase,
+        "attempt": 0,
+        "signatures": 0,
+        "txHashes": [],
+        "observedGeneration": 1,
+        "message": message,
+        "conditions": conds,
+        **extra,
+    }
+
+
+PAYOUT_TX = "ab" * 32
+#: What a built 1.5 XMR payout records (payout_status.signing), in atomic units and in XMR.
+BUILT = {"amount": 1_500_000_000_000, "amountXmr": "1.5", "fee": 30_720_000, "feeXmr": "0.00003072"}
+SUBMITTED = {
+    **BUILT,
+    "attempt": 1,
+    "signatures": 2,
+    "txHashes": [PAYOUT_TX],
+    "secretName": "payout-release-1",
+    "escrowUid": "u-1",
+    "submittedAt": T0,
+}
+NOT_READY_ESCROW = "escrow order-1 is KeyExchange, not Ready"
+SYNCING = "attempt 1: exchanging multisig infos"
+SIGNING = "attempt 1: 1 of 2 signatures"
+CONFIRMING = "in block 140: 3 of 10 confirmations"
+DAEMON_DOWN = "monerod node:18081: connection refused"
+CONFIRMED = "confirmed in block 140 (10 confirmations)"
+SIGNER_UNKNOWN = "signer(s) judge are not participants of escrow order-1 (buyer, vendor, arbiter); delete this payout"
 
 ROUND2 = "round 2 of 3 (exchange_multisig_keys)"
 RETRIED = "buyer round 2 on wallets-1: wallet-rpc error -1, retrying"
@@ -386,6 +448,150 @@ CASES: list[tuple[str, dict[str, Any], str, str, str]] = [
         "Progressing",
         "observe generation 2",
     ),
+    # --- EscrowPayout --------------------------------------------------------------------------
+    # Pending..Submitted Progressing, Confirmed Healthy, Failed Degraded (payout_status's table).
+    ("payout-defaulted-status", payout({"observedGeneration": 0}), "InProgress", "Progressing", "observe generation 1"),
+    (
+        "payout-pending",
+        payout(
+            payout_status(
+                "Pending",
+                NOT_READY_ESCROW,
+                conditions((False, "EscrowNotReady", NOT_READY_ESCROW), (True, "EscrowNotReady", NOT_READY_ESCROW)),
+            )
+        ),
+        "InProgress",
+        "Progressing",
+        "Pending: " + NOT_READY_ESCROW,
+    ),
+    (
+        # Trouble before anything is built: Degraded says the same as Ready, so nothing is added.
+        "payout-pending-daemon-unavailable",
+        payout(
+            payout_status(
+                "Pending",
+                DAEMON_DOWN,
+                conditions(
+                    (False, "DaemonUnavailable", DAEMON_DOWN),
+                    (True, "DaemonUnavailable", DAEMON_DOWN),
+                    degraded=(True, "DaemonUnavailable", DAEMON_DOWN),
+                ),
+            )
+        ),
+        "InProgress",
+        "Progressing",
+        "Pending: " + DAEMON_DOWN,
+    ),
+    (
+        "payout-syncing",
+        payout(
+            payout_status(
+                "Syncing",
+                SYNCING,
+                conditions((False, "Syncing", SYNCING), (True, "Syncing", SYNCING)),
+                attempt=1,
+                secretName="payout-release-1",
+            )
+        ),
+        "InProgress",
+        "Progressing",
+        "Syncing: " + SYNCING,
+    ),
+    (
+        "payout-signing",
+        payout(
+            payout_status(
+                "Signing",
+                SIGNING,
+                conditions((False, "Signing", SIGNING), (True, "Signing", SIGNING)),
+                attempt=1,
+                signatures=1,
+                secretName="payout-release-1",
+                **BUILT,
+            )
+        ),
+        "InProgress",
+        "Progressing",
+        f"Signing: {SIGNING}; 1.5 XMR, fee 0.00003072 XMR",
+    ),
+    (
+        "payout-submitted",
+        payout(
+            payout_status(
+                "Submitted",
+                CONFIRMING,
+                conditions((False, "Confirming", CONFIRMING), (True, "Confirming", CONFIRMING)),
+                height=140,
+                confirmations=3,
+                **SUBMITTED,
+            )
+        ),
+        "InProgress",
+        "Progressing",
+        f"Submitted: {CONFIRMING}; 1.5 XMR, fee 0.00003072 XMR",
+    ),
+    (
+        # Once submitted, a wait keeps the phase and conditions; only the message and Degraded change.
+        "payout-submitted-daemon-unavailable",
+        payout(
+            payout_status(
+                "Submitted",
+                DAEMON_DOWN,
+                conditions(
+                    (False, "Confirming", CONFIRMING),
+                    (True, "Confirming", CONFIRMING),
+                    degraded=(True, "DaemonUnavailable", DAEMON_DOWN),
+                ),
+                height=140,
+                confirmations=3,
+                **SUBMITTED,
+            )
+        ),
+        "InProgress",
+        "Progressing",
+        f"Submitted: {CONFIRMING} (held up: {DAEMON_DOWN}); 1.5 XMR, fee 0.00003072 XMR",
+    ),
+    (
+        "payout-confirmed",
+        payout(
+            payout_status(
+                "Confirmed",
+                CONFIRMED,
+                conditions((True, "Confirmed", CONFIRMED), (False, "Confirmed", CONFIRMED)),
+                height=140,
+                confirmations=10,
+                confirmedAt=T0,
+                **SUBMITTED,
+            )
+        ),
+        "Current",
+        "Healthy",
+        f"{CONFIRMED}; 1.5 XMR, fee 0.00003072 XMR",
+    ),
+    (
+        "payout-failed",
+        payout(
+            payout_status(
+                "Failed",
+                SIGNER_UNKNOWN,
+                conditions(
+                    (False, "SignerUnknown", SIGNER_UNKNOWN),
+                    (False, "SignerUnknown", SIGNER_UNKNOWN),
+                    stalled=(True, "SignerUnknown", SIGNER_UNKNOWN),
+                ),
+            )
+        ),
+        "Failed",
+        "Degraded",
+        SIGNER_UNKNOWN,
+    ),
+    (
+        "payout-being-deleted",
+        payout({"observedGeneration": 0}, deleting=True),
+        "Terminating",
+        "Progressing",
+        "Pending deletion",
+    ),
 ]
 
 
@@ -426,6 +632,8 @@ def test_the_tool_runs_health_checks_as_argo_cd_does(tmp_path: Path) -> None:
 
     bare = {k: v for k, v in escrow({"observedGeneration": 0}).items() if k not in ("apiVersion", "kind")}
     assert verdict(bare, kind="Escrow").pair == ("InProgress", "Progressing")
+    bare_payout = {k: v for k, v in payout({"observedGeneration": 0}).items() if k not in ("apiVersion", "kind")}
+    assert verdict(bare_payout, kind="EscrowPayout").argo_message == "waiting for the operator to observe generation 1"
     with pytest.raises(GitOpsToolError, match=r"no health check for xmrescrow\.dev/Order"):
         verdict({**escrow(None), "kind": "Order"})
     assert INSTALL_MD.is_file()

@@ -265,6 +265,22 @@ def test_escrow_crd_names_and_columns() -> None:
     assert conditions["items"]["properties"]["status"]["enum"] == ["True", "False", "Unknown"]
 
 
+def test_payout_crd_columns_show_xmr() -> None:
+    version = _crd("escrowpayouts")["spec"]["versions"][0]
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    assert [name for name, c in columns.items() if c.get("priority", 0) == 0] == [
+        "Escrow",
+        "Phase",
+        "Amount",
+        "Confirmations",
+        "Age",
+    ]
+    assert (columns["Amount"]["jsonPath"], columns["Amount"]["type"]) == (".status.amountXmr", "string")
+    assert (columns["Fee"]["jsonPath"], columns["Fee"]["priority"]) == (".status.feeXmr", 1)
+    status = _schema(_crd("escrowpayouts"))["properties"]["status"]["properties"]
+    assert (status["amount"]["type"], status["fee"]["type"]) == ("integer", "integer")
+
+
 def test_walletpool_crd_scale_and_columns() -> None:
     crd = _crd("walletpools")
     names = crd["spec"]["names"]

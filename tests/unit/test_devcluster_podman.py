@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from hack.devcluster.podman import Mount, Security, check, run_argv, write_env_file
+from hack.devcluster.podman import (
+    HOST_IMAGE,
+    ImageNotPresent,
+    Mount,
+    Security,
+    check,
+    process_argv,
+    run_argv,
+    write_env_file,
+)
 
 RESTRICTED_POD = client.V1PodSecurityContext(
     run_as_non_root=True, run_as_user=10001, run_as_group=10001, fs_group=10001
@@ -98,3 +107,47 @@ def test_the_environment_file_is_private_and_refuses_what_it_cannot_carry(tmp_pa
     assert path.stat().st_mode & 0o777 == 0o600
     with pytest.raises(RuntimeError, match="newline"):
         write_env_file(path, {"KEY": "two\nlines"})
+
+
+# --- which files a container of an image runs as a local process (process mode) ---------------------
+@pytest.fixture
+def images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An image cache of the test's own, with the root filesystem of wallet-rpc 1.2.3.4 exported."""
+    monkeypatch.setenv("XMR_ESCROW_IMAGES", str(tmp_path))
+    tree = tmp_path / "rootfs" / "wallet-rpc-1.2.3.4"
+    (tree / "usr" / "bin").mkdir(parents=True)
+    (tree / "usr" / "bin" / "monero-wallet-rpc").write_bytes(b"")
+    return tree
+
+
+def test_a_wallet_rpc_image_runs_its_own_exported_binary(images: Path) -> None:
+    argv = process_argv("localhost/xmr-escrow/wallet-rpc:1.2.3.4", None)
+    assert argv[-1] == f"{images}/usr/bin/monero-wallet-rpc"
+    assert argv[0] == f"{images}/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+
+
+def test_a_wallet_rpc_image_never_made_is_not_present_and_no_host_binary_stands_in(images: Path) -> None:
+    with pytest.raises(ImageNotPresent, match=r'"xmr-escrow/wallet-rpc:0.1.0.0" is not present.*make images'):
+        process_argv("xmr-escrow/wallet-rpc:0.1.0.0", None)
+    with pytest.raises(RuntimeError, match="executable file 'monerod' not found"):
+        process_argv("xmr-escrow/wallet-rpc:1.2.3.4", ["monerod"])
+
+
+@pytest.mark.parametrize(
+    ("image", "command", "argv"),
+    [
+        ("xmr-escrow/operator:0.1.0", None, ["escrow-operator"]),
+        ("xmr-escrow/operator:0.1.0-debian", ["escrow-operator", "walletfs"], ["escrow-operator", "walletfs"]),
+        (HOST_IMAGE, ["monerod", "--regtest"], ["monerod", "--regtest"]),
+    ],
+)
+def test_the_operator_runs_from_this_checkout_and_the_host_image_runs_host_commands(
+    images: Path, image: str, command: list[str] | None, argv: list[str]
+) -> None:
+    assert process_argv(image, command) == argv
+
+
+@pytest.mark.parametrize("image", ["busybox", "registry.invalid/never:1", "monero-wallet-rpc"])
+def test_any_other_image_is_not_present(images: Path, image: str) -> None:
+    with pytest.raises(ImageNotPresent):
+        process_argv(image, ["sh"])

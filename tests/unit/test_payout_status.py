@@ -38,6 +38,28 @@ def test_a_payout_in_progress_is_reconciling_and_every_condition_has_the_generat
         30_000_000,
     )
     assert signing.message == "attempt 1: 1 of 2 signatures"
+    assert (signing.amount_xmr, signing.fee_xmr) == ("2", "0.00003")
+
+
+def test_amount_and_fee_read_in_xmr_beside_the_atomic_units_they_come_from() -> None:
+    started = payout_status.attempt_started(EscrowPayoutStatus(), 1, 1, "payout-x", NOW)
+    assert (started.amount_xmr, started.fee_xmr) == (None, None)
+    signing = payout_status.signing(started, 1, 1, 2, 1_500_000_000_000, 30_720_000, NOW)
+    assert (signing.amount, signing.amount_xmr, signing.fee, signing.fee_xmr) == (
+        1_500_000_000_000,
+        "1.5",
+        30_720_000,
+        "0.00003072",
+    )
+    wire = signing.to_api()
+    assert (wire["amountXmr"], wire["feeXmr"]) == ("1.5", "0.00003072")
+    # Later transitions keep them, with the atomic units they were formatted from.
+    signed = payout_status.hashes_recorded(signing, 1, [HASH], NOW)
+    done = payout_status.confirming(payout_status.submitted(signed, 1, 1, NOW), 1, 140, 1, 1, NOW)
+    assert (done.phase, done.amount_xmr, done.fee_xmr) == (PayoutPhase.CONFIRMED, "1.5", "0.00003072")
+    # The builder did not say: neither figure is shown.
+    unknown = payout_status.signing(started, 1, 1, 2, None, None, NOW)
+    assert (unknown.amount_xmr, unknown.fee_xmr) == (None, None)
 
 
 def test_hashes_are_recorded_once_and_never_replaced() -> None:

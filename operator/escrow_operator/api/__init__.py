@@ -42,6 +42,7 @@ from .escrow import (
     ParticipantStatus,
     Role,
     WalletRetention,
+    xmr,
 )
 from .payout import (
     EscrowPayout,
@@ -160,4 +161,5 @@ __all__ = [
     "remove_condition",
     "set_condition",
     "utcnow",
+    "xmr",
 ]

@@ -285,8 +285,12 @@ def payout_crd() -> dict[str, Any]:
             _printer_column(
                 "Phase", "string", ".status.phase", "Pending, Syncing, Signing, Submitted, Confirmed, Failed."
             ),
-            _printer_column("Amount", "integer", ".status.amount", "Atomic units paid (less change)."),
-            _printer_column("Fee", "integer", ".status.fee", "The fee in atomic units.", priority=1),
+            _printer_column(
+                "Amount", "string", ".status.amountXmr", "XMR paid, less change (status.amount in atomic units)."
+            ),
+            _printer_column(
+                "Fee", "string", ".status.feeXmr", "The fee in XMR (status.fee in atomic units).", priority=1
+            ),
             _printer_column("Confirmations", "integer", ".status.confirmations", "Confirmations of the transactions."),
             _printer_column("Tx", "string", ".status.txHashes[0]", "The (first) transaction hash.", priority=1),
             _printer_column("Age", "date", ".metadata.creationTimestamp", "Time since creation."),

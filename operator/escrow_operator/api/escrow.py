@@ -43,6 +43,13 @@ MAX_ATOMIC = 10**18
 DEFAULT_CONFIRMATIONS = 10
 MAX_CONFIRMATIONS = 10_000
 
+
+def xmr(atomic: int) -> str:
+    """``atomic`` units as an exact decimal XMR string: 4000000000000 -> "4", 1500000000 -> "0.0015"."""
+    whole, fraction = divmod(atomic, ATOMIC_PER_XMR)
+    return f"{whole}.{fraction:012d}".rstrip("0").rstrip(".") if fraction else str(whole)
+
+
 #: A Monero address (standard, subaddress or integrated): base58.
 ADDRESS_PATTERN = r"^[1-9A-HJ-NP-Za-km-z]+$"
 

@@ -140,7 +140,9 @@ class EscrowPayoutStatus(ApiModel):
         description="The transactions' hashes, recorded before they are submitted; set once, never changed.",
     )
     amount: int | None = Field(default=None, ge=0, description="Atomic units the transactions pay (less change).")
+    amount_xmr: str | None = Field(default=None, max_length=32, description="amount in XMR (for printer columns).")
     fee: int | None = Field(default=None, ge=0, description="The transactions' fee in atomic units.")
+    fee_xmr: str | None = Field(default=None, max_length=32, description="fee in XMR (for printer columns).")
     height: int | None = Field(default=None, ge=0, description="The block the transactions were mined in.")
     confirmations: int | None = Field(default=None, ge=0, description="Confirmations of the transactions.")
     conditions: list[Condition] = conditions_field("Ready, Reconciling and Stalled (kstatus conventions).")
