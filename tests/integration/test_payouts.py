@@ -41,6 +41,7 @@ from hack.testground.operator import OperatorProcess
 from hack.testground.processes import free_port
 from hack.testground.walletrpc import local_wallet_rpc
 from tests.integration.conftest import start_operator
+from tests.support.gitops import verdict
 from tests.support.walletrpc_proc import Inspector, standalone_wallet_rpc
 
 XMR = 10**12
@@ -247,8 +248,10 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
         )
         create_payout(kube, ns, "c-refund", "deal", ["buyer", "arbiter"], sweepTo=buyer, confirmations=1)
         release = wait_payout(kube, ns, "a-release", lambda p: phase(p) == "Submitted", "the release submitted")
+        captured = [release]  # real payouts in each state, for the GitOps verdicts below
         for later in ("b-greedy", "c-refund"):
             held = get_payout(kube, ns, later)
+            captured.append(held)
             assert phase(held) == "Pending" and condition(held, "Ready")["reason"] == "EarlierPayout", held["status"]
             assert "a-release" in condition(held, "Ready")["message"]
         status = release["status"]
@@ -256,6 +259,7 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
         assert (condition(release, "Ready")["status"], condition(release, "Reconciling")["status"]) == ("False", "True")
         confirm(wallet, release, 2)
         release = wait_payout(kube, ns, "a-release", lambda p: phase(p) == "Confirmed", "the release confirmed", 120)
+        captured.append(release)
         assert condition(release, "Ready")["status"] == "True" and release["status"]["confirmations"] >= 2
         assert release["status"]["txHashes"] == status["txHashes"]  # never another transaction
         # The release spent every unlocked output and its change is locked for 10 blocks: once the
@@ -271,6 +275,7 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
         wallet.mine(10)  # the release's change unlocks
         # 4 XMR asked of the ~2.99 left: Failed before anything is signed, with both figures.
         greedy = wait_payout(kube, ns, "b-greedy", lambda p: phase(p) == "Failed", "the greedy payout refused")
+        captured.append(greedy)
         stalled = condition(greedy, "Stalled")
         assert stalled is not None and stalled["reason"] == "InsufficientFunds", greedy["status"]
         left = xmr(3 * XMR - release["status"]["fee"])
@@ -318,6 +323,18 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
         assert {"Syncing", "Signing", "Submitted", "Confirmed"} <= set(reasons(kube, ns, name)), reasons(kube, ns, name)
         assert payout_files(kube, ns, payout) == []  # the payout's copies are gone; the final wallets stay
     assert assert_no_payout_secrets(kube, ns, [release, refund], [log], secrets) >= 6
+    # kstatus and Argo CD (the health check of docs/install.md) on the payouts as they were: Submitted and
+    # held behind an earlier payout in progress, Confirmed healthy, refused degraded; the figures in XMR.
+    judged = [(p["status"]["phase"], *verdict(p).pair) for p in captured]
+    assert judged == [
+        ("Submitted", "InProgress", "Progressing"),
+        ("Pending", "InProgress", "Progressing"),
+        ("Pending", "InProgress", "Progressing"),
+        ("Confirmed", "Current", "Healthy"),
+        ("Failed", "Failed", "Degraded"),
+    ], judged
+    assert f"; {xmr(2 * XMR)} XMR, fee {xmr(status['fee'])} XMR" in verdict(captured[3]).argo_message
+    assert (status["amountXmr"], status["feeXmr"]) == (xmr(2 * XMR), xmr(status["fee"]))
 
 
 def test_a_dispute_split_on_3_of_4_and_a_release_on_2_of_2_pay_each_share(
