@@ -139,3 +139,25 @@ def _brief(obj: Any) -> str:
     meta = getattr(obj, "metadata", None)
     status = getattr(obj, "status", None)
     return f"{getattr(meta, 'name', '?')} status={str(status)[:600]}"
+
+
+def namespace_user(
+    admin: Any, cluster: Any, namespace: str, name: str, rules: list[dict[str, Any]], path: Any = None
+) -> Any:
+    """An API client that acts as a user of ``namespace`` with exactly ``rules`` (a ServiceAccount, a
+    Role and its binding, a bound token): what a namespace user with those rights can and cannot do.
+    ``admin`` is the admin's ApiClient, ``cluster`` the DevCluster that mints the token."""
+    from kubernetes import client, config
+
+    account: Any = {"metadata": {"name": name}}
+    client.CoreV1Api(admin).create_namespaced_service_account(namespace, account)
+    rbac = client.RbacAuthorizationV1Api(admin)
+    role: Any = {"metadata": {"name": name}, "rules": rules}
+    binding: Any = {
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+    }
+    rbac.create_namespaced_role(namespace, role)
+    rbac.create_namespaced_role_binding(namespace, binding)
+    return config.new_client_from_config(str(cluster.mint_kubeconfig(namespace, name, path)))

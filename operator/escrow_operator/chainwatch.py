@@ -24,7 +24,7 @@ A follower of a chain, not of a tip:
   transactions (each decoded and scanned once while it stays there) give the unconfirmed transfers and
   spends.
 
-Each escrow's findings live in its own Secret (``watch.ledger``), saved when they change, through the
+Each escrow's findings live in its watch Secret (``ledger``, operator's namespace), saved when they change, through the
 :class:`Watched` callbacks; the view key comes from there too and is never logged.
 """
 

@@ -12,7 +12,6 @@ never run again, so a published step's message never changes; an unpublished ste
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
 
@@ -23,7 +22,6 @@ from .api import ESCROW_KIND, GROUP, owner_reference
 from .kube import MERGE, Kube
 from .secret_store import RecordSecret
 from .settings import ESCROW_LABEL, OPERATOR_NAME
-from .viewkeys import WatchKeys
 
 
 def secret_name(uid: str) -> str:
@@ -49,42 +47,6 @@ class EscrowSecret(RecordSecret):
 
     def address(self, role: str) -> str | None:
         return self._get(f"address.{role}")
-
-    def watch_keys(self) -> WatchKeys | None:
-        """The escrow's private view key and public spend key, recorded once it was Ready."""
-        view, spend = self._get("watch.viewkey"), self._get("watch.spendkey")
-        if view is None or spend is None:
-            return None
-        return WatchKeys(bytes.fromhex(view), bytes.fromhex(spend))
-
-    def ledger(self, daemon: str) -> tuple[str | None, bool]:
-        """What the chain watch of ``daemon`` found for the escrow, and whether it joined that watch
-        (scanned from the wallets' creation up to its cursor). Findings of another daemon's chain do not count."""
-        if self._get("watch.daemon") != daemon:
-            return None, False
-        return self._get("watch.ledger"), self._get("watch.joined") == "true"
-
-    def key_images(self) -> dict[str, str]:
-        """Key image -> output key of the escrow's outputs (recorded when its payouts were signed)."""
-        raw = self._get("watch.keyimages")
-        return dict(json.loads(raw)) if raw else {}
-
-    # --- the chain watch ------------------------------------------------------------------------
-    async def record_watch_keys(self, view_key: SecretStr, address: str) -> WatchKeys:
-        """Record the view key (checked against ``address``, the wallet's own) and the public spend key."""
-        keys = WatchKeys.from_wallet(view_key.get_secret_value(), address)
-        await self._write({"watch.viewkey": keys.view_secret.hex(), "watch.spendkey": keys.spend_public.hex()})
-        return keys
-
-    async def save_ledger(self, daemon: str, ledger: str, joined: bool) -> None:
-        await self._write(
-            {"watch.daemon": daemon, "watch.ledger": ledger, "watch.joined": "true" if joined else "false"}
-        )
-
-    async def add_key_images(self, images: dict[str, str]) -> None:
-        merged = {**self.key_images(), **images}
-        if merged != self.key_images():
-            await self._write({"watch.keyimages": json.dumps(merged, sort_keys=True, separators=(",", ":"))})
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def ensure(self, roles: list[str], owner: dict[str, Any]) -> None:

@@ -3,14 +3,14 @@
 It runs once the key exchange is Ready, for as long as the Escrow exists:
 
 1. on a pool with a daemon (``spec.daemon``; an offline pool waits for one, and nothing is read until
-   then), the escrow's private view key and public spend key are recorded in its Secret
-   (``watch.viewkey``, ``watch.spendkey``): read once from a copy of a final wallet (``query_key``,
-   the address), checked against each other (:class:`escrow_operator.viewkeys.WatchKeys`) and never
-   logged. Nothing else of the wallets is needed to watch it, and no wallet-rpc call is made for it
-   after that;
+   then), the escrow's private view key and address are recorded in its watch Secret in the operator's
+   namespace (:class:`escrow_operator.watch_secret.WatchSecret`, where no namespace user can write):
+   read once from a copy of a final wallet (``query_key``, the address), checked against each other
+   (:class:`escrow_operator.viewkeys.WatchKeys`) on every load and never logged. Nothing else of the
+   wallets is needed to watch it, and no wallet-rpc call is made for it after that;
 2. the escrow joins the :class:`escrow_operator.chainwatch.ChainWatch` of that daemon, which scans each
    block once for every escrow, from the height the escrow's wallets were made
-   (``status.restoreHeight``), and saves what it finds in the escrow's Secret (``watch.ledger``);
+   (``status.restoreHeight``), and saves what it finds in the same watch Secret (``ledger``);
 3. each time the chain watch's figures for it change, :func:`escrow_operator.funding_status.observe`
    turns them into ``status.funding``, the ``Funded`` condition and Events; the status is written only
    when it changed.
@@ -43,6 +43,7 @@ from .wallet_step import StepCalls
 from .walletfs.client import WalletfsAuthError, WalletfsError, WalletfsUnavailable
 from .walletrpc import WalletRpcAuthError, WalletRpcError, WalletRpcUnavailable
 from .watch_ledger import Ledger
+from .watch_secret import WatchSecret
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class FundingWatch:
         self.names = WalletNames(self.role, self.uid, final_step(len(self.spec.participants), self.spec.threshold))
         self.priority = Priority.of(meta, background=True)  # behind every step of any escrow
         self.secret = EscrowSecret(ctx.kube, self.namespace, self.name, self.uid)
+        self.watch = WatchSecret(ctx.kube, ctx.settings.operator_namespace, (self.namespace, self.name), self.uid)
         self.pool: PoolRuntime = ctx.pools.get(self.namespace, self.spec.pool_ref)
 
     @property
@@ -87,7 +89,8 @@ class FundingWatch:
     async def run(self) -> None:
         """Follow the chain until cancelled; raises :class:`FundingGone` when the Escrow is gone."""
         await self.secret.load()
-        keys = self.secret.watch_keys()
+        await self.watch.load_if_present()
+        keys = self.watch.checked_keys()  # None: not recorded yet, or not holding together: read again
         while True:
             daemon = self.pool.daemon
             if daemon is None:
@@ -96,12 +99,12 @@ class FundingWatch:
             if keys is None:  # once, when the escrow is first watched (Ready on a pool with a daemon)
                 keys = await self._record_keys()
                 continue
-            text, joined = self.secret.ledger(daemon)
+            text, joined = self.watch.ledger(daemon)
             ledger = Ledger.from_json(text)
-            ledger.learn(self.secret.key_images())
+            ledger.learn(self.watch.key_images())
 
             async def save(ledger_json: str, joined: bool, daemon: str = daemon) -> None:
-                await self.secret.save_ledger(daemon, ledger_json, joined)
+                await self.watch.save_ledger(daemon, ledger_json, joined)
 
             start = await self._start(daemon)
             entry = Watched(self.key, keys, start, ledger, joined, save)
@@ -173,7 +176,7 @@ class FundingWatch:
                 self.name,
             )
         try:
-            keys = await self.secret.record_watch_keys(view, address)
+            keys = await self.watch.record_keys(view, address)
         except BadKeys as exc:
             await self._unreadable(f"its wallet's keys do not fit together ({exc})")
             await self.pool.daemon_changed()

@@ -44,6 +44,7 @@ from .pools import Pools
 from .recovery_secret import RecoverySecret
 from .scheduler import Priority
 from .settings import DELETE_FUNDED_ANNOTATION, FINALIZER, POOL_LABEL, RETRY_ANNOTATION, OperatorSettings
+from .watch_secret import WatchSecret
 
 log = logging.getLogger(__name__)
 
@@ -289,17 +290,19 @@ async def _write_refusal(
     emit("Warning", "InvalidSpec", message[:1000])
 
 
-def _deletion_spec(body: Mapping[str, Any]) -> tuple[str, bool, bool]:
+def _deletion_spec(body: Mapping[str, Any], received: bool) -> tuple[str, bool, bool]:
     """The pool of an Escrow being deleted (even one whose spec no longer validates), whether its wallets
     are kept, and whether they are kept although the spec says Delete: an escrow that received funds
-    keeps its wallets unless its ``xmrescrow.dev/delete-funded-wallets`` annotation is "true"."""
+    keeps its wallets unless its ``xmrescrow.dev/delete-funded-wallets`` annotation is "true".
+    ``received``: the chain watch found an output of it (its watch Secret, which no namespace user can
+    write); a status saying it received funds keeps them too, a status saying it did not never deletes them."""
     spec = body.get("spec") or {}
     pool = str(spec.get("poolRef") or "")
     if spec.get("walletRetention", WalletRetention.RETAIN) != WalletRetention.DELETE:
         return pool, True, False
     funding = (body.get("status") or {}).get("funding") or {}
     consent = ((body.get("metadata") or {}).get("annotations") or {}).get(DELETE_FUNDED_ANNOTATION) == "true"
-    funded = int(funding.get("received") or 0) > 0 and not consent
+    funded = (received or int(funding.get("received") or 0) > 0) and not consent
     return pool, funded, funded
 
 
@@ -330,7 +333,9 @@ async def escrow_deleted(
         except TimeoutError:
             raise kopf.TemporaryError("waiting for the escrow's running step to finish", delay=5) from None
     _daemons_done.pop(uid, None)
-    pool_ref, retain, overruled = _deletion_spec(body)
+    watch = WatchSecret(ctx.kube, ctx.settings.operator_namespace, (ns, name), uid)
+    await watch.load_if_present()
+    pool_ref, retain, overruled = _deletion_spec(body, watch.received_anything())
     if overruled:
         kopf.event(
             body,
@@ -360,6 +365,7 @@ async def escrow_deleted(
             message=f"no ready pod in pool {pool_ref}; delete the {what} of escrow {uid} by hand",
         )
     recovery = RecoverySecret(ctx.kube, ctx.settings.operator_namespace, uid)
+    await watch.delete()  # what the chain watch knew of it: needed only while the escrow exists
     if retain:
         await secret.release()
         kopf.event(

@@ -69,6 +69,7 @@ from .walletrpc import (
     WalletRpcError,
     WalletRpcUnavailable,
 )
+from .watch_secret import WatchSecret
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -114,6 +115,7 @@ class EscrowView:
     pool: PoolRuntime
     daemon: str
     secret: EscrowSecret
+    watch: WatchSecret  # the chain watch's record of the escrow (operator's namespace)
 
     def wallet(self, role: str) -> WalletNames:
         return WalletNames(role, self.uid, final_step(len(self.spec.participants), self.spec.threshold))
@@ -215,7 +217,9 @@ class PayoutRun:
             )
         secret = EscrowSecret(self.ctx.kube, self.namespace, ref, uid)
         await secret.load()
-        return EscrowView(uid, spec, status, pool, pool.daemon, secret)
+        watch = WatchSecret(self.ctx.kube, self.ctx.settings.operator_namespace, (self.namespace, ref), uid)
+        await watch.load_if_present()
+        return EscrowView(uid, spec, status, pool, pool.daemon, secret, watch)
 
     async def _my_turn(self) -> None:
         """Wait while an earlier payout of the same escrow is in flight."""
@@ -384,7 +388,7 @@ class PayoutRun:
         before anything is signed so the chain watch sees the payout spend them."""
         outputs = await calls.rpc("incoming_transfers", rpc.incoming_transfers())
         images = {o.key_image: o.pubkey for o in outputs if o.key_image and o.pubkey and set(o.key_image) != {"0"}}
-        await escrow.secret.add_key_images(images)
+        await escrow.watch.add_key_images(images)
         self.ctx.watches.get(escrow.daemon).learn(f"{self.namespace}/{escrow.uid}", images)
 
     async def _check_addresses(self, calls: StepCalls, rpc: WalletRpc) -> None:

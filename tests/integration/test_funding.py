@@ -9,6 +9,7 @@ the module; each test makes its own escrows.
 from __future__ import annotations
 
 import asyncio
+import base64
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from escrow_operator.multisig import PassThrough
 from escrow_operator.naming import WalletNames, wallet_files
 from escrow_operator.viewkeys import WatchKeys
 from escrow_operator.walletrpc import Destination, WalletRpc
+from escrow_operator.watch_ledger import Ledger, Received
 from hack.devcluster import DevCluster
 from hack.testground.chain import Chain, Miner
 from hack.testground.escrows import (
@@ -37,7 +39,7 @@ from hack.testground.escrows import (
     pool_directory,
     wait_escrow,
 )
-from hack.testground.kube import custom_objects, wait_for
+from hack.testground.kube import custom_objects, namespace_user, wait_for
 from hack.testground.processes import free_port
 from tests.integration.conftest import start_operator
 from tests.support.operator import OperatorProcess
@@ -104,17 +106,25 @@ def wallet_rpc_calls(op: OperatorProcess) -> dict[str, float]:
     }
 
 
+#: Where the test operators run (no POD_NAMESPACE): their chain cursors and watch Secrets live here.
+OPERATOR_NAMESPACE = "default"
+
+
 def wait_watch_keys(kube: client.ApiClient, namespace: str, uid: str) -> dict[str, str]:
-    """The escrow's Secret once its view key is recorded for the chain watch."""
-    wait_for(
+    """The escrow's watch Secret (operator's namespace) once its view key is recorded for the chain watch."""
+    secret = wait_for(
         client.CoreV1Api(kube).list_namespaced_secret,
-        lambda secret: {"watch.viewkey", "watch.spendkey"} <= set(secret.data or {}),
-        namespace,
-        field_selector=f"metadata.name=escrow-{uid}",
+        lambda secret: {"viewkey", "address"} <= set(secret.data or {}),
+        OPERATOR_NAMESPACE,
+        field_selector=f"metadata.name=escrow-{uid}-watch",
         timeout=120,
-        what="the escrow's view key in its Secret",
+        what="the escrow's view key in its watch Secret",
     )
-    return escrow_secret(kube, namespace, uid)
+    assert (
+        secret.metadata.annotations["xmrescrow.dev/escrow"]
+        == f"{namespace}/{secret.metadata.labels['xmrescrow.dev/escrow']}"
+    )
+    return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
 
 def funding(obj: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +162,9 @@ def test_escrow_reports_payments_and_turns_funded(
     assert before <= status["restoreHeight"] <= chain.height()
     address = status["address"]
     secret = wait_watch_keys(kube, module_namespace, created["metadata"]["uid"])
-    assert WatchKeys.from_wallet(secret["watch.viewkey"], address).spend_public.hex() == secret["watch.spendkey"]
+    assert secret["address"] == address
+    WatchKeys.from_wallet(secret["viewkey"], address)  # the view key is the address's
+    assert not [k for k in escrow_secret(kube, module_namespace, created["metadata"]["uid"]) if k.startswith("watch")]
     calls = wallet_rpc_calls(funding_operator)
 
     height = wallet.confirm(wallet.pay(address, 1 * XMR))
@@ -182,7 +194,7 @@ def test_escrow_reports_payments_and_turns_funded(
     assert f"following blocks published on {chain.zmq}" in funding_operator.log
     # The chain watch found both payments with the view key: no wallet-rpc call since the key was read.
     assert wallet_rpc_calls(funding_operator) == calls
-    assert secret["watch.viewkey"] not in funding_operator.log
+    assert secret["viewkey"] not in funding_operator.log
 
 
 def test_overpayment_is_reported_and_an_escrow_without_amount_has_no_funded_condition(
@@ -316,3 +328,68 @@ def test_signing_protocol_pays_out_from_copies_of_the_final_wallets(
         received = inspector.call("get_balance")["balance"]
         inspector.call("close_wallet")
     assert received == 3 * XMR  # exactly the two amounts
+
+
+def test_a_namespace_user_who_edits_every_secret_cannot_make_an_escrow_funded(
+    kube: client.ApiClient,
+    module_namespace: str,
+    cluster: DevCluster,
+    chain: Chain,
+    wallet: Miner,
+    pool: str,
+    funding_operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    """A user who may edit every Secret of the namespace (and read Escrows) writes a found output into
+    the escrow's Secret, swaps in another wallet's keys (the miner's, which receives every coinbase)
+    and plants a look-alike watch Secret, then the operator restarts and blocks come: the escrow stays
+    unpaid. What the chain watch knows lives in the operator's namespace, which the user cannot read
+    or write."""
+    ns = module_namespace
+    user = namespace_user(
+        kube,
+        cluster,
+        ns,
+        "secret-editor",
+        [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]},
+            {"apiGroups": [GROUP], "resources": ["escrows"], "verbs": ["get", "list", "watch"]},
+        ],
+        tmp_path / "user.kubeconfig",
+    )
+    created = create_escrow(kube, ns, "unpaid", pool, amount=XMR)
+    uid = created["metadata"]["uid"]
+    wait_escrow(kube, ns, "unpaid", timeout=300)
+    wait_watch_keys(kube, ns, uid)
+    as_user = client.CoreV1Api(user)
+    for attempt in (
+        lambda: as_user.read_namespaced_secret(f"escrow-{uid}-watch", OPERATOR_NAMESPACE),
+        lambda: as_user.patch_namespaced_secret(f"escrow-{uid}-watch", OPERATOR_NAMESPACE, {"data": {}}),
+    ):
+        with pytest.raises(client.ApiException) as refused:
+            attempt()
+        assert refused.value.status == 403
+    height = chain.height()
+    forged_ledger = Ledger()
+    forged_ledger.add([Received("ab" * 32, 0, "cd" * 32, 5 * XMR, 0, height, "ef" * 32)])
+    view = str(wallet.call("query_key", key_type="view_key")["key"])
+    forged = {
+        "watch.ledger": forged_ledger.to_json(),
+        "watch.daemon": chain.address,
+        "watch.joined": "true",
+        "watch.viewkey": view,
+        "watch.spendkey": WatchKeys.from_wallet(view, wallet.address).spend_public.hex(),
+    }
+    b64 = {k: base64.b64encode(v.encode()).decode() for k, v in forged.items()}
+    as_user.patch_namespaced_secret(f"escrow-{uid}", ns, {"data": b64})
+    as_user.create_namespaced_secret(ns, {"metadata": {"name": f"escrow-{uid}-watch"}, "data": b64})
+    funding_operator.stop()
+    funding_operator.start()
+    mined = wallet.mine(3)  # coinbase outputs to the miner, whose keys were planted
+    seen = wait_funding(
+        kube, ns, "unpaid", lambda o: funding(o).get("height", 0) >= mined, "the scan of the new blocks", 180
+    )
+    assert (funding(seen).get("received", 0), funding(seen).get("transfers", 0)) == (0, 0), funding(seen)
+    assert (condition(seen, "Funded") or {}).get("status") != "True", seen["status"]
+    assert "FundsReceived" not in [reason for reason, _ in events(kube, ns, "unpaid")]
+    assert wait_watch_keys(kube, ns, uid)["address"] == seen["status"]["address"]

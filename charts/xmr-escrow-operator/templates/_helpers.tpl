@@ -130,7 +130,9 @@ ServiceAccount, and a drop-one-rule check of each verb).
 {{- end }}
 
 {{- define "xmr-escrow-operator.recoveryRules" -}}
-# escrow-<uid>-recovery: the wallet passwords of every escrow, kept in the operator's namespace.
+# escrow-<uid>-recovery (the wallet passwords of every escrow), escrow-<uid>-watch (what the chain
+# watch found for it) and escrow-chain-<digest> (each chain's cursor), kept in the operator's namespace
+# where no user of an escrow's namespace can write.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch", "delete"]
