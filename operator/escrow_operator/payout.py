@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
-from . import funding_status, payout_status, signing, wallet_step
+from . import funding_status, payout_check, payout_status, signing, wallet_step
 from .api import (
     ESCROW_PLURAL,
     GROUP,
@@ -210,6 +210,7 @@ class PayoutRun:
             )
         if spec.threshold < 2:
             raise PayoutFailed("SignerCount", f"escrow {ref} has threshold 1: there is nothing to co-sign")
+        self._check_payable(spec)
         pool = self.ctx.pools.get(self.namespace, spec.pool_ref)
         if pool.daemon is None:
             raise Waiting(
@@ -274,6 +275,48 @@ class PayoutRun:
         signed = payout_status.signing(self.status, self.generation, needed, needed, amount, fee)
         await self._save(payout_status.hashes_recorded(signed, self.generation, hashes))
         log.info("payout %s/%s: %d transaction(s) signed, hashes recorded", self.namespace, self.name, len(hashes))
+
+    def _check_payable(self, escrow: EscrowSpec) -> None:
+        """An escrow that records its payout addresses may pay only those (spec.payoutAddresses)."""
+        payable = escrow.payable()
+        if payable is None:
+            return
+        asked = [d.address for d in self.spec.destinations or []] or [self.spec.sweep_to or ""]
+        strangers = sorted({a for a in asked if a not in payable})
+        if strangers:
+            listed = ", ".join(f"{role} {address}" for address, role in sorted(payable.items(), key=lambda i: i[1]))
+            raise PayoutFailed(
+                "AddressNotAllowed",
+                f"this payout pays {', '.join(strangers)}, which escrow {self.spec.escrow_ref} does not list in its "
+                f"spec.payoutAddresses ({listed}). Nothing was signed: delete it and create one that pays those",
+            )
+
+    def _expected(self, escrow: EscrowView, own_address: str) -> payout_check.Expected:
+        """What every signer checks the transaction set against (``own_address``: the signer's wallet's)."""
+        destinations = (
+            None
+            if self.spec.destinations is None
+            else payout_check.summed([(d.address, d.amount) for d in self.spec.destinations])
+        )
+        payable = escrow.spec.payable()
+        return payout_check.Expected(
+            destinations=destinations,
+            sweep_to=self.spec.sweep_to,
+            own_address=own_address,
+            allowed=None if payable is None else frozenset(payable),
+        )
+
+    async def _verify(self, escrow: EscrowView, calls: StepCalls, rpc: WalletRpc, txset: SecretStr, role: str) -> None:
+        """``describe_transfer`` in ``role``'s wallet, then refuse the set unless it pays what the payout asks."""
+        own = await calls.rpc("get_address", rpc.get_address())  # the escrow's address, from its own wallet
+        described = await calls.rpc("describe_transfer", rpc.describe_transfer(txset))
+        why = payout_check.refusal(described.desc, self._expected(escrow, own))
+        if why is not None:
+            raise PayoutFailed(
+                "TransactionSetRefused",
+                f"{role} refused to sign the transaction set: {why}. Nothing more was signed and nothing was "
+                "submitted: delete this payout and create another",
+            )
 
     def _check_funds(self, escrow: EscrowView) -> None:
         """Nothing unlocked yet (by the escrow's funding watch): wait before syncing. Whether the funds
@@ -375,12 +418,17 @@ class PayoutRun:
             )
             return await signing.build(calls, rpc, destinations, self.spec.sweep_to, self.spec.priority)
 
+        async def operation_checked(calls: StepCalls, rpc: WalletRpc, work: str) -> UnsignedSet:
+            built = await operation(calls, rpc, work)
+            await self._verify(escrow, calls, rpc, built.multisig_txset, role)
+            return built
+
         async def record(built: UnsignedSet) -> None:
             amount = built.amount or sum(built.amount_list)
             await self.secret.record_txset(attempt, 1, built.multisig_txset, amount=amount, fee=built.total_fee)
 
         plan = self._plan(escrow, role, names.merged, None, names, attempt)
-        await self._step(escrow, role, f"build {role}", plan, operation, record)
+        await self._step(escrow, role, f"build {role}", plan, operation_checked, record)
         log.info("payout %s/%s: transaction built by %s", self.namespace, self.name, role)
 
     async def _record_key_images(self, escrow: EscrowView, calls: StepCalls, rpc: WalletRpc) -> None:
@@ -416,6 +464,7 @@ class PayoutRun:
         last = index + 1 == len(self.signers)
 
         async def operation(calls: StepCalls, rpc: WalletRpc, work: str) -> SignedSet:
+            await self._verify(escrow, calls, rpc, txset, role)  # before this signer's nonces are touched
             await self.secret.mark_begun(attempt, role)
             return await signing.sign(calls, rpc, txset)
 

@@ -21,6 +21,7 @@ The input is never opened or modified, so a crash anywhere leaves the step to ru
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,8 +33,10 @@ from . import metrics
 from .context import Context
 from .faults import Point, rpc_point
 from .scheduler import Lease
-from .walletfs.client import WalletfsClient
-from .walletrpc import WalletRpc
+from .walletfs.client import WalletfsClient, WalletfsError, WalletfsUnavailable
+from .walletrpc import WalletRpc, WalletRpcError, WalletRpcUnavailable
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -112,6 +115,17 @@ class Outcome(Generic[R]):
     published: bool  # this run published the output (False: it existed, or another publish won)
 
 
+async def _discard(calls: StepCalls, rpc: WalletRpc, fs: WalletfsClient, work: str) -> None:
+    """A step that failed closes its work wallet without storing it, then deletes the copy: wallet-rpc
+    would otherwise save it again when it stops, after the copy was deleted (best effort: the next
+    step on the pod closes whatever is open anyway)."""
+    try:
+        await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")
+        await calls.fs(fs.delete(work))
+    except (WalletRpcError, WalletfsError, WalletRpcUnavailable, WalletfsUnavailable) as exc:
+        log.warning("a failed step's work copy %s was not discarded: %s", work, exc)
+
+
 async def run(
     calls: StepCalls,
     rpc: WalletRpc,
@@ -136,8 +150,15 @@ async def run(
         await calls.fs(fs.copy(plan.input, work))
         await calls.check(Point.AFTER_COPY)
         await calls.rpc("open_wallet", rpc.open_wallet(work, plan.password))
-    result = await operation(calls, rpc, work)
-    await record(result)
+    try:
+        result = await operation(calls, rpc, work)
+        await record(result)
+    except (WalletRpcUnavailable, WalletfsUnavailable):
+        raise  # the pod is lost: nothing of it to close
+    except Exception:
+        if warm is None:
+            await _discard(calls, rpc, fs, work)
+        raise
     await calls.check(Point.AFTER_RECORD)
     if plan.output is None:
         await calls.rpc("close_wallet", rpc.close_wallet(autosave=False), point="drop_stale")

@@ -327,6 +327,26 @@ class UnsignedSet(_Reply):
         return self.fee or sum(self.fee_list)
 
 
+class Recipient(_Reply):
+    address: str
+    amount: int = Field(ge=0)
+
+
+class DescribedTransfer(_Reply):
+    """One transaction of a set, as ``describe_transfer`` reads it: where its money goes."""
+
+    recipients: list[Recipient] = []
+    fee: int = Field(default=0, ge=0)
+    change_address: str = ""
+    change_amount: int = Field(default=0, ge=0)
+    unlock_time: int = Field(default=0, ge=0)
+    payment_id: str = ""
+
+
+class TransferDescription(_Reply):
+    desc: list[DescribedTransfer] = []
+
+
 class SignedSet(_Reply):
     """``sign_multisig``: the set with this signature added, and the hashes of its transactions."""
 
@@ -568,6 +588,11 @@ class WalletRpc(OwnsAsyncClient):
         """Build a transfer of the whole unlocked balance (less the fee) to ``address``."""
         params = {"address": address, "priority": priority, "account_index": 0}
         return await self._call(UnsignedSet, "sweep_all", params, timeout=timeout)
+
+    async def describe_transfer(self, txset: str | SecretStr, *, timeout: float | None = None) -> TransferDescription:
+        """What a multisig transaction set pays (its recipients, change, fee), read by this signer's wallet."""
+        params = {"multisig_txset": secret(txset)}
+        return await self._call(TransferDescription, "describe_transfer", params, timeout=timeout)
 
     async def sign_multisig(self, txset: str | SecretStr, *, timeout: float | None = None) -> SignedSet:
         params = {"tx_data_hex": secret(txset)}

@@ -129,6 +129,25 @@ REFUSED: list[Any] = [
         "threshold must not exceed the number of participants",
         id="threshold-above-two",
     ),
+    # -- Escrow: payout addresses (fixed when the escrow is made)
+    pytest.param(
+        esc(payoutAddresses=[{"role": "judge", "address": "4" * 95}]),
+        "every payoutAddresses role must be one of the participants",
+        id="payout-address-of-a-stranger-role",
+    ),
+    pytest.param(
+        esc(payoutAddresses=[{"role": "buyer", "address": "4" * 95}, {"role": "buyer", "address": "8" * 95}]),
+        "spec.payoutAddresses[1]: Duplicate value",
+        id="payout-address-role-twice",
+    ),
+    pytest.param(
+        esc(payoutAddresses=[{"role": "buyer", "address": "0" * 95}]),
+        "spec.payoutAddresses[0].address in body should match",
+        id="payout-address-not-base58",
+    ),
+    pytest.param(
+        esc(payoutAddresses=[]), "spec.payoutAddresses in body should have at least 1 items", id="no-payout-address"
+    ),
     # -- Escrow: participant counts
     pytest.param(
         esc(participants=["buyer"], threshold=1),
@@ -506,6 +525,14 @@ ESCROW_IMMUTABLE = "spec is immutable once the Escrow is created; delete and rec
         pytest.param(ESCROW_SPEC, {"walletRetention": None}, id="walletRetention-removed-so-defaulted"),
         pytest.param(ESCROW_SPEC, {"amount": 10**12}, id="amount-added"),
         pytest.param(ESCROW_SPEC, {"confirmations": 3}, id="confirmations"),
+        pytest.param(
+            ESCROW_SPEC, {"payoutAddresses": [{"role": "buyer", "address": "4" * 95}]}, id="payoutAddresses-added"
+        ),
+        pytest.param(
+            {**ESCROW_SPEC, "payoutAddresses": [{"role": "buyer", "address": "4" * 95}]},
+            {"payoutAddresses": [{"role": "buyer", "address": "8" * 95}]},
+            id="payoutAddresses-changed",
+        ),
     ],
 )
 def test_escrow_spec_cannot_change(

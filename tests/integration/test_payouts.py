@@ -228,12 +228,22 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
     """A release of 2 XMR to the vendor (vendor + buyer sign), a payout of more than is left (refused
     before signing) and a refund of everything left to the buyer (buyer + arbiter, a sweep), created at
     once and run one after the other; then the escrow (walletRetention: Delete, but funded) is deleted
-    and its wallets are kept."""
+    and its wallets are kept. The escrow records both parties' payout addresses, and every signer checks
+    each set against them and the payout (describe_transfer) before it signs."""
     ns = module_namespace
     vendor, buyer = new_payee(payees, "vendor"), new_payee(payees, "buyer")
     op = start_operator(cluster, tmp_path / "operator.log", **FAST_BLOCKS)
     try:
-        deal = funded_escrow(kube, ns, "deal", wallet, 5 * XMR, amount=5 * XMR, walletRetention="Delete")
+        deal = funded_escrow(
+            kube,
+            ns,
+            "deal",
+            wallet,
+            5 * XMR,
+            amount=5 * XMR,
+            walletRetention="Delete",
+            payoutAddresses=[{"role": "vendor", "address": vendor}, {"role": "buyer", "address": buyer}],
+        )
         create_payout(
             kube,
             ns,
@@ -483,6 +493,11 @@ def test_payouts_the_operator_refuses_say_why_and_sign_nothing(
     try:
         funded_escrow(kube, ns, name, wallet, XMR)
         create_escrow(kube, ns, "unready", "no-such-pool")
+        # An escrow that fixed where its money may go: a payout to anyone else fails before any signing.
+        create_escrow(kube, ns, "fixed", POOL, payoutAddresses=[{"role": "vendor", "address": payee}])
+        wait_escrow(kube, ns, "fixed", timeout=300)
+        stranger = new_payee(payees, f"{name}-stranger")
+        create_payout(kube, ns, "to-a-stranger", "fixed", ["buyer", "vendor"], sweepTo=stranger)
         for case, (signers, address, _, _) in failing.items():
             create_payout(kube, ns, case, name, signers, destinations=[{"address": address, "amount": XMR // 2}])
         create_payout(kube, ns, "no-escrow", "no-such-escrow", ["buyer", "vendor"], sweepTo=payee)
@@ -492,6 +507,10 @@ def test_payouts_the_operator_refuses_say_why_and_sign_nothing(
             stalled = condition(failed, "Stalled")
             assert stalled["reason"] == reason and words in stalled["message"], (case, failed["status"])
             assert "Nothing was signed" in stalled["message"] or reason.startswith("Signer"), stalled
+        failed = wait_payout(kube, ns, "to-a-stranger", lambda p: phase(p) == "Failed", "the stranger refused", 180)
+        stalled = condition(failed, "Stalled")
+        assert stalled["reason"] == "AddressNotAllowed", failed["status"]
+        assert stranger in stalled["message"] and f"vendor {payee}" in stalled["message"], stalled
         for case, reason in (("no-escrow", "EscrowNotFound"), ("not-ready", "EscrowNotReady")):
             waiting = wait_payout(
                 kube, ns, case, lambda p, r=reason: (condition(p, "Ready") or {}).get("reason") == r, f"{case} waits"
@@ -499,7 +518,7 @@ def test_payouts_the_operator_refuses_say_why_and_sign_nothing(
             assert phase(waiting) in (None, "Pending") and (condition(waiting, "Stalled") or {}).get("status") != "True"
     finally:
         op.stop()
-    for case in [*failing, "no-escrow", "not-ready"]:
+    for case in [*failing, "no-escrow", "not-ready", "to-a-stranger"]:
         payout = get_payout(kube, ns, case)
         assert not payout["status"].get("txHashes") and not payout["status"].get("signatures"), payout["status"]
         try:
@@ -509,7 +528,7 @@ def test_payouts_the_operator_refuses_say_why_and_sign_nothing(
             recorded = {}
         assert not [k for k in recorded if ".txset." in k or ".begun." in k], (case, sorted(recorded))
         assert payout_files(kube, ns, payout) == []
-    assert received(payees, name) == 0
+    assert received(payees, name) == 0 and received(payees, f"{name}-stranger") == 0
     objects = client.CustomObjectsApi(kube)
     for case in ("no-escrow", "not-ready"):  # they would wait on through the module's other tests
         objects.delete_namespaced_custom_object(GROUP, VERSION, ns, PAYOUT_PLURAL, case)

@@ -52,6 +52,8 @@ def xmr(atomic: int) -> str:
 
 #: A Monero address (standard, subaddress or integrated): base58.
 ADDRESS_PATTERN = r"^[1-9A-HJ-NP-Za-km-z]+$"
+ADDRESS_MIN_LENGTH = 95
+ADDRESS_MAX_LENGTH = 128
 
 PARTICIPANTS_UNIQUE = cel("self.all(p, self.exists_one(q, q == p))", "participants must be unique")
 THRESHOLD_AT_MOST_PARTICIPANTS = cel(
@@ -59,6 +61,10 @@ THRESHOLD_AT_MOST_PARTICIPANTS = cel(
     "threshold must not exceed the number of participants",
 )
 SPEC_IMMUTABLE = cel("self == oldSelf", "spec is immutable once the Escrow is created; delete and recreate it")
+PAYOUT_ROLES_ARE_PARTICIPANTS = cel(
+    "!has(self.payoutAddresses) || self.payoutAddresses.all(a, a.role in self.participants)",
+    "every payoutAddresses role must be one of the participants",
+)
 
 #: {N: the lowest threshold whose N-participant key exchange fits in the Escrow's Secret}, N in
 #: MIN_PARTICIPANTS..MAX_PARTICIPANTS (escrow_operator.shapes: measured message sizes, 900 KiB budget).
@@ -116,11 +122,25 @@ class EscrowPhase(StrEnum):
     FAILED = "Failed"
 
 
+class PayoutAddress(ApiModel):
+    """Where one participant may be paid out of the escrow."""
+
+    role: Role = Field(description="The participant (buyer, vendor, arbiter, ...).")
+    address: str = Field(
+        min_length=ADDRESS_MIN_LENGTH,
+        max_length=ADDRESS_MAX_LENGTH,
+        pattern=ADDRESS_PATTERN,
+        description="The Monero address paid to that participant (the buyer's refund address, the vendor's, ...).",
+    )
+
+
 class EscrowSpec(ApiModel):
     """The desired multisig wallet set. Immutable once created."""
 
     model_config = ConfigDict(
-        json_schema_extra=validations(THRESHOLD_AT_MOST_PARTICIPANTS, SHAPE_FITS_SECRET, SPEC_IMMUTABLE)
+        json_schema_extra=validations(
+            THRESHOLD_AT_MOST_PARTICIPANTS, SHAPE_FITS_SECRET, PAYOUT_ROLES_ARE_PARTICIPANTS, SPEC_IMMUTABLE
+        )
     )
 
     pool_ref: str = Field(
@@ -171,6 +191,41 @@ class EscrowSpec(ApiModel):
         le=MAX_CONFIRMATIONS,
         description="Confirmations a payment needs before it counts toward the amount (Funded).",
     )
+    payout_addresses: list[PayoutAddress] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_PARTICIPANTS,
+        description=(
+            "Where this escrow's money may go, fixed when the escrow is made (the spec is immutable): at most one "
+            "address per participant role. Every payout of an escrow that records them may pay only these "
+            "addresses (destinations and sweepTo), and each signer checks the transaction against them before it "
+            "signs; so whoever may create EscrowPayouts can at worst pay the wrong party of the trade, never a "
+            "stranger. Without them a payout may pay any address."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["role"]},
+    )
+
+    @field_validator("payout_addresses")
+    @classmethod
+    def _one_address_per_role(cls, addresses: list[PayoutAddress] | None) -> list[PayoutAddress] | None:
+        roles = [a.role for a in addresses or []]
+        duplicates = sorted({role for role in roles if roles.count(role) > 1})
+        if duplicates:
+            raise ValueError(f"payoutAddresses names a role more than once: {', '.join(duplicates)}")
+        return addresses
+
+    @model_validator(mode="after")
+    def _payout_roles_are_participants(self) -> EscrowSpec:
+        strangers = [a.role for a in self.payout_addresses or [] if a.role not in self.participants]
+        if strangers:
+            raise ValueError(f"{PAYOUT_ROLES_ARE_PARTICIPANTS['message']} (not participants: {', '.join(strangers)})")
+        return self
+
+    def payable(self) -> dict[str, str] | None:
+        """Address -> role of the addresses this escrow may pay (None: any address)."""
+        if self.payout_addresses is None:
+            return None
+        return {a.address: a.role for a in self.payout_addresses}
 
     @field_validator("participants")
     @classmethod

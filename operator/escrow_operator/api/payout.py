@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .conditions import ApiModel, Condition, Timestamp, cel, conditions_field, validations
 from .escrow import (
+    ADDRESS_MAX_LENGTH,
     ADDRESS_PATTERN,
     DEFAULT_CONFIRMATIONS,
     MAX_ATOMIC,
@@ -30,7 +31,6 @@ DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 MAX_DESTINATIONS = 16
 #: wallet-rpc's transfer priorities: 0 default, 1 unimportant .. 4 priority.
 MAX_PRIORITY = 4
-ADDRESS_MAX_LENGTH = 128
 
 ONE_TARGET = cel(
     "has(self.destinations) != has(self.sweepTo)",
