@@ -38,7 +38,9 @@ from .faults import Faults
 from .funding import FundingGone, FundingWatch
 from .funding_status import submitted_payout
 from .kube import Kube, json_object, load_api_client
+from .naming import payout_tag
 from .payout import PayoutGone, PayoutRun
+from .payout_secret import PayoutSecret
 from .pool_reconcile import RECHECK_SECONDS, PoolRefused, PoolRetry, reconcile
 from .pools import Pools
 from .recovery_secret import RecoverySecret
@@ -430,9 +432,12 @@ async def _refuse_payout(
 
 
 @kopf.on.delete(GROUP, VERSION, PAYOUT_PLURAL, retries=5, backoff=5)
-async def payout_deleted(uid: str, **_: Any) -> None:
-    """Once the payout's daemon has stopped (a call in flight finishes first), let it go: its Secret is
-    owned by it; its wallet copies go with the escrow's work copies (they hold nothing of their own)."""
+async def payout_deleted(
+    body: kopf.Body, namespace: str | None, name: str, uid: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """Once the payout's daemon has stopped (a call in flight finishes first): its wallet copies are
+    deleted at once (they hold nothing the final wallets lack), then its record in the operator's
+    namespace."""
     stopped = _payouts_done.get(uid)
     if stopped is not None and not stopped.is_set():
         try:
@@ -440,3 +445,29 @@ async def payout_deleted(uid: str, **_: Any) -> None:
         except TimeoutError:
             raise kopf.TemporaryError("waiting for the payout's running step to finish", delay=5) from None
     _payouts_done.pop(uid, None)
+    ctx, ns = context(memo), namespaced(namespace)
+    record = PayoutSecret(ctx.kube, ctx.settings.operator_namespace, (ns, name), uid)
+    if await record.load_if_present():
+        escrow_uid, pool_ref = record.escrow()
+        if escrow_uid and pool_ref:
+            tag = f"_{payout_tag(uid)}_"
+            try:
+                await asyncio.wait_for(
+                    delete_files(
+                        ctx.pools.get(ns, pool_ref),
+                        escrow_uid,
+                        Priority.of(body.get("metadata") or {}),
+                        f"{name}/delete",
+                        lambda file: tag not in file,
+                        what="payout copy",
+                    ),
+                    FILE_DELETION_WAIT,
+                )
+            except (TimeoutError, PoolUnusable):
+                kopf.event(
+                    body,
+                    type="Warning",
+                    reason="FilesNotDeleted",
+                    message=f"no ready pod in pool {pool_ref}; the payout's wallet copies go with escrow {escrow_uid}",
+                )
+        await record.delete()

@@ -55,9 +55,10 @@ from .faults import Point
 from .kube import is_gone, json_object
 from .monerod import MonerodUnavailable, TxLookup
 from .naming import PayoutNames, WalletNames, final_step, payout_tag
-from .payout_secret import PayoutSecret, payout_owner
+from .payout_secret import PayoutSecret
 from .pools import PoolRuntime
 from .scheduler import PodLost, Priority
+from .viewkeys import Transaction
 from .wallet_step import StepCalls
 from .walletfs.client import WalletfsAuthError, WalletfsClient, WalletfsError, WalletfsUnavailable
 from .walletrpc import (
@@ -76,6 +77,7 @@ T = TypeVar("T")
 
 EmitEvent = Callable[[str, str, str], None]  # (type, reason, message)
 
+TERMINAL = (PayoutPhase.CONFIRMED, PayoutPhase.FAILED)
 #: Signing attempts of one payout before it fails.
 MAX_ATTEMPTS = 5
 #: Pods lost in a row before a step is put off until the next poll.
@@ -133,23 +135,33 @@ class PayoutRun:
         self.priority = Priority.of(meta)
         self.spec = EscrowPayoutSpec.model_validate(body["spec"])
         self.status = EscrowPayoutStatus.model_validate(body.get("status") or {})
-        self.secret = PayoutSecret(ctx.kube, self.namespace, self.name, self.uid)
-        self.owner = payout_owner(body)
+        self.secret = PayoutSecret(ctx.kube, ctx.settings.operator_namespace, (self.namespace, self.name), self.uid)
         self.signers = list(self.spec.signers)
         self._abandoned = 0  # an attempt this run found it cannot go on with
 
     # --- the loop -------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Drive the payout until it is Confirmed or Failed; raises :class:`PayoutGone` if it is deleted."""
-        if self.status.phase in (PayoutPhase.CONFIRMED, PayoutPhase.FAILED):
+        """Drive the payout until it is Confirmed or Failed; raises :class:`PayoutGone` if it is deleted.
+
+        Where it stands is read from its record in the operator's namespace, never from its status."""
+        recorded = await self.secret.load_if_present()
+        if not recorded and self.status.phase in TERMINAL and await self._finished_by_an_earlier_release():
             return
-        await self.secret.ensure(self.owner)
+        await self.secret.ensure()
+        outcome = self.secret.outcome()
+        if outcome is not None:
+            await self._restore(*outcome)
+            return
+        self.status = payout_status.as_recorded(
+            self.status, self.secret.attempt, self.secret.final_hashes(len(self.signers))
+        )
         while True:
             escrow: EscrowView | None = None
             try:
                 escrow = await self._escrow()
-                if self.status.tx_hashes:
-                    await self._follow(escrow)
+                hashes = self.secret.final_hashes(len(self.signers))
+                if hashes:
+                    await self._follow(escrow, hashes)
                     return
                 await self._my_turn()
                 await self._sign(escrow)
@@ -161,10 +173,44 @@ class PayoutRun:
             except PayoutFailed as failure:
                 if escrow is not None:  # before the terminal status: a restart then finds nothing to do
                     await self._clean_up(escrow)
+                await self.secret.record_outcome(PayoutPhase.FAILED, failure.reason, failure.message)
                 await self._save(payout_status.failed(self.status, self.generation, failure.reason, failure.message))
                 self.emit("Warning", failure.reason, failure.message[:1000])
                 log.warning("payout %s/%s failed: %s", self.namespace, self.name, failure.message)
                 return
+
+    async def _finished_by_an_earlier_release(self) -> bool:
+        """A payout that ended before payouts were recorded in the operator's namespace: its record is
+        the Secret ``payout-<uid>`` of its own namespace, which that release made."""
+        try:
+            await self.ctx.kube.call(self.ctx.kube.core.read_namespaced_secret, self.secret.name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def _restore(self, phase: str, reason: str, message: str, height: int | None) -> None:
+        """The payout ended as its record says; a status that says otherwise is written again."""
+        if self.status.phase == phase:
+            return
+        hashes = self.secret.final_hashes(len(self.signers))
+        status = payout_status.as_recorded(self.status, self.secret.attempt, hashes)
+        if phase == PayoutPhase.CONFIRMED:
+            needed = self.spec.confirmations
+            new = payout_status.confirming(
+                status, self.generation, height, max(needed, status.confirmations or 0), needed
+            )
+        else:
+            new = payout_status.failed(status, self.generation, reason, message)
+        log.warning(
+            "payout %s/%s: its status said %s, its record %s; written again",
+            self.namespace,
+            self.name,
+            self.status.phase,
+            phase,
+        )
+        await self._save(new)
 
     async def _wait(self, wait: Waiting, escrow: EscrowView | None) -> None:
         new = payout_status.waiting(self.status, self.generation, wait.reason, wait.message)
@@ -329,18 +375,18 @@ class PayoutRun:
         """The attempt to go on with, starting a new one when the current one cannot be resumed."""
         await self.secret.load()
         attempt = self.secret.attempt
-        if attempt <= self._abandoned or self._interrupted(attempt) or self.status.attempt > attempt:
+        if attempt <= self._abandoned or self._interrupted(attempt):
             if attempt:
                 why = f"signing attempt {attempt} was interrupted or cannot go on; attempt {attempt + 1} exports fresh infos"
                 self.emit("Warning", "SigningRestarted", why)
-            attempt = max(attempt, self.status.attempt) + 1
+            attempt += 1
             if attempt > MAX_ATTEMPTS:
                 raise PayoutFailed(
                     "AttemptsExhausted",
                     f"{MAX_ATTEMPTS} signing attempts did not produce a transaction (see the Events); nothing was "
                     "submitted: delete this payout and create another",
                 )
-            await self.secret.start_attempt(attempt)
+            await self.secret.start_attempt(attempt, escrow.uid, escrow.spec.pool_ref)
         if self.status.attempt != attempt or self.status.phase == PayoutPhase.PENDING:
             started = payout_status.attempt_started(self.status, self.generation, attempt, self.secret.name)
             started.escrow_uid = escrow.uid
@@ -547,9 +593,8 @@ class PayoutRun:
                 raise Waiting("PodsUnavailable", f"{label}: {losses} pods were lost or unreachable in a row")
 
     # --- submitting and confirming --------------------------------------------------------------
-    async def _follow(self, escrow: EscrowView) -> None:
+    async def _follow(self, escrow: EscrowView, hashes: list[str]) -> None:
         """Submit the recorded transactions unless the daemon has them; follow them to the confirmations."""
-        hashes = self.status.tx_hashes
         watch = self.ctx.chains.watch(escrow.daemon)
         seen: int | None = None
         while True:
@@ -566,7 +611,9 @@ class PayoutRun:
             confirmations = tip.height - height if height is not None else 0
             new = payout_status.confirming(self.status, self.generation, height, confirmations, self.spec.confirmations)
             if new.phase == PayoutPhase.CONFIRMED:
+                await self._check_spends(escrow, hashes)
                 await self._clean_up(escrow)  # before the terminal status: a restart then finds nothing to do
+                await self.secret.record_outcome(PayoutPhase.CONFIRMED, "Confirmed", new.message or "", new.height)
                 await self._save(new)
                 self.emit("Normal", "Confirmed", new.message or "confirmed")
                 log.info("payout %s/%s: %s", self.namespace, self.name, new.message)
@@ -575,6 +622,23 @@ class PayoutRun:
                 self.emit("Normal", "Submitted", f"{len(hashes)} transaction(s) submitted: {', '.join(hashes)}")
             await self._save(new)
             seen = tip.height
+
+    async def _check_spends(self, escrow: EscrowView, hashes: list[str]) -> None:
+        """Confirmed only when the mined transactions spend the escrow's own outputs: each input's key image
+        is one the escrow's payouts recorded from its wallet (its watch Secret)."""
+        try:
+            decoded = await self.ctx.chains.watch(escrow.daemon).client.decoded_transactions(hashes)
+        except MonerodUnavailable as exc:
+            raise Waiting("DaemonUnavailable", f"monerod {escrow.daemon}: {exc.detail}", next_block=True) from None
+        own = set(escrow.watch.key_images())
+        for tx in decoded:
+            images = Transaction.from_json(tx.tx_hash, tx.as_json).key_images
+            if not images or not set(images) <= own:
+                raise PayoutFailed(
+                    "TransactionNotOurs",
+                    f"transaction {tx.tx_hash} does not spend escrow {self.spec.escrow_ref}'s outputs; this payout "
+                    "paid nothing. Check the escrow's balance before creating another payout",
+                )
 
     async def _lookup(self, escrow: EscrowView, hashes: Sequence[str]) -> TxLookup:
         try:

@@ -1,9 +1,15 @@
-"""The Secret of one EscrowPayout: per attempt, the signers' multisig infos and the transaction set
-after each signature (docs/design.md, Signing).
+"""The record of one EscrowPayout: per attempt, the signers' multisig infos and the transaction set
+after each signature, and how the payout ended (docs/design.md, Signing).
 
-Named ``payout-{uid}`` and owned by the EscrowPayout. Keys, for attempt ``n``:
+Named ``payout-{uid}`` and kept in the operator's namespace, where no user of the payout's namespace
+can write: the payout's progress is a fact only the operator records, and its status is written from
+it, never read back as truth. It has no owner (an owner cannot be in another namespace): deleting the
+payout deletes it. Keys, for attempt ``n``:
 
 * ``attempt``: the current attempt;
+* ``escrow``, ``pool``: the escrow's uid and pool (what the payout's wallet copies belong to);
+* ``outcome``, ``outcome.reason``, ``outcome.message``, ``outcome.height``: Confirmed or Failed,
+  recorded before the terminal status is written;
 * ``n.info.ROLE``: the multisig info ROLE exported (recorded before its ``synced`` wallet is published);
 * ``n.begun.ROLE``: ROLE's build or sign operation may have run (written just before it): an attempt
   whose operation began and recorded nothing is never resumed, so no nonce is used twice;
@@ -16,11 +22,10 @@ Starting attempt n+1 removes attempt n's keys.
 
 from __future__ import annotations
 
-from typing import Any
-
+from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
-from .api import GROUP, PAYOUT_KIND, owner_reference
+from .api import GROUP
 from .kube import Kube
 from .secret_store import RecordSecret
 from .settings import OPERATOR_NAME
@@ -32,23 +37,59 @@ def payout_secret_name(uid: str) -> str:
     return f"payout-{uid}"
 
 
-def payout_owner(body: dict[str, Any]) -> dict[str, Any]:
-    return owner_reference(body, PAYOUT_KIND)
+#: Keys that outlive an attempt.
+_KEPT = ("attempt", "escrow", "pool")
 
 
 class PayoutSecret(RecordSecret):
-    def __init__(self, kube: Kube, namespace: str, payout: str, uid: str) -> None:
+    """The record of one payout (``namespace`` is the operator's; ``payout`` is (namespace, name))."""
+
+    def __init__(self, kube: Kube, namespace: str, payout: tuple[str, str], uid: str) -> None:
         super().__init__(kube, namespace, payout_secret_name(uid))
         self.payout = payout
         self.uid = uid
 
-    async def ensure(self, owner: dict[str, Any]) -> None:
+    async def load_if_present(self) -> bool:
+        try:
+            await self.load()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return False
+        return True
+
+    async def ensure(self) -> None:
+        namespace, name = self.payout
         await self.create_or_load(
-            labels={PAYOUT_LABEL: self.payout, "app.kubernetes.io/managed-by": OPERATOR_NAME},
-            annotations={f"{GROUP}/payout-uid": self.uid},
-            owner=owner,
+            labels={PAYOUT_LABEL: name, "app.kubernetes.io/managed-by": OPERATOR_NAME},
+            annotations={f"{GROUP}/payout": f"{namespace}/{name}", f"{GROUP}/payout-uid": self.uid},
+            owner=None,
             data={},
         )
+
+    # --- the outcome ------------------------------------------------------------------------------
+    def outcome(self) -> tuple[str, str, str, int | None] | None:
+        """(phase, reason, message, height) of a payout that ended (None: it goes on)."""
+        phase = self._get("outcome")
+        if phase is None:
+            return None
+        height = self._get("outcome.height")
+        return (
+            phase,
+            self._get("outcome.reason") or "",
+            self._get("outcome.message") or "",
+            int(height) if height else None,
+        )
+
+    async def record_outcome(self, phase: str, reason: str, message: str, height: int | None = None) -> None:
+        values = {"outcome": phase, "outcome.reason": reason, "outcome.message": message}
+        if height is not None:
+            values["outcome.height"] = str(height)
+        await self._write(values)
+
+    def escrow(self) -> tuple[str | None, str | None]:
+        """(uid, pool) of the escrow the payout's copies belong to (None: no attempt began)."""
+        return self._get("escrow"), self._get("pool")
 
     # --- reading --------------------------------------------------------------------------------
     @property
@@ -80,10 +121,16 @@ class PayoutSecret(RecordSecret):
         return [h for h in (self._get(f"{attempt}.hashes") or "").split(",") if h]
 
     # --- recording ------------------------------------------------------------------------------
-    async def start_attempt(self, attempt: int) -> None:
+    async def start_attempt(self, attempt: int, escrow_uid: str, pool: str) -> None:
         """Make ``attempt`` current and drop every key of earlier attempts."""
-        stale: dict[str, str | None] = {k: None for k in self.keys() if k != "attempt"}
-        await self._write({**stale, "attempt": str(attempt)})
+        stale: dict[str, str | None] = {k: None for k in self.keys() if k not in _KEPT}
+        await self._write({**stale, "attempt": str(attempt), "escrow": escrow_uid, "pool": pool})
+
+    def final_hashes(self, signers: int) -> list[str]:
+        """The hashes of the current attempt's fully signed set (empty: not signed by all ``signers`` yet).
+        From then on no transaction is ever built again for the payout."""
+        attempt = self.attempt
+        return self.hashes(attempt) if attempt and self.signatures(attempt) >= signers else []
 
     async def record_info(self, attempt: int, role: str, info: SecretStr) -> None:
         await self._write({f"{attempt}.info.{role}": info.get_secret_value()})

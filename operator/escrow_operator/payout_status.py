@@ -94,6 +94,18 @@ def waiting(
     return new
 
 
+def as_recorded(status: EscrowPayoutStatus, attempt: int, hashes: list[str]) -> EscrowPayoutStatus:
+    """The status with what only the operator's record decides taken from it (the attempt, the
+    transactions' hashes), and a terminal phase the record does not hold undone: a status anyone with
+    ``escrowpayouts/status`` rights may write is never read back as truth."""
+    new = status.model_copy(deep=True)
+    new.attempt = attempt
+    new.tx_hashes = list(hashes)
+    if new.phase in (PayoutPhase.CONFIRMED, PayoutPhase.FAILED):
+        new.phase = PayoutPhase.PENDING
+    return new
+
+
 def attempt_started(
     status: EscrowPayoutStatus, generation: int | None, attempt: int, secret: str, now: datetime | None = None
 ) -> EscrowPayoutStatus:

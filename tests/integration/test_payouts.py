@@ -180,8 +180,17 @@ def confirm(wallet: Miner, payout: dict[str, Any], confirmations: int) -> None:
         wallet.confirm(tx, confirmations)
 
 
+#: Where the test operators run (no POD_NAMESPACE): the payouts' records live there.
+OPERATOR_NAMESPACE = "default"
+
+
 def payout_secret(kube: client.ApiClient, namespace: str, payout: dict[str, Any]) -> dict[str, str]:
-    secret = client.CoreV1Api(kube).read_namespaced_secret(f"payout-{payout['metadata']['uid']}", namespace)
+    """The payout's record, in the operator's namespace (never in the payout's own ``namespace``)."""
+    core = client.CoreV1Api(kube)
+    secret = core.read_namespaced_secret(f"payout-{payout['metadata']['uid']}", OPERATOR_NAMESPACE)
+    assert (secret.metadata.annotations or {}).get(
+        "xmrescrow.dev/payout"
+    ) == f"{namespace}/{payout['metadata']['name']}"
     return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
 

@@ -151,7 +151,12 @@ class EscrowPayoutStatus(ApiModel):
     )
     message: str | None = Field(default=None, max_length=1024, description="Short human-readable state.")
     secret_name: str | None = Field(
-        default=None, max_length=253, description="The Secret holding the multisig infos and transaction sets."
+        default=None,
+        max_length=253,
+        description=(
+            "The Secret in the operator's namespace holding the payout's record: multisig infos, transaction "
+            "sets, hashes and outcome (no namespace user can write it)."
+        ),
     )
     submitted_at: Timestamp | None = Field(default=None, description="When the transactions were handed to the daemon.")
     confirmed_at: Timestamp | None = Field(default=None, description="When they reached spec.confirmations.")
