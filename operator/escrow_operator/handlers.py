@@ -26,6 +26,7 @@ from .api import (
     EscrowPhase,
     EscrowStatus,
     FundingPayout,
+    PayoutPhase,
     WalletRetention,
 )
 from .blocks import Chains
@@ -425,6 +426,9 @@ async def _refuse_payout(
 ) -> None:
     meta = body["metadata"]
     message = invalid_spec_message(exc, "payout")
+    record = PayoutSecret(ctx.kube, ctx.settings.operator_namespace, (meta["namespace"], meta["name"]), meta["uid"])
+    await record.ensure()
+    await record.record_outcome(PayoutPhase.FAILED, "InvalidSpec", message)  # it ended: later payouts go on
     status = payout_status.failed(
         EscrowPayoutStatus.model_validate(body.get("status") or {}), meta.get("generation"), "InvalidSpec", message
     )

@@ -179,11 +179,21 @@ class PayoutRun:
                 log.warning("payout %s/%s failed: %s", self.namespace, self.name, failure.message)
                 return
 
+    async def _ended(self, name: str, uid: str, phase: str | None) -> bool:
+        """Whether another payout ended, as its record says (its status may say anything)."""
+        record = PayoutSecret(self.ctx.kube, self.ctx.settings.operator_namespace, (self.namespace, name), uid)
+        if await record.load_if_present():
+            return record.outcome() is not None
+        return phase in TERMINAL and await self._has_legacy_record(uid)
+
     async def _finished_by_an_earlier_release(self) -> bool:
+        return await self._has_legacy_record(self.uid)
+
+    async def _has_legacy_record(self, uid: str) -> bool:
         """A payout that ended before payouts were recorded in the operator's namespace: its record is
         the Secret ``payout-<uid>`` of its own namespace, which that release made."""
         try:
-            await self.ctx.kube.call(self.ctx.kube.core.read_namespaced_secret, self.secret.name, self.namespace)
+            await self.ctx.kube.call(self.ctx.kube.core.read_namespaced_secret, f"payout-{uid}", self.namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -280,11 +290,10 @@ class PayoutRun:
             meta, spec = item.get("metadata") or {}, item.get("spec") or {}
             if spec.get("escrowRef") != self.spec.escrow_ref or meta.get("uid") == self.uid:
                 continue
+            if (meta.get("creationTimestamp") or "", meta.get("name") or "") >= mine:
+                continue
             phase = (item.get("status") or {}).get("phase")
-            if (meta.get("creationTimestamp") or "", meta.get("name") or "") < mine and phase not in (
-                PayoutPhase.CONFIRMED,
-                PayoutPhase.FAILED,
-            ):
+            if not await self._ended(str(meta.get("name")), str(meta.get("uid")), phase):
                 raise Waiting(
                     "EarlierPayout",
                     f"payout {meta.get('name')} of escrow {self.spec.escrow_ref} is {phase or 'new'}; "

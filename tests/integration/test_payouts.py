@@ -36,7 +36,7 @@ from hack.testground.escrows import (
     wait_escrow,
     wait_escrow_gone,
 )
-from hack.testground.kube import Timeout, container_pid, custom_objects, wait_for
+from hack.testground.kube import Timeout, container_pid, custom_objects, namespace_user, wait_for
 from hack.testground.operator import OperatorProcess
 from hack.testground.processes import free_port
 from hack.testground.walletrpc import local_wallet_rpc
@@ -542,6 +542,76 @@ def test_payouts_the_operator_refuses_say_why_and_sign_nothing(
     for case in ("no-escrow", "not-ready"):  # they would wait on through the module's other tests
         objects.delete_namespaced_custom_object(GROUP, VERSION, ns, PAYOUT_PLURAL, case)
     objects.delete_namespaced_custom_object(GROUP, VERSION, ns, ESCROW_PLURAL, "unready")
+
+
+def test_a_namespace_user_who_writes_payout_status_and_secrets_cannot_forge_or_stop_a_payout(
+    kube: client.ApiClient,
+    module_namespace: str,
+    cluster: DevCluster,
+    wallet: Miner,
+    pool: str,
+    payees: Inspector,
+    tmp_path: Path,
+) -> None:
+    """A settlement user who may create payouts, write their status (escrowpayouts/status) and edit every
+    Secret of the namespace: with the operator down, it creates a release and writes its status as
+    Confirmed with an old coinbase's hash, and another payout's status as Failed; it cannot read or
+    write the payouts' records (operator's namespace). Once the operator is back, both payouts are made
+    as asked: each pays once, with a transaction the operator built, and ends Confirmed."""
+    ns = module_namespace
+    vendor, buyer = new_payee(payees, "forge-vendor"), new_payee(payees, "forge-buyer")
+    user = namespace_user(
+        kube,
+        cluster,
+        ns,
+        "settlement",
+        [
+            {"apiGroups": [GROUP], "resources": [PAYOUT_PLURAL], "verbs": ["create", "get", "list", "watch"]},
+            {"apiGroups": [GROUP], "resources": [f"{PAYOUT_PLURAL}/status"], "verbs": ["get", "patch", "update"]},
+            {"apiGroups": [GROUP], "resources": [ESCROW_PLURAL], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]},
+        ],
+        tmp_path / "settlement.kubeconfig",
+    )
+    op = start_operator(cluster, tmp_path / "operator.log", **FAST_BLOCKS)
+    try:
+        funded_escrow(kube, ns, "forgery", wallet, 3 * XMR)
+    finally:
+        op.stop()
+    coinbase = str(wallet.chain.call("get_block", height=2)["miner_tx_hash"])
+    for name, signers, pays in (("f-release", ["buyer", "vendor"], vendor), ("g-refund", ["buyer", "arbiter"], buyer)):
+        create_payout(
+            user, ns, name, "forgery", signers, destinations=[{"address": pays, "amount": XMR}], confirmations=1
+        )
+    as_user = client.CustomObjectsApi(user)
+    forged = {
+        "f-release": {"phase": "Confirmed", "txHashes": [coinbase], "attempt": 3, "observedGeneration": 1},
+        "g-refund": {"phase": "Failed", "attempt": 5, "observedGeneration": 1},
+    }
+    for name, status in forged.items():
+        as_user.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PAYOUT_PLURAL, name, {"status": status})
+        uid = get_payout(kube, ns, name)["metadata"]["uid"]
+        with pytest.raises(client.ApiException) as refused:
+            client.CoreV1Api(user).read_namespaced_secret(f"payout-{uid}", OPERATOR_NAMESPACE)
+        assert refused.value.status == 403
+    assert phase(get_payout(kube, ns, "f-release")) == "Confirmed"  # the premise: the forgery is written
+    op = start_operator(cluster, tmp_path / "operator-after.log", **FAST_BLOCKS)
+    try:
+        made = []
+        for name in forged:
+            submitted = wait_payout(kube, ns, name, lambda p: phase(p) == "Submitted", f"{name} submitted", 300)
+            assert coinbase not in submitted["status"]["txHashes"], submitted["status"]
+            confirm(wallet, submitted, 1)
+            made.append(wait_payout(kube, ns, name, lambda p: phase(p) == "Confirmed", f"{name} confirmed", 120))
+            wallet.mine(10)  # the release's change unlocks for the refund
+        log = op.log
+    finally:
+        op.stop()
+    for payout in made:
+        assert payout["status"]["attempt"] == 1 and len(payout["status"]["txHashes"]) == 1, payout["status"]
+        assert payout_secret(kube, ns, payout)["outcome"] == "Confirmed"
+    assert (received(payees, "forge-vendor"), received(payees, "forge-buyer")) == (XMR, XMR)
+    assert "written again" not in log  # nothing was recorded for them: the forged phases were simply undone
 
 
 def test_a_wallet_rpc_killed_mid_signature_and_an_apiserver_restart_pay_once(
