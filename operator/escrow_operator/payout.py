@@ -376,6 +376,14 @@ class PayoutRun:
     def _check_funds(self, escrow: EscrowView) -> None:
         """Nothing unlocked yet (by the escrow's funding watch): wait before syncing. Whether the funds
         suffice is decided by the builder's wallet, which alone knows what earlier payouts spent."""
+        spent = escrow.watch.spent_out(escrow.daemon)
+        if spent is not None:
+            raise PayoutFailed(
+                "InsufficientFunds",
+                f"escrow {self.spec.escrow_ref} received {funding_status.xmr(spent)} XMR and its payouts spent all "
+                "of it: it holds nothing. Nothing was signed: delete this payout (a payment made to the escrow "
+                "later is not paid out by a payout made before it)",
+            )
         funding = escrow.status.funding
         if funding is None or funding.unlocked == 0:
             raise Waiting("AwaitingFunds", f"escrow {self.spec.escrow_ref} has no unlocked funds yet")

@@ -5,8 +5,11 @@ with the pool's Secret and any claim of the namespace mounted, so before anythin
 
 * every image the pool runs (``spec.image``, ``spec.operatorImage``) must be one the operator's
   configuration allows (``ESCROW_ALLOWED_IMAGES``; the chart's ``allowedImages`` value);
-* ``storage.claimName`` may name only a claim that carries the label ``xmrescrow.dev/pool=<pool>``
-  (set by someone who may edit claims) and that no other WalletPool of the namespace uses.
+* the pool's claim (``storage.claimName``, or the ``<pool>-wallets`` the operator makes for
+  ``storage.size``) must carry the label ``xmrescrow.dev/pool=<pool>`` if it exists (the operator sets
+  it on the claims it makes; for any other claim, someone who may edit claims does) and no other
+  WalletPool of the namespace may use it (a pool whose spec was refused uses none). A claim the
+  operator was about to make that someone else made first (a 409) is checked the same way.
 
 A refused spec ends in ``Stalled=True`` with the reason, an Event, and no workload created.
 """
@@ -62,27 +65,25 @@ def check_images(ctx: Context, spec: WalletPoolSpec) -> None:
 
 
 async def check_claim(ctx: Context, namespace: str, pool: str, spec: WalletPoolSpec) -> None:
-    """An existing claim must be labelled for this pool and used by no other WalletPool."""
-    wanted = spec.storage.claim_name
-    if wanted is None:
-        return
-    label_hint = f"kubectl label pvc {wanted} {POOL_LABEL}={pool} -n {namespace}"
+    """The pool's claim, if it exists, must be labelled for this pool and used by no other WalletPool."""
+    wanted = claim_name(pool, spec)
+    own = spec.storage.claim_name is None  # the operator makes it (storage.size)
     try:
         pvc = await ctx.kube.call(ctx.kube.core.read_namespaced_persistent_volume_claim, wanted, namespace)
     except ApiException as exc:
-        if exc.status == 404:
+        if exc.status != 404:
+            raise
+        if own:
+            pvc = None  # made by apply_workload, labelled for this pool
+        else:
             raise PoolRefused(
                 "ClaimNotFound",
-                f"storage.claimName {wanted!r} does not exist in namespace {namespace!r}; create it, then {label_hint}",
+                f"storage.claimName {wanted!r} does not exist in namespace {namespace!r}; create it, then "
+                f"{_label_hint(wanted, pool, namespace)}",
                 recheck=True,
             ) from None
-        raise
-    if (metadata(pvc).labels or {}).get(POOL_LABEL) != pool:
-        raise PoolRefused(
-            "ClaimNotAllowed",
-            f"claim {wanted!r} is not labelled for this pool; someone who may edit claims runs: {label_hint}",
-            recheck=True,
-        )
+    if pvc is not None:
+        check_label(pvc, wanted, pool, namespace, own)
     listing = json_object(
         await ctx.kube.call(ctx.kube.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, WALLETPOOL_PLURAL)
     )
@@ -90,6 +91,9 @@ async def check_claim(ctx: Context, namespace: str, pool: str, spec: WalletPoolS
         name = other["metadata"]["name"]
         if name == pool or other["metadata"].get("deletionTimestamp"):
             continue
+        known = ctx.pools.get(namespace, name).applied
+        if known is not None and not known.ok:
+            continue  # its spec was refused: it runs nothing and uses no claim
         try:
             other_spec = WalletPoolSpec.model_validate(other.get("spec") or {})
         except ValidationError:
@@ -100,6 +104,29 @@ async def check_claim(ctx: Context, namespace: str, pool: str, spec: WalletPoolS
                 f"claim {wanted!r} is already used by WalletPool {name!r}; a claim serves one pool",
                 recheck=True,
             )
+
+
+def _label_hint(claim: str, pool: str, namespace: str) -> str:
+    return f"kubectl label pvc {claim} {POOL_LABEL}={pool} -n {namespace}"
+
+
+def check_label(pvc: Any, wanted: str, pool: str, namespace: str, own: bool) -> None:
+    """A claim serves a pool only when labelled for it."""
+    if (metadata(pvc).labels or {}).get(POOL_LABEL) == pool:
+        return
+    if own:
+        message = (
+            f"claim {wanted!r}, which this pool would make for storage.size, already exists and is not labelled "
+            f"for this pool (the operator labels the claims it makes): give the pool another name, or name a claim "
+            f"in storage.claimName; if that claim is meant for it, someone who may edit claims runs: "
+            f"{_label_hint(wanted, pool, namespace)}"
+        )
+    else:
+        message = (
+            f"claim {wanted!r} is not labelled for this pool; someone who may edit claims runs: "
+            f"{_label_hint(wanted, pool, namespace)}"
+        )
+    raise PoolRefused("ClaimNotAllowed", message, recheck=True)
 
 
 async def apply_workload(
@@ -113,6 +140,10 @@ async def apply_workload(
         except ApiException as exc:
             if exc.status != 409:
                 raise
+            # Someone made a claim of that name since the check: it serves the pool only if labelled for it.
+            name = pvc["metadata"]["name"]
+            found = await ctx.kube.call(ctx.kube.core.read_namespaced_persistent_volume_claim, name, namespace)
+            check_label(found, name, obj["metadata"]["name"], namespace, own=True)
     uid = obj["metadata"]["uid"]
     for manifest in (
         statefulset(obj, spec, secret_uid),

@@ -246,6 +246,67 @@ def test_a_pool_editor_cannot_run_other_images_or_mount_other_claims(
         client.CustomObjectsApi(kube).delete_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", name)
 
 
+def test_a_pool_editor_cannot_take_a_claim_by_its_default_name_nor_block_one_with_a_refused_pool(
+    kube: client.ApiClient,
+    module_namespace: str,
+    pool: str,
+    cluster: DevCluster,
+    pool_editor: client.ApiClient,
+    tmp_path: Path,
+) -> None:
+    """A pool named so that the claim it would make for storage.size is someone else's claim is refused
+    (before, the 409 was ignored and the claim mounted); a pool refused for its image does not count as a
+    user of the claim it names, so the pool the claim is labelled for still gets it."""
+    ns = module_namespace
+    core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
+    as_editor = client.CustomObjectsApi(pool_editor)
+    for name, labels in (
+        ("victim-wallets", {"xmrescrow.dev/pool": "victim-store"}),
+        ("kept", {"xmrescrow.dev/pool": "rightful"}),
+    ):
+        core.create_namespaced_persistent_volume_claim(
+            ns,
+            {
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+            },
+        )
+    op = start_operator(cluster, tmp_path / "operator.log")
+    try:
+        as_editor.create_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", pool_body("victim", 1))
+        squatter = condition(stalled(kube, ns, "victim"), "Stalled")
+        assert squatter is not None and squatter["reason"] == "ClaimNotAllowed", squatter
+        assert "'victim-wallets', which this pool would make for storage.size, already exists" in squatter["message"]
+        as_editor.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            "walletpools",
+            pool_body("blocker", 1, image="busybox:latest", storage={"claimName": "kept"}),
+        )
+        assert condition(stalled(kube, ns, "blocker"), "Stalled")["reason"] == "ImageNotAllowed"  # type: ignore[index]
+        client.CustomObjectsApi(kube).create_namespaced_custom_object(
+            GROUP, VERSION, ns, "walletpools", pool_body("rightful", 1, storage={"claimName": "kept"})
+        )
+        wait_for(
+            apps.list_namespaced_stateful_set,
+            lambda s: True,
+            ns,
+            field_selector="metadata.name=rightful",
+            timeout=90,
+            what="the StatefulSet of pool rightful (the refused pool naming its claim does not block it)",
+        )
+    finally:
+        op.stop()
+    names = {s.metadata.name for s in apps.list_namespaced_stateful_set(ns).items}
+    assert not names & {"victim", "blocker"}, names
+    assert core.read_namespaced_persistent_volume_claim("victim-wallets", ns).metadata.labels == {
+        "xmrescrow.dev/pool": "victim-store"
+    }
+    for name in ("victim", "blocker", "rightful"):
+        client.CustomObjectsApi(kube).delete_namespaced_custom_object(GROUP, VERSION, ns, "walletpools", name)
+
+
 # --- apiserver refusals ----------------------------------------------------------------------------
 def test_an_apiserver_refusal_mid_step_ends_failed_without_restarts_or_work_copies(
     kube: client.ApiClient, module_namespace: str, pool: str, cluster: DevCluster, tmp_path: Path

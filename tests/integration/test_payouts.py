@@ -318,6 +318,14 @@ def test_release_then_refund_pay_each_recipient_exactly_once(
         assert (paid_out["received"], paid_out["transfers"], paid_out["unlocked"]) == (5 * XMR, 1, 0), paid_out
         recorded = sorted(h for p in paid_out["payouts"] for h in p["txHashes"])
         assert recorded == sorted(release["status"]["txHashes"] + refund["status"]["txHashes"]), paid_out
+        # Everything was paid out: a payout made now fails at once, and no later payment would pay it.
+        create_payout(
+            kube, ns, "d-late", "deal", ["vendor", "buyer"], destinations=[{"address": vendor, "amount": XMR}]
+        )
+        late = wait_payout(kube, ns, "d-late", lambda p: phase(p) == "Failed", "the payout of a spent escrow", 120)
+        refused = condition(late, "Stalled")
+        assert refused is not None and refused["reason"] == "InsufficientFunds", late["status"]
+        assert "received 5 XMR and its payouts spent all of it" in refused["message"], refused
         secrets = [payout_secret(kube, ns, p) for p in (release, refund)]  # before the escrow goes
         # walletRetention: Delete, but the escrow received funds: deleting it keeps its wallets.
         client.CustomObjectsApi(kube).delete_namespaced_custom_object(GROUP, VERSION, ns, ESCROW_PLURAL, "deal")
