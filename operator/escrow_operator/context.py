@@ -21,3 +21,6 @@ class Context:
     chains: Chains
     watches: ChainWatches
     faults: Faults = NO_FAULTS
+    #: Since when payouts keep their records in the operator's namespace (payout_secret.records_since);
+    #: "" until known: then no payout counts as ended under an earlier release.
+    records_since: str = ""

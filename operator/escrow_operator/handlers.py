@@ -28,6 +28,7 @@ from .api import (
     FundingPayout,
     PayoutPhase,
     WalletRetention,
+    utcnow,
 )
 from .blocks import Chains
 from .chainwatch import ChainWatches
@@ -41,7 +42,7 @@ from .funding_status import submitted_payout
 from .kube import Kube, json_object, load_api_client
 from .naming import payout_tag
 from .payout import PayoutGone, PayoutRun
-from .payout_secret import PayoutSecret
+from .payout_secret import PayoutSecret, records_since
 from .pool_reconcile import RECHECK_SECONDS, PoolRefused, PoolRetry, reconcile
 from .pools import Pools
 from .recovery_secret import RecoverySecret
@@ -90,7 +91,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     faults.install_resume_signal()
     chains = Chains(ours)
     watches = ChainWatches(chains, kube, ours.operator_namespace, ours, faults)
-    memo.ctx = Context(kube, pools, ours, chains, watches, faults)
+    since = await records_since(kube, ours.operator_namespace, utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"))
+    memo.ctx = Context(kube, pools, ours, chains, watches, faults, records_since=since)
     await _know_existing_pools(kube, pools, chains, ours.namespace)
     if ours.metrics_port:
         metrics.serve(ours.metrics_port)

@@ -179,19 +179,22 @@ class PayoutRun:
                 log.warning("payout %s/%s failed: %s", self.namespace, self.name, failure.message)
                 return
 
-    async def _ended(self, name: str, uid: str, phase: str | None) -> bool:
+    async def _ended(self, name: str, uid: str, phase: str | None, created: str) -> bool:
         """Whether another payout ended, as its record says (its status may say anything)."""
         record = PayoutSecret(self.ctx.kube, self.ctx.settings.operator_namespace, (self.namespace, name), uid)
         if await record.load_if_present():
             return record.outcome() is not None
-        return phase in TERMINAL and await self._has_legacy_record(uid)
+        return phase in TERMINAL and await self._has_legacy_record(uid, created)
 
     async def _finished_by_an_earlier_release(self) -> bool:
-        return await self._has_legacy_record(self.uid)
+        return await self._has_legacy_record(self.uid, self.created)
 
-    async def _has_legacy_record(self, uid: str) -> bool:
-        """A payout that ended before payouts were recorded in the operator's namespace: its record is
-        the Secret ``payout-<uid>`` of its own namespace, which that release made."""
+    async def _has_legacy_record(self, uid: str, created: str) -> bool:
+        """A payout that ended before payouts were recorded in the operator's namespace: created before
+        this release first ran (no later payout can be), with its record, the Secret ``payout-<uid>`` of
+        its own namespace, which that release made."""
+        if not self.ctx.records_since or not created or created >= self.ctx.records_since:
+            return False
         try:
             await self.ctx.kube.call(self.ctx.kube.core.read_namespaced_secret, f"payout-{uid}", self.namespace)
         except ApiException as exc:
@@ -293,7 +296,8 @@ class PayoutRun:
             if (meta.get("creationTimestamp") or "", meta.get("name") or "") >= mine:
                 continue
             phase = (item.get("status") or {}).get("phase")
-            if not await self._ended(str(meta.get("name")), str(meta.get("uid")), phase):
+            created = str(meta.get("creationTimestamp") or "")
+            if not await self._ended(str(meta.get("name")), str(meta.get("uid")), phase, created):
                 raise Waiting(
                     "EarlierPayout",
                     f"payout {meta.get('name')} of escrow {self.spec.escrow_ref} is {phase or 'new'}; "

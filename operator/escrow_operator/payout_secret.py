@@ -37,6 +37,27 @@ def payout_secret_name(uid: str) -> str:
     return f"payout-{uid}"
 
 
+#: The Secret (operator's namespace) recording since when payouts keep their records there.
+RECORDS_SINCE_SECRET = "escrow-operator-payout-records"
+
+
+async def records_since(kube: Kube, namespace: str, now: str) -> str:
+    """When this operator's payouts began to keep their records in the operator's namespace: ``now``
+    the first time a release that does is started, kept from then on. Only a payout created before it
+    may have ended under an earlier release, which kept its record in the payout's own namespace."""
+    marker = _Marker(kube, namespace, RECORDS_SINCE_SECRET)
+    await marker.create_or_load(
+        labels={"app.kubernetes.io/managed-by": OPERATOR_NAME}, annotations={}, owner=None, data={"since": now}
+    )
+    return marker.since or now
+
+
+class _Marker(RecordSecret):
+    @property
+    def since(self) -> str | None:
+        return self._get("since")
+
+
 #: Keys that outlive an attempt.
 _KEPT = ("attempt", "escrow", "pool")
 

@@ -91,13 +91,15 @@ class WatchSecret(RecordSecret):
         return bool(Ledger.from_json(self._get("ledger")).outputs)
 
     def spent_out(self, daemon: str) -> int | None:
-        """What the escrow received, when every output of it the chain watch of ``daemon`` found in a
-        block is spent by a payout (None: it received nothing yet, or holds an unspent output)."""
+        """What the escrow received (its payouts' change left out), when every output of it the chain
+        watch of ``daemon`` found in a block is spent by a payout (None: it received nothing yet, or holds
+        an unspent output)."""
         text, _ = self.ledger(daemon)
         ledger = Ledger.from_json(text)
         if not ledger.outputs or any(out.key not in ledger.spends for out in ledger.outputs.values()):
             return None
-        return sum(out.amount for out in ledger.outputs.values())
+        own = {spend.tx_hash for spend in ledger.spends.values()}  # the escrow's payouts
+        return sum(out.amount for out in ledger.outputs.values() if out.tx_hash not in own)
 
     def key_images(self) -> dict[str, str]:
         """Key image -> output key of the escrow's outputs (recorded when its payouts were built)."""

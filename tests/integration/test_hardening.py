@@ -22,6 +22,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from hack.devcluster import DevCluster
+from hack.testground.kube import namespace_user
 from tests.support.escrows import (
     assert_no_secrets,
     condition,
@@ -112,36 +113,23 @@ def test_forged_secret_and_status_address_are_corrected_from_the_wallets(
 
 
 # --- WalletPool rights ----------------------------------------------------------------------------
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pool_editor(
-    kube: client.ApiClient, module_namespace: str, cluster: DevCluster, tmp_path: Path
+    kube: client.ApiClient, module_namespace: str, cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[client.ApiClient]:
     """A user who may edit Escrows, WalletPools and Secrets of the namespace, but not pods, workloads or claims."""
     ns = module_namespace
-    rbac = client.RbacAuthorizationV1Api(kube)
-    client.CoreV1Api(kube).create_namespaced_service_account(ns, {"metadata": {"name": "editor"}})
-    rbac.create_namespaced_role(
+    api = namespace_user(
+        kube,
+        cluster,
         ns,
-        {
-            "metadata": {"name": "escrow-editor"},
-            "rules": [
-                {"apiGroups": [GROUP], "resources": ["escrows", "walletpools"], "verbs": ["*"]},
-                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]},
-            ],
-        },
+        "editor",
+        [
+            {"apiGroups": [GROUP], "resources": ["escrows", "walletpools"], "verbs": ["*"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]},
+        ],
+        tmp_path_factory.mktemp("editor") / "editor.kubeconfig",
     )
-    rbac.create_namespaced_role_binding(
-        ns,
-        {
-            "metadata": {"name": "escrow-editor"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "escrow-editor"},
-            "subjects": [{"kind": "ServiceAccount", "name": "editor", "namespace": ns}],
-        },
-    )
-    path = cluster.mint_kubeconfig(ns, "editor", tmp_path / "editor.kubeconfig")
-    from kubernetes import config
-
-    api = config.new_client_from_config(str(path))
     with pytest.raises(ApiException) as refused:  # the premise: this user cannot create pods
         client.CoreV1Api(api).create_namespaced_pod(
             ns, {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}

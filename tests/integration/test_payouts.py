@@ -599,6 +599,12 @@ def test_a_namespace_user_who_writes_payout_status_and_secrets_cannot_forge_or_s
     for name, status in forged.items():
         as_user.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PAYOUT_PLURAL, name, {"status": status})
         uid = get_payout(kube, ns, name)["metadata"]["uid"]
+        # A record where an earlier release kept it, saying the payout ended: not taken for a new payout.
+        look_alike = {"attempt": "3", "3.hashes": coinbase, "outcome": status["phase"]}
+        client.CoreV1Api(user).create_namespaced_secret(
+            ns,
+            {"metadata": {"name": f"payout-{uid}"}, "stringData": look_alike},
+        )
         with pytest.raises(client.ApiException) as refused:
             client.CoreV1Api(user).read_namespaced_secret(f"payout-{uid}", OPERATOR_NAMESPACE)
         assert refused.value.status == 403

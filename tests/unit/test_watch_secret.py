@@ -42,6 +42,7 @@ def ledger(*outputs: tuple[str, int, bool]) -> dict[str, Any]:
 
 def test_an_escrow_whose_every_output_its_payouts_spent_holds_nothing() -> None:
     assert record(**ledger(("a", 3, True), ("b", 2, True))).spent_out(DAEMON) == 5
+    assert record(**ledger(("a", 3, True), ("pay", 1, True))).spent_out(DAEMON) == 3  # change of its payout
     assert record(**ledger(("a", 3, True), ("change", 1, False))).spent_out(DAEMON) is None
     assert record(**ledger()).spent_out(DAEMON) is None  # nothing received yet: a payout may wait for it
     assert record(**ledger(("a", 3, True))).spent_out("another:18081") is None  # another chain's findings
