@@ -22,7 +22,6 @@ Starting attempt n+1 removes attempt n's keys.
 
 from __future__ import annotations
 
-from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
 from .api import GROUP
@@ -69,15 +68,6 @@ class PayoutSecret(RecordSecret):
         super().__init__(kube, namespace, payout_secret_name(uid))
         self.payout = payout
         self.uid = uid
-
-    async def load_if_present(self) -> bool:
-        try:
-            await self.load()
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            return False
-        return True
 
     async def ensure(self) -> None:
         namespace, name = self.payout

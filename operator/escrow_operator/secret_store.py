@@ -43,6 +43,17 @@ class RecordSecret:
         self._data = dict(found.data or {})
         self._version = metadata(found).resource_version
 
+    async def load_if_present(self) -> bool:
+        """Read the Secret if it exists; False (and nothing known of it) if it does not."""
+        try:
+            await self.load()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self._data, self._version = {}, None
+            return False
+        return True
+
     async def create_or_load(
         self,
         *,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 
-from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
 from .api import GROUP
@@ -49,16 +48,8 @@ class WatchSecret(RecordSecret):
         self.exists = False
 
     async def load_if_present(self) -> bool:
-        """Read the Secret if it exists; False (and nothing known) if it does not."""
-        try:
-            await self.load()
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            self._data, self._version, self.exists = {}, None, False
-            return False
-        self.exists = True
-        return True
+        self.exists = await super().load_if_present()
+        return self.exists
 
     # --- reading --------------------------------------------------------------------------------
     def watch_keys(self) -> WatchKeys | None:
