@@ -30,6 +30,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
@@ -390,7 +391,24 @@ class PayoutRun:
             )
         funding = escrow.status.funding
         if funding is None or funding.unlocked == 0:
-            raise Waiting("AwaitingFunds", f"escrow {self.spec.escrow_ref} has no unlocked funds yet")
+            raise self._no_funds(f"escrow {self.spec.escrow_ref} has no unlocked funds yet")
+
+    def _no_funds(self, message: str, next_block: bool = False) -> Exception:
+        """Wait for funds; a payout that has waited longer than ``payout_funds_timeout`` since it was
+        created fails instead, so it is never paid out of a much later payment to the escrow."""
+        limit = self.ctx.settings.payout_funds_timeout
+        try:
+            created = datetime.strptime(self.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            return Waiting("AwaitingFunds", message, next_block)
+        if (datetime.now(UTC) - created).total_seconds() <= limit:
+            return Waiting("AwaitingFunds", message, next_block)
+        return PayoutFailed(
+            "FundsTimeout",
+            f"{message}; this payout has waited for funds longer than {limit:g} s since it was created "
+            "(ESCROW_PAYOUT_FUNDS_TIMEOUT). Nothing was signed: delete it and create another once the escrow holds "
+            "the funds",
+        )
 
     async def _attempt(self, escrow: EscrowView) -> int:
         """The attempt to go on with, starting a new one when the current one cannot be resumed."""
@@ -471,8 +489,7 @@ class PayoutRun:
                 )
             if balance.unlocked_balance == 0 or (needed is not None and balance.unlocked_balance < needed):
                 want = "some" if needed is None else f"{funding_status.xmr(needed)} XMR plus the fee"
-                raise Waiting(
-                    "AwaitingFunds",
+                raise self._no_funds(
                     f"escrow {self.spec.escrow_ref} holds {held} XMR, {unlocked} unlocked; the payout needs {want}",
                     next_block=True,
                 )

@@ -51,6 +51,12 @@ class OperatorSettings(BaseModel):
         description="seconds between get_info calls for a daemon whose blocks are pushed over ZMQ (spec.daemonZmq)",
     )
     daemon_timeout: float = Field(30.0, gt=0, description="seconds one monerod RPC call may take")
+    payout_funds_timeout: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="seconds a payout may wait for its escrow's funds, from its creation, before it fails FundsTimeout "
+        "(a payout made before the escrow was paid waits; one that waits longer is not paid out of a later payment)",
+    )
     api_threads: int = Field(16, ge=1, le=256, description="threads for blocking Kubernetes API calls")
     allowed_images: str = Field(
         f"{DEFAULT_IMAGE},{PREVIOUS_IMAGE},{DEFAULT_OPERATOR_IMAGE}",

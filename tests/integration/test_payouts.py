@@ -506,7 +506,8 @@ def test_payouts_the_operator_refuses_say_why_and_sign_nothing(
         "stagenet": (["buyer", "vendor"], stagenet_address(), "AddressInvalid", "is a stagenet address"),
         "checksum": (["buyer", "vendor"], broken, "AddressInvalid", "is not a Monero address"),
     }
-    op = start_operator(cluster, tmp_path / "operator.log", **FAST_BLOCKS)
+    # A payout may wait for its escrow's funds only so long (here 20 s from its creation).
+    op = start_operator(cluster, tmp_path / "operator.log", ESCROW_PAYOUT_FUNDS_TIMEOUT="20", **FAST_BLOCKS)
     try:
         funded_escrow(kube, ns, name, wallet, XMR)
         create_escrow(kube, ns, "unready", "no-such-pool")
@@ -515,6 +516,7 @@ def test_payouts_the_operator_refuses_say_why_and_sign_nothing(
         wait_escrow(kube, ns, "fixed", timeout=300)
         stranger = new_payee(payees, f"{name}-stranger")
         create_payout(kube, ns, "to-a-stranger", "fixed", ["buyer", "vendor"], sweepTo=stranger)
+        create_payout(kube, ns, "too-early", "fixed", ["buyer", "vendor"], sweepTo=payee)  # "fixed" is never paid
         for case, (signers, address, _, _) in failing.items():
             create_payout(kube, ns, case, name, signers, destinations=[{"address": address, "amount": XMR // 2}])
         create_payout(kube, ns, "no-escrow", "no-such-escrow", ["buyer", "vendor"], sweepTo=payee)
@@ -528,6 +530,10 @@ def test_payouts_the_operator_refuses_say_why_and_sign_nothing(
         stalled = condition(failed, "Stalled")
         assert stalled["reason"] == "AddressNotAllowed", failed["status"]
         assert stranger in stalled["message"] and f"vendor {payee}" in stalled["message"], stalled
+        waited = wait_payout(kube, ns, "too-early", lambda p: phase(p) == "Failed", "the payout that waited too long")
+        expired = condition(waited, "Stalled")
+        assert expired["reason"] == "FundsTimeout" and "has no unlocked funds yet" in expired["message"], expired
+        assert "AwaitingFunds" in reasons(kube, ns, "too-early")  # it waited first
         for case, reason in (("no-escrow", "EscrowNotFound"), ("not-ready", "EscrowNotReady")):
             waiting = wait_payout(
                 kube, ns, case, lambda p, r=reason: (condition(p, "Ready") or {}).get("reason") == r, f"{case} waits"
@@ -535,7 +541,7 @@ def test_payouts_the_operator_refuses_say_why_and_sign_nothing(
             assert phase(waiting) in (None, "Pending") and (condition(waiting, "Stalled") or {}).get("status") != "True"
     finally:
         op.stop()
-    for case in [*failing, "no-escrow", "not-ready", "to-a-stranger"]:
+    for case in [*failing, "no-escrow", "not-ready", "to-a-stranger", "too-early"]:
         payout = get_payout(kube, ns, case)
         assert not payout["status"].get("txHashes") and not payout["status"].get("signatures"), payout["status"]
         try:
