@@ -91,8 +91,7 @@ async def check_claim(ctx: Context, namespace: str, pool: str, spec: WalletPoolS
         name = other["metadata"]["name"]
         if name == pool or other["metadata"].get("deletionTimestamp"):
             continue
-        known = ctx.pools.get(namespace, name).applied
-        if known is not None and not known.ok:
+        if ctx.pools.get(namespace, name).refused:
             continue  # its spec was refused: it runs nothing and uses no claim
         try:
             other_spec = WalletPoolSpec.model_validate(other.get("spec") or {})
@@ -180,8 +179,15 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Applied:
         replicas = spec.replicas
         pool.set_daemon(None if spec.offline else spec.daemon, spec.network.value)
         ctx.chains.configure((namespace, name), pool.daemon, spec.daemon_zmq)
-        check_images(ctx, spec)
-        await check_claim(ctx, namespace, name, spec)
+        try:
+            check_images(ctx, spec)
+            async with ctx.pools.claims(namespace):
+                await check_claim(ctx, namespace, name, spec)
+                pool.refused = False  # from now on it counts as its claim's user
+        except PoolRefused:
+            async with ctx.pools.claims(namespace):
+                pool.refused = True
+            raise
         obj = {"metadata": dict(meta)}
         try:
             secret_uid = await ensure(ctx.kube, obj)

@@ -60,6 +60,9 @@ class PoolRuntime:
         self._replacing: set[str] = set()  # uids of stale pods being deleted
         self._template_secret_uid: str | None = None  # the Secret the StatefulSet's pod template carries
         self._problems_told: set[str] = set()  # pod problems told in an Event since the pool was last ready
+        #: its last reconcile refused its spec (it runs nothing and uses no claim); set under the
+        #: namespace's claim lock (Pools.claims), so two pools never both take one claim
+        self.refused = False
 
     # --- identity -------------------------------------------------------------------------------
     def adopt(self, uid: str | None) -> None:
@@ -366,6 +369,11 @@ class Pools:
         self.kube = kube
         self.settings = settings
         self._pools: dict[tuple[str, str], PoolRuntime] = {}
+        self._claims: dict[str, asyncio.Lock] = {}
+
+    def claims(self, namespace: str) -> asyncio.Lock:
+        """Held while a pool of ``namespace`` checks its claim against the others and records the outcome."""
+        return self._claims.setdefault(namespace, asyncio.Lock())
 
     def get(self, namespace: str, name: str) -> PoolRuntime:
         key = (namespace, name)
